@@ -1,0 +1,343 @@
+//! # salescast-inference
+//!
+//! Turns closed windows into forecasts. For every window a series closes,
+//! [`Inference::process`] updates that series' history and forecasts the next
+//! [`Config::horizon`] windows with p10/p50/p90.
+//!
+//! Models sit behind the [`Model`] trait. The baseline ([`Baseline`]) is
+//! seasonal naive once a season of history exists, with an EWMA level before
+//! that; its intervals come from the series' own recent one-step residual
+//! quantiles, widened with the square root of the horizon. The
+//! [`Forecast`] type defined here is what flows on to alerting, the Kafka
+//! `forecasts` topic and the WebSocket gateway (`docs/forecasts.md`).
+#![warn(missing_docs)]
+
+mod baseline;
+mod forecast;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use salescast_stream_core::{Level, WindowBatch, WindowRecord};
+use serde::{Deserialize, Serialize};
+
+pub use baseline::Baseline;
+pub use forecast::{Actual, Forecast, HorizonPoint};
+
+/// Configuration of the inference stage (`[inference]` in the config file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    /// Windows forecast ahead of each closed window.
+    pub horizon: usize,
+    /// Season length in windows; 0 means one day of windows
+    /// (86 400 000 ms / window width).
+    pub season_windows: usize,
+    /// Smoothing factor of the EWMA level, in (0, 1].
+    pub ewma_alpha: f64,
+    /// How many recent one-step residuals each series keeps for its intervals.
+    pub residual_window: usize,
+    /// Residuals needed before intervals come from them (a Poisson-shaped
+    /// band is used before).
+    pub min_residuals: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            horizon: 12,
+            season_windows: 0,
+            ewma_alpha: 0.3,
+            residual_window: 200,
+            min_residuals: 20,
+        }
+    }
+}
+
+/// Errors of the inference stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid configuration. Not retryable: fix the configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Everything a model may use about one series when it forecasts.
+#[derive(Debug, Clone)]
+pub struct SeriesHistory {
+    /// Start of the newest window, epoch ms.
+    pub last_start: i64,
+    /// Units per window, oldest first, newest last; windows with no sales are
+    /// zeros. At most two seasons long.
+    pub values: VecDeque<f64>,
+    /// EWMA level of units.
+    pub level: f64,
+    /// Recent one-step residuals (actual - p50), oldest first.
+    pub residuals: VecDeque<f64>,
+    /// The last forecast made for this series, horizon order.
+    pub last_forecast: Vec<HorizonPoint>,
+    /// Windows observed (including filled empty ones).
+    pub observed: u64,
+}
+
+/// One series' forecast path from a [`Model`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    /// The (sub-)model that produced it, carried in the forecast.
+    pub model: &'static str,
+    /// `(p10, p50, p90)` per step ahead, non-crossing.
+    pub quantiles: Vec<[f64; 3]>,
+}
+
+/// A forecasting model over series histories. Implementations receive all
+/// series of a batch at once so that a tensor model can score them in one pass.
+pub trait Model: Send {
+    /// Model family name (for logs).
+    fn name(&self) -> &'static str;
+    /// Model version (bumps when the model's parameters change).
+    fn version(&self) -> u64 {
+        0
+    }
+    /// Forecast `horizon` windows ahead for each history; one [`Path`] per
+    /// input, in input order.
+    fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path>;
+}
+
+/// The inference stage: per-series histories and a model.
+pub struct Inference {
+    cfg: Config,
+    window_ms: i64,
+    season: usize,
+    series: FxHashMap<(Level, Arc<str>), SeriesHistory>,
+    model: Box<dyn Model>,
+}
+
+impl std::fmt::Debug for Inference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inference")
+            .field("cfg", &self.cfg)
+            .field("series", &self.series.len())
+            .field("model", &self.model.name())
+            .finish()
+    }
+}
+
+impl Inference {
+    /// Build the stage with the baseline model, for windows `window_ms` wide.
+    pub fn new(cfg: Config, window_ms: i64) -> Result<Self, Error> {
+        if cfg.horizon == 0 {
+            return Err(Error::Config("inference.horizon must be > 0".into()));
+        }
+        if !(cfg.ewma_alpha > 0.0 && cfg.ewma_alpha <= 1.0) {
+            return Err(Error::Config("inference.ewma-alpha must be in (0, 1]".into()));
+        }
+        if window_ms <= 0 {
+            return Err(Error::Config("window width must be > 0".into()));
+        }
+        let season = if cfg.season_windows == 0 {
+            (86_400_000 / window_ms).max(1) as usize
+        } else {
+            cfg.season_windows
+        };
+        let model = Box::new(Baseline::new(season, cfg.min_residuals));
+        Ok(Inference {
+            cfg,
+            window_ms,
+            season,
+            series: FxHashMap::default(),
+            model,
+        })
+    }
+
+    /// Replace the model (all series keep their histories).
+    pub fn with_model(mut self, model: Box<dyn Model>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Season length in windows.
+    pub fn season(&self) -> usize {
+        self.season
+    }
+
+    /// Number of series with history.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Fold a batch of closed windows in (ordered by window start) and return
+    /// one forecast per window, in the same order.
+    pub fn process(&mut self, windows: &WindowBatch) -> Vec<Forecast> {
+        let records: Vec<WindowRecord> = windows.records().collect();
+        let mut expected = Vec::with_capacity(records.len());
+        let keys: Vec<(Level, Arc<str>)> =
+            records.iter().map(|r| (r.level, r.key.clone())).collect();
+        for r in &records {
+            expected.push(self.observe(r));
+        }
+        let histories: Vec<&SeriesHistory> = keys.iter().map(|k| &self.series[k]).collect();
+        let paths = self.model.forecast(&histories, self.cfg.horizon);
+        let version = self.model.version();
+        let mut out = Vec::with_capacity(records.len());
+        for ((r, exp), (key, path)) in records
+            .into_iter()
+            .zip(expected)
+            .zip(keys.into_iter().zip(paths))
+        {
+            let horizon: Vec<HorizonPoint> = path
+                .quantiles
+                .into_iter()
+                .enumerate()
+                .map(|(h, [p10, p50, p90])| HorizonPoint {
+                    start_ms: r.end_ms + h as i64 * self.window_ms,
+                    end_ms: r.end_ms + (h as i64 + 1) * self.window_ms,
+                    p10,
+                    p50,
+                    p90,
+                })
+                .collect();
+            let hist = self.series.get_mut(&key).expect("observed above");
+            hist.last_forecast = horizon.clone();
+            out.push(Forecast::new(&r, exp, path.model, version, horizon));
+        }
+        out
+    }
+
+    /// Update the history with one window; returns what the previous forecast
+    /// expected for this window, if it covered it.
+    fn observe(&mut self, r: &WindowRecord) -> Option<HorizonPoint> {
+        let cap = 2 * self.season + self.cfg.horizon;
+        let alpha = self.cfg.ewma_alpha;
+        let w = self.window_ms;
+        let y = r.agg.units as f64;
+        let h = self
+            .series
+            .entry((r.level, r.key.clone()))
+            .or_insert_with(|| SeriesHistory {
+                last_start: r.start_ms - w,
+                values: VecDeque::new(),
+                level: y,
+                residuals: VecDeque::new(),
+                last_forecast: Vec::new(),
+                observed: 0,
+            });
+        let expected = h
+            .last_forecast
+            .iter()
+            .find(|p| p.start_ms == r.start_ms)
+            .copied();
+        if r.start_ms <= h.last_start {
+            // A revision of a window already in the history: replace it.
+            let back = ((h.last_start - r.start_ms) / w) as usize;
+            if back < h.values.len() {
+                let i = h.values.len() - 1 - back;
+                h.values[i] = y;
+            }
+            return expected;
+        }
+        // Windows with no sales in between are zeros.
+        let gap = ((r.start_ms - h.last_start) / w - 1).max(0) as usize;
+        for _ in 0..gap.min(cap) {
+            h.values.push_back(0.0);
+            h.level *= 1.0 - alpha;
+            h.observed += 1;
+        }
+        if let Some(e) = h.last_forecast.first().filter(|p| p.start_ms == r.start_ms) {
+            h.residuals.push_back(y - e.p50);
+            if h.residuals.len() > self.cfg.residual_window {
+                h.residuals.pop_front();
+            }
+        }
+        h.values.push_back(y);
+        while h.values.len() > cap {
+            h.values.pop_front();
+        }
+        h.level = alpha * y + (1.0 - alpha) * h.level;
+        h.last_start = r.start_ms;
+        h.observed += 1;
+        expected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salescast_stream_core::WindowAgg;
+
+    fn rec(start: i64, units: i64) -> WindowRecord {
+        WindowRecord {
+            level: Level::Store,
+            key: "web-uk".into(),
+            start_ms: start,
+            end_ms: start + 60_000,
+            revision: 0,
+            agg: WindowAgg {
+                units,
+                lines: units,
+                gross_units: units,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn seasonal_series_is_forecast_by_last_season() {
+        let cfg = Config {
+            season_windows: 4,
+            horizon: 4,
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let pattern = [10, 20, 30, 40];
+        let mut last = Vec::new();
+        for i in 0..40 {
+            let b = WindowBatch::from_records(&[rec(i * 60_000, pattern[i as usize % 4])]);
+            last = inf.process(&b);
+        }
+        let f = &last[0];
+        assert_eq!(f.model, "seasonal_naive");
+        let p50: Vec<f64> = f.horizon.iter().map(|p| p.p50).collect();
+        assert_eq!(p50, vec![10.0, 20.0, 30.0, 40.0]);
+        // A perfect seasonal series has zero residuals: a tight band.
+        assert!(f.horizon.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
+        assert_eq!(f.expected.unwrap().p50, 40.0);
+        assert_eq!(f.horizon[0].start_ms, 40 * 60_000);
+    }
+
+    #[test]
+    fn short_history_uses_ewma_and_gaps_are_zeros() {
+        let mut inf = Inference::new(Config::default(), 60_000).unwrap();
+        let f = inf.process(&WindowBatch::from_records(&[rec(0, 10)]));
+        assert_eq!(f[0].model, "ewma");
+        assert_eq!(f[0].horizon[0].p50, 10.0);
+        // Three empty windows then 10 again: level decays through the zeros.
+        let f = inf.process(&WindowBatch::from_records(&[rec(4 * 60_000, 10)]));
+        let lvl = 10.0 * 0.7f64.powi(3) * 0.7 + 0.3 * 10.0;
+        assert!((f[0].horizon[0].p50 - lvl).abs() < 1e-9);
+        let h = &inf.series[&(Level::Store, Arc::from("web-uk"))];
+        assert_eq!(h.values.iter().copied().collect::<Vec<_>>(), vec![10.0, 0.0, 0.0, 0.0, 10.0]);
+    }
+
+    #[test]
+    fn quantiles_never_cross_and_widen_with_horizon() {
+        let mut inf = Inference::new(
+            Config {
+                season_windows: 3,
+                ..Config::default()
+            },
+            60_000,
+        )
+        .unwrap();
+        let mut s = 12345u64;
+        let mut f = Vec::new();
+        for i in 0..200 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = (s >> 33) % 20;
+            f = inf.process(&WindowBatch::from_records(&[rec(i * 60_000, 50 + noise as i64)]));
+        }
+        let hz = &f[0].horizon;
+        assert!(hz.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
+        assert!(hz[11].p90 - hz[11].p10 > hz[0].p90 - hz[0].p10);
+    }
+}

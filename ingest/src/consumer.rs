@@ -1,0 +1,383 @@
+//! The consumer-group consumer: polls on its own thread, decodes micro-batches
+//! and sends them downstream over a bounded channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use salescast_metrics::Metrics;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::decode::{BatchDecoder, Decoded};
+use crate::dedup::Dedup;
+use crate::{Config, Error};
+
+/// One decoded micro-batch.
+#[derive(Debug)]
+pub struct IngestBatch {
+    /// The events, dead letters and raw bytes of the batch.
+    pub decoded: Decoded,
+    /// Newest Kafka message timestamp in the batch (epoch ms), for the
+    /// end-to-end latency metric.
+    pub newest_message_ms: Option<i64>,
+}
+
+/// What the ingest stage sends downstream, in order.
+#[derive(Debug)]
+pub enum IngestEvent {
+    /// A micro-batch of events.
+    Batch(IngestBatch),
+    /// Partitions newly assigned to this instance.
+    Assigned(Vec<i32>),
+    /// Partitions taken away from this instance.
+    Revoked(Vec<i32>),
+    /// Partitions that had no messages for `idle-timeout-ms`.
+    Idle(Vec<i32>),
+    /// Every assigned partition is idle: the input is drained for now.
+    Drained,
+}
+
+enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+struct Ctx {
+    topic: String,
+    events: Mutex<Vec<RebalanceEvent>>,
+    assigned: Arc<Mutex<BTreeSet<i32>>>,
+    metrics: Metrics,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, s: Statistics) {
+        let lag: i64 = s
+            .topics
+            .get(&self.topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| p.consumer_lag)
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.metrics.consumer_lag.set(lag);
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+impl ConsumerContext for Ctx {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        let ev = match r {
+            Rebalance::Assign(tpl) => {
+                let ps = partitions_of(tpl);
+                self.assigned.lock().expect("lock").extend(ps.iter().copied());
+                info!(partitions = ?ps, "partitions assigned");
+                RebalanceEvent::Assigned(ps)
+            }
+            Rebalance::Revoke(tpl) => {
+                let ps = partitions_of(tpl);
+                let mut a = self.assigned.lock().expect("lock");
+                for p in &ps {
+                    a.remove(p);
+                }
+                info!(partitions = ?ps, "partitions revoked");
+                RebalanceEvent::Revoked(ps)
+            }
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        self.events.lock().expect("lock").push(ev);
+    }
+}
+
+type Client = BaseConsumer<Ctx>;
+
+/// Commits offsets for the consumer group. Cheap to clone; usable from any
+/// task. Only partitions currently assigned to this instance are committed.
+#[derive(Clone)]
+pub struct Committer {
+    consumer: Arc<Client>,
+    topic: String,
+    assigned: Arc<Mutex<BTreeSet<i32>>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").field("topic", &self.topic).finish()
+    }
+}
+
+impl Committer {
+    /// Commit `positions` (partition, next offset to read), asynchronously.
+    pub fn commit(&self, positions: &[(i32, i64)]) -> Result<(), Error> {
+        let assigned = self.assigned.lock().expect("lock").clone();
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in positions.iter().filter(|(p, _)| assigned.contains(p)) {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        debug!(?positions, "commit");
+        self.consumer.commit(&tpl, CommitMode::Async)?;
+        self.metrics.offset_commits.inc();
+        Ok(())
+    }
+
+    /// Offsets the group has committed for the assigned partitions.
+    pub fn committed(&self, timeout: Duration) -> Result<Vec<(i32, i64)>, Error> {
+        let tpl = self.consumer.committed(timeout)?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Build the librdkafka consumer configuration used by salescast (also by
+/// `salescast bench` for its plain consumer, so both read alike).
+pub fn consumer_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    let hb = (cfg.session_timeout_ms / 3).clamp(100, 3_000);
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", hb.to_string())
+        .set("queued.min.messages", "200000")
+        .set("fetch.wait.max.ms", "100")
+        .set(
+            "statistics.interval.ms",
+            cfg.statistics_interval_ms.to_string(),
+        );
+    for (k, v) in &cfg.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A running ingest stage.
+pub struct Ingest {
+    committer: Committer,
+    done: oneshot::Receiver<Result<(), Error>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    /// Subscribe to the topic and start consuming on a dedicated thread.
+    pub fn start(
+        cfg: &Config,
+        tx: mpsc::Sender<IngestEvent>,
+        cancel: CancellationToken,
+        metrics: Metrics,
+    ) -> Result<Ingest, Error> {
+        if cfg.brokers.is_empty() {
+            return Err(Error::Config("ingest.brokers is empty".into()));
+        }
+        if cfg.batch_max_messages == 0 {
+            return Err(Error::Config("ingest.batch-max-messages must be > 0".into()));
+        }
+        let assigned = Arc::new(Mutex::new(BTreeSet::new()));
+        let ctx = Ctx {
+            topic: cfg.topic.clone(),
+            events: Mutex::new(Vec::new()),
+            assigned: assigned.clone(),
+            metrics: metrics.clone(),
+        };
+        let consumer: Client = consumer_config(cfg).create_with_context(ctx)?;
+        consumer.subscribe(&[&cfg.topic])?;
+        let consumer = Arc::new(consumer);
+        let committer = Committer {
+            consumer: consumer.clone(),
+            topic: cfg.topic.clone(),
+            assigned,
+            metrics: metrics.clone(),
+        };
+        let (done_tx, done) = oneshot::channel();
+        let decoder = BatchDecoder::new(cfg.batch_max_messages, cfg.max_payload_bytes)?;
+        let mut worker = Worker {
+            cfg: cfg.clone(),
+            consumer,
+            tx,
+            cancel,
+            metrics,
+            decoder,
+            dedup: Dedup::new(cfg.dedup_capacity),
+            newest_ms: None,
+            last_seen: BTreeMap::new(),
+            idle: BTreeSet::new(),
+            drained: false,
+        };
+        std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || {
+                let r = worker.run();
+                if let Err(e) = &r {
+                    warn!(error = %e, "ingest stopped with an error");
+                }
+                let _ = done_tx.send(r);
+            })
+            .map_err(|e| Error::Config(format!("cannot spawn ingest thread: {e}")))?;
+        Ok(Ingest { committer, done })
+    }
+
+    /// A handle to commit offsets.
+    pub fn committer(&self) -> Committer {
+        self.committer.clone()
+    }
+
+    /// Wait for the consumer thread to finish (after cancellation or an error).
+    pub async fn join(self) -> Result<(), Error> {
+        self.done.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+struct Worker {
+    cfg: Config,
+    consumer: Arc<Client>,
+    tx: mpsc::Sender<IngestEvent>,
+    cancel: CancellationToken,
+    metrics: Metrics,
+    decoder: BatchDecoder,
+    dedup: Dedup,
+    newest_ms: Option<i64>,
+    last_seen: BTreeMap<i32, Instant>,
+    idle: BTreeSet<i32>,
+    drained: bool,
+}
+
+impl Worker {
+    fn send(&self, ev: IngestEvent) -> Result<(), Error> {
+        self.tx.blocking_send(ev).map_err(|_| Error::Closed)
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.decoder.is_empty() {
+            return Ok(());
+        }
+        let decoded = self.decoder.finish(&mut self.dedup)?;
+        self.metrics.events_received.inc_by(decoded.messages as u64);
+        self.metrics.ingest_bytes.inc_by(decoded.bytes as u64);
+        self.metrics.events_duplicate.inc_by(decoded.duplicates as u64);
+        let batch = IngestBatch {
+            decoded,
+            newest_message_ms: self.newest_ms.take(),
+        };
+        self.send(IngestEvent::Batch(batch))
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        let max_wait = Duration::from_millis(self.cfg.batch_max_wait_ms);
+        let idle_after = Duration::from_millis(self.cfg.idle_timeout_ms);
+        let mut batch_started = Instant::now();
+        let mut last_idle_check = Instant::now();
+        while !self.cancel.is_cancelled() {
+            let timeout = if self.decoder.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                max_wait.saturating_sub(batch_started.elapsed())
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    if self.decoder.is_empty() {
+                        batch_started = Instant::now();
+                    }
+                    let p = m.partition();
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        self.newest_ms = Some(self.newest_ms.map_or(ts, |n| n.max(ts)));
+                    }
+                    self.decoder.push(p, m.offset(), m.key(), m.payload())?;
+                    self.last_seen.insert(p, Instant::now());
+                    self.idle.remove(&p);
+                    self.drained = false;
+                }
+                Some(Err(e)) => {
+                    // librdkafka retries transient errors itself; report and go on.
+                    warn!(error = %e, "consumer error");
+                }
+                None => {}
+            }
+            if self.decoder.is_full()
+                || (!self.decoder.is_empty() && batch_started.elapsed() >= max_wait)
+            {
+                self.flush()?;
+            }
+            let rebalances = std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
+            for ev in rebalances {
+                self.flush()?;
+                match ev {
+                    RebalanceEvent::Assigned(ps) => {
+                        let now = Instant::now();
+                        for p in &ps {
+                            self.last_seen.insert(*p, now);
+                        }
+                        self.drained = false;
+                        self.send(IngestEvent::Assigned(ps))?;
+                    }
+                    RebalanceEvent::Revoked(ps) => {
+                        for p in &ps {
+                            self.last_seen.remove(p);
+                            self.idle.remove(p);
+                        }
+                        self.send(IngestEvent::Revoked(ps))?;
+                    }
+                }
+            }
+            if last_idle_check.elapsed() >= Duration::from_millis(100) {
+                last_idle_check = Instant::now();
+                let newly: Vec<i32> = self
+                    .last_seen
+                    .iter()
+                    .filter(|(p, t)| t.elapsed() >= idle_after && !self.idle.contains(p))
+                    .map(|(p, _)| *p)
+                    .collect();
+                if !newly.is_empty() {
+                    self.flush()?;
+                    self.idle.extend(newly.iter().copied());
+                    debug!(partitions = ?newly, "partitions idle");
+                    self.send(IngestEvent::Idle(newly))?;
+                }
+                if self.cfg.flush_when_idle
+                    && !self.drained
+                    && !self.last_seen.is_empty()
+                    && self.idle.len() == self.last_seen.len()
+                {
+                    self.drained = true;
+                    self.send(IngestEvent::Drained)?;
+                }
+            }
+        }
+        self.flush().or_else(|e| match e {
+            Error::Closed => Ok(()),
+            e => Err(e),
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Seeded, realistic sale-event generator with labeled anomalies, and Kafka publishing.

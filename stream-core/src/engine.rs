@@ -1,0 +1,481 @@
+//! The window engine: folds validated event batches into tumbling event-time
+//! windows at every level, tracks per-partition watermarks, fires windows,
+//! re-emits revisions for late events and reports which Kafka offsets are safe
+//! to commit.
+//!
+//! Time model (the one Flink and Beam use):
+//! - each partition's watermark is its maximum event time minus
+//!   [`Config::out_of_orderness_ms`]; the engine's watermark is the minimum over
+//!   active (not idle) partitions, and never goes backwards;
+//! - a window `[s, s + w)` fires once the watermark reaches `s + w`;
+//! - a fired window is kept for [`Config::allowed_lateness_ms`] more: a late event
+//!   in that time updates it and the window is re-emitted with the next revision;
+//! - an event whose window is older than that is refused as [`RejectReason::Late`];
+//!   one more than [`Config::max_ahead_ms`] ahead of the watermark as
+//!   [`RejectReason::TooFarAhead`].
+//!
+//! Nothing here reads the wall clock: the same input in the same batches gives
+//! the same output.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{idx, RejectReason};
+use crate::series::{Level, TOTAL_KEY};
+use crate::window::{to_micros, WindowAgg, WindowBatch, WindowRecord};
+use crate::Error;
+
+/// Configuration of the window engine (`[windows]` in the config file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    /// Width of the tumbling windows, in milliseconds (default 60000: one minute).
+    pub window_ms: i64,
+    /// How far out of order events may arrive before the watermark passes them,
+    /// in milliseconds (default 5000).
+    pub out_of_orderness_ms: i64,
+    /// How long a fired window still accepts late events (each re-emits the
+    /// window as a revision), in milliseconds (default 60000).
+    pub allowed_lateness_ms: i64,
+    /// Events further than this ahead of the watermark are refused, in
+    /// milliseconds (default 3600000: one hour).
+    pub max_ahead_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            window_ms: 60_000,
+            out_of_orderness_ms: 5_000,
+            allowed_lateness_ms: 60_000,
+            max_ahead_ms: 3_600_000,
+        }
+    }
+}
+
+impl Config {
+    /// Check the values make sense.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.window_ms <= 0 {
+            return Err(Error::Config("windows.window-ms must be > 0".into()));
+        }
+        if self.out_of_orderness_ms < 0 || self.allowed_lateness_ms < 0 || self.max_ahead_ms <= 0 {
+            return Err(Error::Config(
+                "windows: out-of-orderness-ms and allowed-lateness-ms must be >= 0, max-ahead-ms > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one call into the engine produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Windows fired for the first time (revision 0) and revisions of fired
+    /// windows, ordered by window start, level and key.
+    pub windows: WindowBatch,
+    /// Rows of the input batch that were refused, with the reason.
+    pub rejects: Vec<(usize, RejectReason)>,
+    /// Events folded into window state.
+    pub accepted: usize,
+    /// Number of first emissions in `windows`.
+    pub fired: usize,
+    /// Number of revisions in `windows`.
+    pub revisions: usize,
+    /// The engine's watermark after the call (epoch ms), once there is one.
+    pub watermark: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    max_ts: Option<i64>,
+    next_offset: Option<i64>,
+    idle: bool,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    fired: bool,
+    /// Per series: the aggregate and the revision its next emission gets.
+    aggs: FxHashMap<u32, (WindowAgg, u32)>,
+    /// Series updated since the slot fired.
+    dirty: Vec<u32>,
+    /// Lowest offset per partition of events held in this (unfired) slot.
+    min_offsets: Vec<(i32, i64)>,
+}
+
+#[derive(Debug)]
+struct SeriesMeta {
+    level: Level,
+    key: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct SkuEntry {
+    sku_store: u32,
+    cat_store: u32,
+    category: Box<str>,
+}
+
+/// Interns series keys to dense ids without allocating on the hot path.
+#[derive(Debug, Default)]
+struct Interner {
+    meta: Vec<SeriesMeta>,
+    total: u32,
+    stores: FxHashMap<Box<str>, u32>,
+    sku_store: FxHashMap<Box<str>, FxHashMap<Box<str>, SkuEntry>>,
+    cat_store: FxHashMap<Box<str>, FxHashMap<Box<str>, u32>>,
+}
+
+impl Interner {
+    fn new() -> Self {
+        let mut i = Interner::default();
+        i.total = i.push(Level::Total, TOTAL_KEY.into());
+        i
+    }
+
+    fn push(&mut self, level: Level, key: String) -> u32 {
+        self.meta.push(SeriesMeta {
+            level,
+            key: key.into(),
+        });
+        (self.meta.len() - 1) as u32
+    }
+
+    fn cat_store_id(&mut self, category: &str, store: &str) -> u32 {
+        if let Some(id) = self.cat_store.get(store).and_then(|m| m.get(category)) {
+            return *id;
+        }
+        let id = self.push(Level::CategoryStore, format!("{category}|{store}"));
+        self.cat_store
+            .entry(store.into())
+            .or_default()
+            .insert(category.into(), id);
+        id
+    }
+
+    /// Series ids of the four levels for one event.
+    #[inline]
+    fn ids(&mut self, sku: &str, store: &str, category: &str) -> [u32; 4] {
+        let store_id = match self.stores.get(store) {
+            Some(id) => *id,
+            None => {
+                let id = self.push(Level::Store, store.to_string());
+                self.stores.insert(store.into(), id);
+                id
+            }
+        };
+        if let Some(e) = self.sku_store.get(store).and_then(|m| m.get(sku)) {
+            if &*e.category == category {
+                return [e.sku_store, e.cat_store, store_id, self.total];
+            }
+        }
+        // Slow path: a new SKU in this store, or its category changed.
+        let cat_store = self.cat_store_id(category, store);
+        let existing = self
+            .sku_store
+            .get(store)
+            .and_then(|m| m.get(sku))
+            .map(|e| e.sku_store);
+        let sku_store = match existing {
+            Some(id) => id,
+            None => self.push(Level::SkuStore, format!("{sku}|{store}")),
+        };
+        self.sku_store.entry(store.into()).or_default().insert(
+            sku.into(),
+            SkuEntry {
+                sku_store,
+                cat_store,
+                category: category.into(),
+            },
+        );
+        [sku_store, cat_store, store_id, self.total]
+    }
+}
+
+/// Event-time window state for every series at every level.
+#[derive(Debug)]
+pub struct WindowEngine {
+    cfg: Config,
+    series: Interner,
+    partitions: BTreeMap<i32, PartitionState>,
+    watermark: Option<i64>,
+    slots: BTreeMap<i64, Slot>,
+}
+
+struct Cols<'a> {
+    ts: &'a TimestampMillisecondArray,
+    sku: &'a StringArray,
+    store: &'a StringArray,
+    category: &'a StringArray,
+    qty: &'a Int64Array,
+    price: &'a Float64Array,
+    promo: &'a BooleanArray,
+    partition: &'a Int32Array,
+    offset: &'a Int64Array,
+}
+
+fn downcast<'a, T: 'static>(b: &'a RecordBatch, i: usize) -> Result<&'a T, Error> {
+    b.columns()
+        .get(i)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            Error::Schema(format!(
+                "column {i} of the event batch has the wrong type (schema {:?})",
+                b.schema()
+            ))
+        })
+}
+
+impl<'a> Cols<'a> {
+    fn new(b: &'a RecordBatch) -> Result<Self, Error> {
+        Ok(Cols {
+            ts: downcast(b, idx::TS)?,
+            sku: downcast(b, idx::SKU)?,
+            store: downcast(b, idx::STORE)?,
+            category: downcast(b, idx::CATEGORY)?,
+            qty: downcast(b, idx::QTY)?,
+            price: downcast(b, idx::UNIT_PRICE)?,
+            promo: downcast(b, idx::PROMO)?,
+            partition: downcast(b, idx::PARTITION)?,
+            offset: downcast(b, idx::OFFSET)?,
+        })
+    }
+}
+
+impl WindowEngine {
+    /// A new engine with no state.
+    pub fn new(cfg: Config) -> Result<Self, Error> {
+        cfg.validate()?;
+        Ok(WindowEngine {
+            cfg,
+            series: Interner::new(),
+            partitions: BTreeMap::new(),
+            watermark: None,
+            slots: BTreeMap::new(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The current watermark (epoch ms), once any partition has seen data.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Highest event time seen on any partition.
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.partitions.values().filter_map(|p| p.max_ts).max()
+    }
+
+    /// Number of distinct series known (all levels).
+    pub fn series_count(&self) -> usize {
+        self.series.meta.len()
+    }
+
+    /// Windows held in memory (open, or fired and still within lateness).
+    pub fn open_windows(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Fold a batch of validated events (schema [`crate::event_schema`]).
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Output, Error> {
+        let c = Cols::new(batch)?;
+        let w = self.cfg.window_ms;
+        let wm = self.watermark;
+        let mut rejects = Vec::new();
+        let mut accepted = 0usize;
+        for row in 0..batch.num_rows() {
+            if c.ts.is_null(row) || c.qty.is_null(row) || c.price.is_null(row) {
+                return Err(Error::Schema(format!("null in a required column at row {row}")));
+            }
+            let ts = c.ts.value(row);
+            let start = ts.div_euclid(w) * w;
+            let partition = c.partition.value(row);
+            let offset = c.offset.value(row);
+            let p = self.partitions.entry(partition).or_default();
+            p.next_offset = Some(p.next_offset.map_or(offset + 1, |o| o.max(offset + 1)));
+            if let Some(wm) = wm {
+                if start + w + self.cfg.allowed_lateness_ms <= wm {
+                    rejects.push((row, RejectReason::Late));
+                    continue;
+                }
+                if ts > wm.saturating_add(self.cfg.max_ahead_ms) {
+                    rejects.push((row, RejectReason::TooFarAhead));
+                    continue;
+                }
+            }
+            p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
+            p.idle = false;
+            let ids = self
+                .series
+                .ids(c.sku.value(row), c.store.value(row), c.category.value(row));
+            let qty = c.qty.value(row);
+            let price = to_micros(c.price.value(row));
+            let promo = c.promo.is_valid(row) && c.promo.value(row);
+            let slot = self.slots.entry(start).or_default();
+            for id in ids {
+                let (agg, _) = slot.aggs.entry(id).or_default();
+                agg.add(qty, price, promo);
+                if slot.fired {
+                    slot.dirty.push(id);
+                }
+            }
+            if !slot.fired {
+                match slot.min_offsets.iter_mut().find(|(p, _)| *p == partition) {
+                    Some((_, o)) => *o = (*o).min(offset),
+                    None => slot.min_offsets.push((partition, offset)),
+                }
+            }
+            accepted += 1;
+        }
+        let mut out = self.advance(None);
+        out.rejects = rejects;
+        out.accepted = accepted;
+        Ok(out)
+    }
+
+    /// Mark a partition idle (it stops holding the watermark back) or active.
+    /// Call [`WindowEngine::tick`] afterwards to fire what that releases.
+    pub fn set_idle(&mut self, partition: i32, idle: bool) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.idle = idle;
+        }
+    }
+
+    /// Forget a partition (revoked in a rebalance): it no longer holds the
+    /// watermark back, and none of its offsets are reported any more.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        for slot in self.slots.values_mut() {
+            slot.min_offsets.retain(|(p, _)| *p != partition);
+        }
+    }
+
+    /// Recompute the watermark (after idle changes) and fire what it releases.
+    pub fn tick(&mut self) -> Output {
+        self.advance(None)
+    }
+
+    /// Move the watermark forward to at least `ts` (e.g. when every partition
+    /// has been idle: the input is drained), firing what that releases.
+    pub fn advance_watermark(&mut self, ts: i64) -> Output {
+        self.advance(Some(ts))
+    }
+
+    /// Offsets safe to commit, per partition: the next offset to read such
+    /// that every event before it is in a fired window (or was refused).
+    pub fn commit_positions(&self) -> Vec<(i32, i64)> {
+        let mut pos: BTreeMap<i32, i64> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| s.next_offset.map(|o| (*p, o)))
+            .collect();
+        for slot in self.slots.values().filter(|s| !s.fired) {
+            for (p, o) in &slot.min_offsets {
+                if let Some(cur) = pos.get_mut(p) {
+                    *cur = (*cur).min(*o);
+                }
+            }
+        }
+        pos.into_iter().collect()
+    }
+
+    fn advance(&mut self, at_least: Option<i64>) -> Output {
+        let candidate = self
+            .partitions
+            .values()
+            .filter(|p| !p.idle)
+            .filter_map(|p| p.max_ts)
+            .min()
+            .map(|m| m - self.cfg.out_of_orderness_ms);
+        let next = [self.watermark, candidate, at_least]
+            .into_iter()
+            .flatten()
+            .max();
+        self.watermark = next;
+        let mut records = Vec::new();
+        let (mut fired, mut revisions) = (0, 0);
+        if let Some(wm) = next {
+            let w = self.cfg.window_ms;
+            for (&start, slot) in self.slots.iter_mut() {
+                if slot.fired {
+                    // Revisions for late updates.
+                    if slot.dirty.is_empty() {
+                        continue;
+                    }
+                    slot.dirty.sort_unstable();
+                    slot.dirty.dedup();
+                    for id in slot.dirty.drain(..) {
+                        let (agg, next_rev) = slot.aggs.get_mut(&id).expect("dirty series has state");
+                        let m = &self.series.meta[id as usize];
+                        records.push(WindowRecord {
+                            level: m.level,
+                            key: m.key.clone(),
+                            start_ms: start,
+                            end_ms: start + w,
+                            revision: *next_rev,
+                            agg: *agg,
+                        });
+                        // A series new to a fired window gets its first emission.
+                        if *next_rev == 0 {
+                            fired += 1;
+                        } else {
+                            revisions += 1;
+                        }
+                        *next_rev += 1;
+                    }
+                } else if start + w <= wm {
+                    slot.fired = true;
+                    slot.min_offsets.clear();
+                    for (id, (agg, next_rev)) in slot.aggs.iter_mut() {
+                        let m = &self.series.meta[*id as usize];
+                        records.push(WindowRecord {
+                            level: m.level,
+                            key: m.key.clone(),
+                            start_ms: start,
+                            end_ms: start + w,
+                            revision: 0,
+                            agg: *agg,
+                        });
+                        *next_rev = 1;
+                        fired += 1;
+                    }
+                } else {
+                    break;
+                }
+            }
+            let keep_from = wm - self.cfg.allowed_lateness_ms - w;
+            // Drop fired windows whose lateness has expired (start + w + lateness <= wm).
+            while let Some((&start, slot)) = self.slots.first_key_value() {
+                if start <= keep_from && slot.fired {
+                    self.slots.pop_first();
+                } else {
+                    break;
+                }
+            }
+        }
+        records.sort_unstable_by(|a, b| {
+            (a.start_ms, a.level, &a.key, a.revision).cmp(&(b.start_ms, b.level, &b.key, b.revision))
+        });
+        Output {
+            windows: WindowBatch::from_records(&records),
+            rejects: Vec::new(),
+            accepted: 0,
+            fired,
+            revisions,
+            watermark: next,
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Property tests: the incremental window state equals a naive recomputation
+//! over the accepted events, whatever the arrival order and batching.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use salescast_stream_core::window::to_micros;
+use salescast_stream_core::{
+    batch_from_rows, series_key, Config, EventRow, Level, RejectReason, WindowAgg, WindowEngine,
+};
+
+const W: i64 = 60_000;
+
+type Key = (Level, String, i64);
+
+fn naive(events: &[EventRow]) -> BTreeMap<Key, WindowAgg> {
+    let mut m: BTreeMap<Key, WindowAgg> = BTreeMap::new();
+    for e in events {
+        let start = e.ts_ms.div_euclid(W) * W;
+        for l in Level::ALL {
+            let k = series_key(l, &e.sku, &e.store, &e.category);
+            m.entry((l, k, start))
+                .or_default()
+                .add(e.qty, to_micros(e.unit_price), e.promo);
+        }
+    }
+    m
+}
+
+fn arb_event() -> impl Strategy<Value = (i64, u8, u8, i64, u32, bool)> {
+    (
+        0i64..(8 * W),
+        0u8..6,
+        0u8..3,
+        prop_oneof![-3i64..=-1, 1i64..=5],
+        0u32..100_00,
+        any::<bool>(),
+    )
+}
+
+fn build(raw: Vec<(i64, u8, u8, i64, u32, bool)>) -> Vec<EventRow> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, (ts, sku, store, qty, cents, promo))| EventRow {
+            event_id: format!("e{i}"),
+            ts_ms: ts,
+            sku: format!("sku{sku}"),
+            store: format!("st{store}"),
+            category: format!("cat{}", sku % 2),
+            qty,
+            unit_price: cents as f64 / 100.0,
+            promo,
+            customer_id: None,
+            partition: (i % 3) as i32,
+            offset: 0,
+        })
+        .collect()
+}
+
+/// Feed `events` in order, in batches of the given sizes; assign offsets per
+/// partition in arrival order. Returns the last revision of every emitted
+/// window and the rows refused, plus a check that revisions respect lateness.
+fn run(
+    cfg: Config,
+    mut events: Vec<EventRow>,
+    sizes: &[usize],
+) -> (BTreeMap<Key, (u32, WindowAgg)>, Vec<EventRow>, Vec<EventRow>) {
+    let mut next = [0i64; 3];
+    for e in events.iter_mut() {
+        e.offset = next[e.partition as usize];
+        next[e.partition as usize] += 1;
+    }
+    let mut eng = WindowEngine::new(cfg.clone()).unwrap();
+    let mut emitted: BTreeMap<Key, (u32, WindowAgg)> = BTreeMap::new();
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    let mut k = 0;
+    let mut wm_before: Option<i64> = None;
+    let mut record = |out: salescast_stream_core::Output, wm_before: Option<i64>| {
+        for r in out.windows.records() {
+            if r.revision > 0 {
+                let wmb = wm_before.expect("a revision needs a fired window");
+                assert!(
+                    r.end_ms + cfg.allowed_lateness_ms > wmb,
+                    "revision beyond lateness"
+                );
+            }
+            let key = (r.level, r.key.to_string(), r.start_ms);
+            if let Some((rev, _)) = emitted.get(&key) {
+                assert_eq!(*rev + 1, r.revision, "revisions are consecutive");
+            } else {
+                assert_eq!(r.revision, 0, "first emission is revision 0");
+            }
+            emitted.insert(key, (r.revision, r.agg));
+        }
+        out.watermark
+    };
+    while i < events.len() {
+        let n = sizes[k % sizes.len()].max(1).min(events.len() - i);
+        k += 1;
+        let chunk = &events[i..i + n];
+        let out = eng.process(&batch_from_rows(chunk)).unwrap();
+        let rej: Vec<usize> = out.rejects.iter().map(|(r, _)| *r).collect();
+        for (row, reason) in &out.rejects {
+            assert!(matches!(reason, RejectReason::Late | RejectReason::TooFarAhead));
+            refused.push(chunk[*row].clone());
+        }
+        for (j, e) in chunk.iter().enumerate() {
+            if !rej.contains(&j) {
+                accepted.push(e.clone());
+            }
+        }
+        assert_eq!(out.accepted + out.rejects.len(), n);
+        wm_before = record(out, wm_before);
+        i += n;
+    }
+    // Drain: everything fires.
+    let out = eng.advance_watermark(i64::MAX / 4);
+    record(out, wm_before);
+    // Nothing held back once all fired.
+    for (p, o) in eng.commit_positions() {
+        assert_eq!(o, next[p as usize]);
+    }
+    (emitted, accepted, refused)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// With lateness long enough for everything, shuffled arrival and any
+    /// batching give exactly the naive windows, and sums are conserved.
+    #[test]
+    fn shuffled_arrival_equals_naive(
+        raw in prop::collection::vec(arb_event(), 1..300),
+        seed in any::<u64>(),
+        sizes in prop::collection::vec(1usize..64, 1..8),
+    ) {
+        let events = build(raw);
+        let mut shuffled = events.clone();
+        // Deterministic Fisher-Yates from the seed.
+        let mut s = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let cfg = Config { allowed_lateness_ms: 100 * W, ..Config::default() };
+        let (emitted, accepted, refused) = run(cfg, shuffled, &sizes);
+        prop_assert!(refused.is_empty());
+        prop_assert_eq!(accepted.len(), events.len());
+        let want = naive(&events);
+        let got: BTreeMap<Key, WindowAgg> = emitted.into_iter().map(|(k, (_, a))| (k, a)).collect();
+        prop_assert_eq!(&got, &want);
+        // Conservation per level: every event in exactly one window per level.
+        for l in Level::ALL {
+            let lines: i64 = got.iter().filter(|(k, _)| k.0 == l).map(|(_, a)| a.lines).sum();
+            let units: i64 = got.iter().filter(|(k, _)| k.0 == l).map(|(_, a)| a.units).sum();
+            prop_assert_eq!(lines, events.len() as i64);
+            prop_assert_eq!(units, events.iter().map(|e| e.qty).sum::<i64>());
+        }
+    }
+
+    /// With short lateness some events are refused as late; the final windows
+    /// still equal the naive windows over exactly the accepted events, and
+    /// revisions only happen within the allowed lateness.
+    #[test]
+    fn late_events_refused_and_rest_conserved(
+        raw in prop::collection::vec(arb_event(), 1..300),
+        sizes in prop::collection::vec(1usize..32, 1..8),
+        lateness in 0i64..(2 * W),
+    ) {
+        let events = build(raw);
+        let cfg = Config { allowed_lateness_ms: lateness, out_of_orderness_ms: 1_000, ..Config::default() };
+        let (emitted, accepted, refused) = run(cfg, events.clone(), &sizes);
+        prop_assert_eq!(accepted.len() + refused.len(), events.len());
+        let want = naive(&accepted);
+        let got: BTreeMap<Key, WindowAgg> = emitted.into_iter().map(|(k, (_, a))| (k, a)).collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn window_fires_on_watermark_and_revises_late_event() {
+    let cfg = Config {
+        out_of_orderness_ms: 0,
+        allowed_lateness_ms: W,
+        ..Config::default()
+    };
+    let mut eng = WindowEngine::new(cfg).unwrap();
+    let ev = |id: &str, ts: i64, off: i64| EventRow {
+        event_id: id.into(),
+        ts_ms: ts,
+        sku: "a".into(),
+        store: "s".into(),
+        category: "c".into(),
+        qty: 1,
+        unit_price: 2.5,
+        promo: false,
+        customer_id: None,
+        partition: 0,
+        offset: off,
+    };
+    let out = eng.process(&batch_from_rows(&[ev("1", 1_000, 0)])).unwrap();
+    assert_eq!(out.windows.len(), 0);
+    assert_eq!(eng.commit_positions(), vec![(0, 0)], "held by the open window");
+    let out = eng.process(&batch_from_rows(&[ev("2", W + 1, 1)])).unwrap();
+    assert_eq!(out.fired, 4, "one window per level");
+    assert_eq!(eng.commit_positions(), vec![(0, 1)]);
+    // Late but within lateness: revision 1 of the first window.
+    let out = eng.process(&batch_from_rows(&[ev("3", 2_000, 2)])).unwrap();
+    assert_eq!(out.revisions, 4);
+    let r = out.windows.record(0);
+    assert_eq!((r.start_ms, r.revision, r.agg.units), (0, 1, 2));
+    // Watermark moves two windows on: the first window's lateness expires.
+    let out = eng.process(&batch_from_rows(&[ev("4", 3 * W, 3)])).unwrap();
+    assert_eq!(out.fired, 4);
+    let out = eng.process(&batch_from_rows(&[ev("5", 10, 4)])).unwrap();
+    assert_eq!(out.rejects, vec![(0, RejectReason::Late)]);
+    // Far ahead of the watermark.
+    let out = eng
+        .process(&batch_from_rows(&[ev("6", 3 * W + 2 * 3_600_000, 5)]))
+        .unwrap();
+    assert_eq!(out.rejects, vec![(0, RejectReason::TooFarAhead)]);
+}
+
+#[test]
+fn idle_partition_does_not_hold_the_watermark() {
+    let cfg = Config {
+        out_of_orderness_ms: 0,
+        ..Config::default()
+    };
+    let mut eng = WindowEngine::new(cfg).unwrap();
+    let ev = |p: i32, ts: i64| EventRow {
+        event_id: format!("{p}-{ts}"),
+        ts_ms: ts,
+        sku: "a".into(),
+        store: "s".into(),
+        category: "c".into(),
+        qty: 1,
+        unit_price: 1.0,
+        promo: false,
+        customer_id: None,
+        partition: p,
+        offset: 0,
+    };
+    eng.process(&batch_from_rows(&[ev(0, 10), ev(1, 10)])).unwrap();
+    let out = eng.process(&batch_from_rows(&[ev(0, 5 * W)])).unwrap();
+    assert_eq!(out.fired, 0, "partition 1 holds the watermark at 10");
+    eng.set_idle(1, true);
+    let out = eng.tick();
+    assert_eq!(out.fired, 4);
+    assert_eq!(out.watermark, Some(5 * W));
+}

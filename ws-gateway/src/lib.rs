@@ -1,0 +1,1 @@
+//! WebSocket gateway: live windows, forecasts and alerts to browsers.
