@@ -1,1 +1,17 @@
-//! salescast
+//! # salescast
+//!
+//! The binary's library: configuration layering ([`config`]), the wiring of
+//! the stages into a running pipeline ([`pipeline`]), Kafka topic setup
+//! ([`topics`]), the one-command demo ([`demo`]) and the benchmark
+//! ([`bench`]). The stages themselves live in their own crates:
+//! `salescast-ingest` -> `salescast-stream-core` -> `salescast-inference` ->
+//! `salescast-alerting` -> `salescast-ws-gateway`.
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod pipeline;
+pub mod topics;
+
+pub use config::Config;

@@ -31,6 +31,9 @@ pub struct Config {
     pub cooldown_windows: i64,
     /// Lowest level alerted on (`sku_store` alerts on everything).
     pub min_level: Level,
+    /// Windows of history a series needs before it can alert (young series
+    /// have unreliable bands).
+    pub min_history_windows: u64,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             min_expected_for_zero: 5.0,
             cooldown_windows: 5,
             min_level: Level::SkuStore,
+            min_history_windows: 30,
         }
     }
 }
@@ -165,7 +169,10 @@ impl Alerting {
     pub fn process(&mut self, forecasts: &[Forecast]) -> Vec<Alert> {
         let mut out = Vec::new();
         for f in forecasts {
-            if f.revision > 0 || f.level < self.cfg.min_level {
+            if f.revision > 0
+                || f.level < self.cfg.min_level
+                || f.history_windows < self.cfg.min_history_windows
+            {
                 continue;
             }
             let Some(e) = f.expected else { continue };
@@ -249,6 +256,7 @@ mod tests {
                 avg_price: None,
                 promo_share: 0.0,
             },
+            history_windows: 100,
             expected: Some(HorizonPoint {
                 start_ms: start,
                 end_ms: start + 60_000,

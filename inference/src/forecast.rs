@@ -64,6 +64,8 @@ pub struct Forecast {
     /// What the previous forecast of this series said about this window, if
     /// it covered it (the one-step-ahead forecast when windows are contiguous).
     pub expected: Option<HorizonPoint>,
+    /// Windows of history the series had when this forecast was made.
+    pub history_windows: u64,
     /// Model that made `horizon`.
     pub model: String,
     /// Version of that model's parameters.
@@ -77,6 +79,7 @@ impl Forecast {
     pub fn new(
         w: &WindowRecord,
         expected: Option<HorizonPoint>,
+        history_windows: u64,
         model: &str,
         model_version: u64,
         horizon: Vec<HorizonPoint>,
@@ -103,6 +106,7 @@ impl Forecast {
                 promo_share: r4(w.agg.promo_share()),
             },
             expected: expected.map(round),
+            history_windows,
             model: model.to_string(),
             model_version,
             horizon: horizon.into_iter().map(round).collect(),
@@ -125,7 +129,7 @@ mod tests {
             revision: 2,
             agg: WindowAgg::default(),
         };
-        let f = Forecast::new(&w, None, "ewma", 0, vec![]);
+        let f = Forecast::new(&w, None, 0, "ewma", 0, vec![]);
         assert_eq!(f.id, "category_store:toys|web-uk:0:2");
         let j = serde_json::to_string(&f).unwrap();
         assert!(j.contains("\"level\":\"category_store\""));

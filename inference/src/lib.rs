@@ -199,7 +199,8 @@ impl Inference {
                 .collect();
             let hist = self.series.get_mut(&key).expect("observed above");
             hist.last_forecast = horizon.clone();
-            out.push(Forecast::new(&r, exp, path.model, version, horizon));
+            let seen = hist.observed;
+            out.push(Forecast::new(&r, exp, seen, path.model, version, horizon));
         }
         out
     }

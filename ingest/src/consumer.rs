@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -39,8 +40,13 @@ pub enum IngestEvent {
     Assigned(Vec<i32>),
     /// Partitions taken away from this instance.
     Revoked(Vec<i32>),
-    /// Partitions that had no messages for `idle-timeout-ms`.
+    /// Partitions the consumer has read to the end and that stayed there for
+    /// `idle-timeout-ms`: they stop holding the watermark back.
     Idle(Vec<i32>),
+    /// Idle partitions made active again: data started flowing after every
+    /// partition had been idle, so each gets `idle-timeout-ms` to show its
+    /// data before it may be idle again.
+    Active(Vec<i32>),
     /// Every assigned partition is idle: the input is drained for now.
     Drained,
 }
@@ -164,7 +170,7 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", hb.to_string())
         .set("queued.min.messages", "200000")
@@ -232,7 +238,8 @@ impl Ingest {
             decoder,
             dedup: Dedup::new(cfg.dedup_capacity),
             newest_ms: None,
-            last_seen: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            eof_since: BTreeMap::new(),
             idle: BTreeSet::new(),
             drained: false,
         };
@@ -269,7 +276,9 @@ struct Worker {
     decoder: BatchDecoder,
     dedup: Dedup,
     newest_ms: Option<i64>,
-    last_seen: BTreeMap<i32, Instant>,
+    assigned: BTreeSet<i32>,
+    /// Partitions read to their end, and since when.
+    eof_since: BTreeMap<i32, Instant>,
     idle: BTreeSet<i32>,
     drained: bool,
 }
@@ -315,9 +324,25 @@ impl Worker {
                         self.newest_ms = Some(self.newest_ms.map_or(ts, |n| n.max(ts)));
                     }
                     self.decoder.push(p, m.offset(), m.key(), m.payload())?;
-                    self.last_seen.insert(p, Instant::now());
+                    self.eof_since.remove(&p);
                     self.idle.remove(&p);
-                    self.drained = false;
+                    if self.drained {
+                        // Resuming after a quiet spell: the other partitions
+                        // probably have data too, not fetched yet. Let them
+                        // hold the watermark again until they show it or sit
+                        // at their end for the idle timeout.
+                        self.drained = false;
+                        self.flush()?;
+                        let now = Instant::now();
+                        let woken: Vec<i32> = std::mem::take(&mut self.idle).into_iter().collect();
+                        for q in &woken {
+                            self.eof_since.insert(*q, now);
+                        }
+                        self.send(IngestEvent::Active(woken))?;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.eof_since.entry(p).or_insert_with(Instant::now);
                 }
                 Some(Err(e)) => {
                     // librdkafka retries transient errors itself; report and go on.
@@ -335,16 +360,14 @@ impl Worker {
                 self.flush()?;
                 match ev {
                     RebalanceEvent::Assigned(ps) => {
-                        let now = Instant::now();
-                        for p in &ps {
-                            self.last_seen.insert(*p, now);
-                        }
+                        self.assigned.extend(ps.iter().copied());
                         self.drained = false;
                         self.send(IngestEvent::Assigned(ps))?;
                     }
                     RebalanceEvent::Revoked(ps) => {
                         for p in &ps {
-                            self.last_seen.remove(p);
+                            self.assigned.remove(p);
+                            self.eof_since.remove(p);
                             self.idle.remove(p);
                         }
                         self.send(IngestEvent::Revoked(ps))?;
@@ -354,9 +377,13 @@ impl Worker {
             if last_idle_check.elapsed() >= Duration::from_millis(100) {
                 last_idle_check = Instant::now();
                 let newly: Vec<i32> = self
-                    .last_seen
+                    .eof_since
                     .iter()
-                    .filter(|(p, t)| t.elapsed() >= idle_after && !self.idle.contains(p))
+                    .filter(|(p, t)| {
+                        t.elapsed() >= idle_after
+                            && !self.idle.contains(p)
+                            && self.assigned.contains(p)
+                    })
                     .map(|(p, _)| *p)
                     .collect();
                 if !newly.is_empty() {
@@ -367,8 +394,8 @@ impl Worker {
                 }
                 if self.cfg.flush_when_idle
                     && !self.drained
-                    && !self.last_seen.is_empty()
-                    && self.idle.len() == self.last_seen.len()
+                    && !self.assigned.is_empty()
+                    && self.assigned.iter().all(|p| self.idle.contains(p))
                 {
                     self.drained = true;
                     self.send(IngestEvent::Drained)?;

@@ -349,6 +349,20 @@ pub struct Decoded {
     pub bytes: usize,
 }
 
+impl Decoded {
+    /// The dead letter for row `row` of `events`, refused by a later stage.
+    pub fn refuse(&self, row: usize, reason: RejectReason, detail: String) -> DeadLetter {
+        let col = |i: usize| self.events.column(i).as_any();
+        let partition = col(salescast_stream_core::event::idx::PARTITION)
+            .downcast_ref::<Int32Array>()
+            .map_or(-1, |a| a.value(row));
+        let offset = col(salescast_stream_core::event::idx::OFFSET)
+            .downcast_ref::<Int64Array>()
+            .map_or(-1, |a| a.value(row));
+        self.raw.dead_letter(row, partition, offset, reason, detail)
+    }
+}
+
 /// Original bytes of a batch's rows.
 #[derive(Debug, Clone)]
 pub struct RawRecords {

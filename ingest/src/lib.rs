@@ -46,8 +46,8 @@ pub struct Config {
     pub max_payload_bytes: usize,
     /// How many recent `event_id`s are remembered for de-duplication (0 turns it off).
     pub dedup_capacity: usize,
-    /// A partition with no messages for this long (wall clock, ms) stops
-    /// holding the watermark back.
+    /// A partition read to its end that gets no new message for this long
+    /// (wall clock, ms) stops holding the watermark back.
     pub idle_timeout_ms: u64,
     /// When every assigned partition is idle, close all open windows (the
     /// input is drained). Late events after that are refused as `late`.

@@ -44,7 +44,7 @@ pub struct Metrics {
     pub consumer_lag: IntGauge,
     /// The window engine's watermark, epoch seconds.
     pub watermark_seconds: IntGauge,
-    /// Windows held in memory.
+    /// Windows still open (not fired yet).
     pub open_windows: IntGauge,
     /// Distinct series known at all levels.
     pub series: IntGauge,
@@ -103,7 +103,7 @@ impl Metrics {
             offset_commits: reg!(counter("salescast_offset_commits_total", "Offset commits issued")),
             consumer_lag: reg!(IntGauge::new("salescast_consumer_lag_messages", "Consumer lag summed over assigned partitions")),
             watermark_seconds: reg!(IntGauge::new("salescast_watermark_seconds", "Window engine watermark, epoch seconds")),
-            open_windows: reg!(IntGauge::new("salescast_open_windows", "Windows held in memory")),
+            open_windows: reg!(IntGauge::new("salescast_open_windows", "Windows still open (not fired yet)")),
             series: reg!(IntGauge::new("salescast_series", "Distinct series known at all levels")),
             end_to_end_latency: reg!(hist("salescast_end_to_end_latency_seconds", "From a batch's newest Kafka message timestamp to its outputs being published")),
             close_to_publish: reg!(hist("salescast_window_close_to_publish_seconds", "From a window closing to its forecast being published")),
@@ -157,7 +157,7 @@ mod tests {
         m.stage_batch_seconds.with_label_values(&["windows"]).observe(0.1);
         let text = m.render();
         for fam in m.registry().gather() {
-            let name = fam.get_name();
+            let name = fam.name();
             assert!(name.starts_with("salescast_"), "{name}");
             let is_counter = fam.get_field_type() == prometheus::proto::MetricType::COUNTER;
             assert_eq!(is_counter, name.ends_with("_total"), "{name}");

@@ -12,7 +12,11 @@
 //!   in that time updates it and the window is re-emitted with the next revision;
 //! - an event whose window is older than that is refused as [`RejectReason::Late`];
 //!   one more than [`Config::max_ahead_ms`] ahead of the watermark as
-//!   [`RejectReason::TooFarAhead`].
+//!   [`RejectReason::TooFarAhead`];
+//! - before the first watermark exists (every assigned partition must have
+//!   been read, or be idle), both checks use the median event time of the
+//!   batch, with `max_ahead_ms` as the bound either way, so one bogus
+//!   timestamp at start-up cannot drag the watermark anywhere.
 //!
 //! Nothing here reads the wall clock: the same input in the same batches gives
 //! the same output.
@@ -284,8 +288,13 @@ impl WindowEngine {
         self.series.meta.len()
     }
 
-    /// Windows held in memory (open, or fired and still within lateness).
+    /// Windows still open (not fired yet).
     pub fn open_windows(&self) -> usize {
+        self.slots.values().filter(|s| !s.fired).count()
+    }
+
+    /// Windows held in memory: open, or fired and still within lateness.
+    pub fn held_windows(&self) -> usize {
         self.slots.len()
     }
 
@@ -293,7 +302,28 @@ impl WindowEngine {
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Output, Error> {
         let c = Cols::new(batch)?;
         let w = self.cfg.window_ms;
-        let wm = self.watermark;
+        // Before the first watermark, "too far ahead" is judged against the
+        // batch's median event time, so one bogus timestamp at start-up cannot
+        // drag the watermark into the future.
+        let wm = self.watermark.or_else(|| {
+            let mut ts: Vec<i64> = (0..batch.num_rows())
+                .filter(|&r| c.ts.is_valid(r))
+                .map(|r| c.ts.value(r))
+                .collect();
+            if ts.is_empty() {
+                return None;
+            }
+            let mid = ts.len() / 2;
+            Some(*ts.select_nth_unstable(mid).1)
+        });
+        // Lateness is judged against the watermark. Before there is one (some
+        // assigned partition has not been read yet), only events more than
+        // `max_ahead_ms` behind the batch's median are refused as late: a
+        // batch can span minutes of one partition, so a tighter bound would
+        // refuse good events.
+        let late_ref = self
+            .watermark
+            .or(wm.map(|m| m.saturating_sub(self.cfg.max_ahead_ms)));
         let mut rejects = Vec::new();
         let mut accepted = 0usize;
         for row in 0..batch.num_rows() {
@@ -306,11 +336,13 @@ impl WindowEngine {
             let offset = c.offset.value(row);
             let p = self.partitions.entry(partition).or_default();
             p.next_offset = Some(p.next_offset.map_or(offset + 1, |o| o.max(offset + 1)));
-            if let Some(wm) = wm {
-                if start + w + self.cfg.allowed_lateness_ms <= wm {
+            if let Some(lwm) = late_ref {
+                if start + w + self.cfg.allowed_lateness_ms <= lwm {
                     rejects.push((row, RejectReason::Late));
                     continue;
                 }
+            }
+            if let Some(wm) = wm {
                 if ts > wm.saturating_add(self.cfg.max_ahead_ms) {
                     rejects.push((row, RejectReason::TooFarAhead));
                     continue;
@@ -344,6 +376,15 @@ impl WindowEngine {
         out.rejects = rejects;
         out.accepted = accepted;
         Ok(out)
+    }
+
+    /// Register partitions assigned to this instance: until each has sent data
+    /// (or is marked idle) the watermark waits for it, so catching up on a
+    /// backlog never outruns a partition that has not been read yet.
+    pub fn assign(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.partitions.entry(*p).or_default();
+        }
     }
 
     /// Mark a partition idle (it stops holding the watermark back) or active.
@@ -393,12 +434,18 @@ impl WindowEngine {
     }
 
     fn advance(&mut self, at_least: Option<i64>) -> Output {
+        // The minimum over active partitions; an active partition with no data
+        // yet holds the watermark where it is.
         let candidate = self
             .partitions
             .values()
             .filter(|p| !p.idle)
-            .filter_map(|p| p.max_ts)
-            .min()
+            .map(|p| p.max_ts)
+            .try_fold(None::<i64>, |acc, m| {
+                let m = m?;
+                Some(Some(acc.map_or(m, |a| a.min(m))))
+            })
+            .flatten()
             .map(|m| m - self.cfg.out_of_orderness_ms);
         let next = [self.watermark, candidate, at_least]
             .into_iter()

@@ -250,3 +250,60 @@ fn idle_partition_does_not_hold_the_watermark() {
     assert_eq!(out.fired, 4);
     assert_eq!(out.watermark, Some(5 * W));
 }
+
+#[test]
+fn bogus_future_timestamp_at_start_does_not_poison_the_watermark() {
+    let mut eng = WindowEngine::new(Config::default()).unwrap();
+    let ev = |ts: i64, off: i64| EventRow {
+        event_id: format!("{off}"),
+        ts_ms: ts,
+        sku: "a".into(),
+        store: "s".into(),
+        category: "c".into(),
+        qty: 1,
+        unit_price: 1.0,
+        promo: false,
+        customer_id: None,
+        partition: 0,
+        offset: off,
+    };
+    let day = 86_400_000;
+    let out = eng
+        .process(&batch_from_rows(&[ev(1_000, 0), ev(10 * day, 1), ev(2_000, 2)]))
+        .unwrap();
+    assert_eq!(out.rejects, vec![(1, RejectReason::TooFarAhead)]);
+    assert_eq!(out.accepted, 2);
+    assert!(eng.watermark().unwrap() < day);
+}
+
+#[test]
+fn assigned_partition_without_data_holds_the_watermark() {
+    let cfg = Config {
+        out_of_orderness_ms: 0,
+        ..Config::default()
+    };
+    let mut eng = WindowEngine::new(cfg).unwrap();
+    eng.assign(&[0, 1]);
+    let ev = |p: i32, ts: i64| EventRow {
+        event_id: format!("{p}-{ts}"),
+        ts_ms: ts,
+        sku: "a".into(),
+        store: "s".into(),
+        category: "c".into(),
+        qty: 1,
+        unit_price: 1.0,
+        promo: false,
+        customer_id: None,
+        partition: p,
+        offset: 0,
+    };
+    let out = eng.process(&batch_from_rows(&[ev(0, 10), ev(0, 5 * W)])).unwrap();
+    assert_eq!(out.fired, 0);
+    assert_eq!(out.watermark, None, "partition 1 has not been read yet");
+    // Partition 1 catches up from far behind: nothing of it is late.
+    let out = eng.process(&batch_from_rows(&[ev(1, 20)])).unwrap();
+    assert!(out.rejects.is_empty());
+    assert_eq!(out.watermark, Some(20));
+    eng.set_idle(1, true);
+    assert_eq!(eng.tick().watermark, Some(5 * W));
+}

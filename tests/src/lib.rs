@@ -1,1 +1,128 @@
-//! Integration tests live in `tests/tests/`.
+//! Helpers for the integration tests: a real Kafka-protocol broker (tansu)
+//! in its own process, shared by the tests of one test binary, and unique
+//! topic names per test.
+//!
+//! The broker is the one at `SALESCAST_TEST_BROKERS` if set; otherwise the
+//! `tansu` binary (`SALESCAST_TANSU_BIN`, or `tansu` on `PATH`, or
+//! `~/.local/bin/tansu`) is started on a free port with in-memory storage.
+//! `scripts/test.sh` installs tansu when it is missing.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Broker {
+    bootstrap: String,
+    _child: Option<ChildGuard>,
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tansu_bin() -> String {
+    if let Ok(b) = std::env::var("SALESCAST_TANSU_BIN") {
+        return b;
+    }
+    let home_bin = std::env::var("HOME")
+        .map(|h| format!("{h}/.local/bin/tansu"))
+        .unwrap_or_default();
+    if which("tansu") {
+        "tansu".into()
+    } else {
+        home_bin
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| std::path::Path::new(d).join(cmd).is_file())
+}
+
+fn start() -> Broker {
+    if let Ok(b) = std::env::var("SALESCAST_TEST_BROKERS") {
+        return Broker {
+            bootstrap: b,
+            _child: None,
+        };
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let bin = tansu_bin();
+    // The broker is spawned from a thread that lives as long as the test
+    // process, with a parent-death signal: it goes away with the tests.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b = bin.clone();
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(&b);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no Rust state.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn().map(ChildGuard);
+        let ok = spawned.is_ok();
+        let _ = tx.send(spawned);
+        if ok {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    let guard = rx
+        .recv()
+        .expect("broker thread")
+        .unwrap_or_else(|e| {
+            panic!("cannot start the tansu broker ({bin}): {e}. Run scripts/test.sh, which installs it, or set SALESCAST_TEST_BROKERS")
+        });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker {
+        bootstrap: format!("127.0.0.1:{port}"),
+        _child: Some(guard),
+    }
+}
+
+static BROKER: OnceLock<Broker> = OnceLock::new();
+
+/// Bootstrap address of the test broker (started on first use).
+pub fn brokers() -> String {
+    BROKER.get_or_init(start).bootstrap.clone()
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}", std::process::id())
+}

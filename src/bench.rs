@@ -1,0 +1,266 @@
+//! `salescast bench`: fills a fresh topic with generated events, then reads
+//! it twice in the same run, with the same client settings: (a) a plain
+//! rdkafka consumer that does no processing, and (b) the whole pipeline. It
+//! prints both rates, their ratio, the pipeline's events per CPU-second of
+//! this process, and the latency from a window's close to its forecast
+//! arriving on a WebSocket client.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use salescast_loadgen::{GenConfig, Generator, PublishConfig};
+use salescast_metrics::Metrics;
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::config::Config;
+use crate::pipeline::{self, now_ms};
+
+/// Options of `salescast bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Partitions of the bench topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Generated sale lines per simulated second (sets how many events fall
+    /// in one window of one series).
+    #[arg(long, default_value_t = 2_000.0)]
+    pub events_per_second: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The figures `salescast bench` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Events in the topic.
+    pub events: u64,
+    /// Partitions.
+    pub partitions: i32,
+    /// Producer rate while filling the topic, events/s.
+    pub fill_eps: f64,
+    /// Plain consumer (no processing), events/s.
+    pub plain_consumer_eps: f64,
+    /// Whole pipeline, events/s.
+    pub pipeline_eps: f64,
+    /// `pipeline_eps / plain_consumer_eps`.
+    pub ratio: f64,
+    /// Events per CPU-second of this process while the pipeline ran.
+    pub pipeline_events_per_cpu_second: f64,
+    /// CPU seconds this process used while the pipeline ran.
+    pub pipeline_cpu_seconds: f64,
+    /// Windows closed (all levels).
+    pub windows_closed: u64,
+    /// Forecasts published.
+    pub forecasts: u64,
+    /// Window close to forecast on a WebSocket client, median, ms.
+    pub latency_p50_ms: f64,
+    /// Window close to forecast on a WebSocket client, 99th percentile, ms.
+    pub latency_p99_ms: f64,
+    /// Latency samples.
+    pub latency_samples: usize,
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is valid.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    if rc != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn unique_suffix() -> String {
+    format!("{}-{}", now_ms(), std::process::id())
+}
+
+/// Run the benchmark and print its report.
+pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "bench needs --brokers");
+    let suffix = unique_suffix();
+    let topic = format!("bench-sales-{suffix}");
+    cfg.ingest.topic = topic.clone();
+    cfg.output.forecasts_topic = format!("bench-forecasts-{suffix}");
+    cfg.output.alerts_topic = format!("bench-alerts-{suffix}");
+    cfg.output.dlq_topic = format!("bench-dlq-{suffix}");
+    cfg.ingest.session_timeout_ms = cfg.ingest.session_timeout_ms.min(6_000);
+    cfg.gateway.listen = "127.0.0.1:0".into();
+    crate::topics::ensure_topics(
+        &cfg.ingest.brokers,
+        &[
+            (topic.as_str(), args.partitions),
+            (cfg.output.forecasts_topic.as_str(), args.partitions),
+            (cfg.output.alerts_topic.as_str(), 1),
+            (cfg.output.dlq_topic.as_str(), 1),
+        ],
+    )
+    .await?;
+
+    // Fill.
+    eprintln!("bench: filling {topic} with {} events…", args.events);
+    let pc = PublishConfig {
+        brokers: cfg.ingest.brokers.clone(),
+        topic: topic.clone(),
+        limit: Some(args.events),
+        speed: None,
+        rate: None,
+        client: Vec::new(),
+    };
+    let gen_cfg = GenConfig {
+        events_per_second: args.events_per_second,
+        start_ms: 1_795_000_000_000,
+        ..cfg.generator.clone()
+    };
+    let fill = tokio::task::spawn_blocking(move || {
+        salescast_loadgen::publish(&pc, Generator::new(gen_cfg), || false, |_| {})
+    })
+    .await??;
+    let fill_eps = fill.records as f64 / fill.seconds;
+    eprintln!("bench: filled at {fill_eps:.0} events/s");
+
+    // (a) Plain consumer, same client settings, fresh group.
+    let mut plain_cfg = cfg.ingest.clone();
+    plain_cfg.group_id = format!("bench-plain-{suffix}");
+    let n = args.events;
+    let plain_eps = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let c: BaseConsumer = salescast_ingest::consumer::consumer_config(&plain_cfg).create()?;
+        c.subscribe(&[&plain_cfg.topic])?;
+        let mut count = 0u64;
+        let mut bytes = 0usize;
+        let mut first: Option<Instant> = None;
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while count < n {
+            anyhow::ensure!(Instant::now() < deadline, "plain consumer timed out at {count}");
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    bytes += m.payload().map_or(0, <[u8]>::len);
+                    count += 1;
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        let secs = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+        eprintln!("bench: plain consumer read {count} messages ({bytes} bytes) in {secs:.2}s");
+        Ok(count as f64 / secs)
+    })
+    .await??;
+
+    // (b) The pipeline.
+    cfg.ingest.group_id = format!("bench-pipeline-{suffix}");
+    let metrics = Metrics::new();
+    let running = pipeline::start(cfg.clone(), metrics.clone()).await?;
+    let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let ws_task = {
+        let url = format!("ws://{}/ws", running.gateway_addr);
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+            for level in ["total", "store", "category_store"] {
+                let sub = serde_json::json!({"op": "subscribe", "channel": "windows", "level": level, "key": "*"});
+                ws.send(WsMessage::text(sub.to_string())).await?;
+            }
+            while let Some(m) = ws.next().await {
+                let WsMessage::Text(t) = m? else { continue };
+                let v: serde_json::Value = serde_json::from_str(t.as_str())?;
+                if v["type"] == "window" {
+                    if let Some(c) = v["closed_at_ms"].as_i64() {
+                        samples.lock().expect("lock").push((now_ms() - c) as f64);
+                    }
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let processed = |m: &Metrics| {
+        m.events_accepted.get()
+            + m.events_duplicate.get()
+            + salescast_stream_core::RejectReason::ALL
+                .iter()
+                .map(|r| m.events_dead_lettered.with_label_values(&[r.code()]).get())
+                .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while metrics.events_received.get() == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "pipeline received nothing");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
+    while processed(&metrics) < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline timed out at {}",
+            processed(&metrics)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let pipeline_eps = n as f64 / secs;
+    eprintln!("bench: pipeline processed {n} events in {secs:.2}s using {cpu:.2} CPU-s");
+    // Let the last windows close (the input is drained) and reach the client.
+    tokio::time::sleep(Duration::from_millis(cfg.ingest.idle_timeout_ms + 2_000)).await;
+    running.shutdown().await.context("pipeline")?;
+    ws_task.abort();
+    let mut lat = samples.lock().expect("lock").clone();
+    lat.sort_by(f64::total_cmp);
+    let windows_closed: u64 = salescast_stream_core::Level::ALL
+        .iter()
+        .map(|l| metrics.windows_closed.with_label_values(&[l.as_str()]).get())
+        .sum();
+    let forecasts = metrics
+        .output_records
+        .with_label_values(&["forecasts"])
+        .get();
+    let report = BenchReport {
+        events: n,
+        partitions: args.partitions,
+        fill_eps,
+        plain_consumer_eps: plain_eps,
+        pipeline_eps,
+        ratio: pipeline_eps / plain_eps,
+        pipeline_events_per_cpu_second: n as f64 / cpu,
+        pipeline_cpu_seconds: cpu,
+        windows_closed,
+        forecasts,
+        latency_p50_ms: percentile(&lat, 0.5),
+        latency_p99_ms: percentile(&lat, 0.99),
+        latency_samples: lat.len(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("events                          {}", report.events);
+        println!("partitions                      {}", report.partitions);
+        println!("fill (producer)                 {:>12.0} events/s", report.fill_eps);
+        println!("(a) plain consumer              {:>12.0} events/s", report.plain_consumer_eps);
+        println!("(b) pipeline                    {:>12.0} events/s", report.pipeline_eps);
+        println!("ratio (b)/(a)                   {:>12.3}", report.ratio);
+        println!("pipeline events per CPU-second  {:>12.0}", report.pipeline_events_per_cpu_second);
+        println!("windows closed / forecasts      {} / {}", report.windows_closed, report.forecasts);
+        println!(
+            "close -> WebSocket latency      p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+            report.latency_p50_ms, report.latency_p99_ms, report.latency_samples
+        );
+    }
+    Ok(())
+}
