@@ -147,7 +147,10 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         let mut first: Option<Instant> = None;
         let deadline = Instant::now() + Duration::from_secs(900);
         while count < n {
-            anyhow::ensure!(Instant::now() < deadline, "plain consumer timed out at {count}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "plain consumer timed out at {count}"
+            );
             match c.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     first.get_or_insert_with(Instant::now);
@@ -225,7 +228,12 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     lat.sort_by(f64::total_cmp);
     let windows_closed: u64 = salescast_stream_core::Level::ALL
         .iter()
-        .map(|l| metrics.windows_closed.with_label_values(&[l.as_str()]).get())
+        .map(|l| {
+            metrics
+                .windows_closed
+                .with_label_values(&[l.as_str()])
+                .get()
+        })
         .sum();
     let forecasts = metrics
         .output_records
@@ -251,12 +259,27 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         println!("events                          {}", report.events);
         println!("partitions                      {}", report.partitions);
-        println!("fill (producer)                 {:>12.0} events/s", report.fill_eps);
-        println!("(a) plain consumer              {:>12.0} events/s", report.plain_consumer_eps);
-        println!("(b) pipeline                    {:>12.0} events/s", report.pipeline_eps);
+        println!(
+            "fill (producer)                 {:>12.0} events/s",
+            report.fill_eps
+        );
+        println!(
+            "(a) plain consumer              {:>12.0} events/s",
+            report.plain_consumer_eps
+        );
+        println!(
+            "(b) pipeline                    {:>12.0} events/s",
+            report.pipeline_eps
+        );
         println!("ratio (b)/(a)                   {:>12.3}", report.ratio);
-        println!("pipeline events per CPU-second  {:>12.0}", report.pipeline_events_per_cpu_second);
-        println!("windows closed / forecasts      {} / {}", report.windows_closed, report.forecasts);
+        println!(
+            "pipeline events per CPU-second  {:>12.0}",
+            report.pipeline_events_per_cpu_second
+        );
+        println!(
+            "windows closed / forecasts      {} / {}",
+            report.windows_closed, report.forecasts
+        );
         println!(
             "close -> WebSocket latency      p50 {:.1} ms, p99 {:.1} ms ({} samples)",
             report.latency_p50_ms, report.latency_p99_ms, report.latency_samples

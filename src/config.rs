@@ -67,7 +67,9 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 /// Parse a scalar the way TOML would, falling back to a plain string.
 fn parse_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -130,7 +132,8 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order() {
-        let file = "[ingest]\nbrokers = \"file:9092\"\ntopic = \"t-file\"\n[windows]\nwindow-ms = 30000\n";
+        let file =
+            "[ingest]\nbrokers = \"file:9092\"\ntopic = \"t-file\"\n[windows]\nwindow-ms = 30000\n";
         let env = vec![
             ("SALESCAST__INGEST__TOPIC".to_string(), "t-env".to_string()),
             ("SALESCAST__INFERENCE__HORIZON".to_string(), "6".to_string()),

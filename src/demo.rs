@@ -69,9 +69,16 @@ pub async fn run(mut cfg: Config, args: &DemoArgs, stop: CancellationToken) -> a
     println!(
         "  kafka bootstrap:  {}{}",
         cfg.ingest.brokers,
-        if embedded { "  (embedded broker: produce to topic 'sales' to join in)" } else { "" }
+        if embedded {
+            "  (embedded broker: produce to topic 'sales' to join in)"
+        } else {
+            ""
+        }
     );
-    println!("  simulated time runs {}x faster than the wall clock; Ctrl-C stops", args.speed);
+    println!(
+        "  simulated time runs {}x faster than the wall clock; Ctrl-C stops",
+        args.speed
+    );
 
     let pc = PublishConfig {
         brokers: cfg.ingest.brokers.clone(),

@@ -3,7 +3,7 @@
 //! The binary's library: configuration layering ([`config`]), the wiring of
 //! the stages into a running pipeline ([`pipeline`]), Kafka topic setup
 //! ([`topics`]), the one-command demo ([`demo`]) and the benchmark
-//! ([`bench`]). The stages themselves live in their own crates:
+//! ([`mod@bench`]). The stages themselves live in their own crates:
 //! `salescast-ingest` -> `salescast-stream-core` -> `salescast-inference` ->
 //! `salescast-alerting` -> `salescast-ws-gateway`.
 #![warn(missing_docs)]

@@ -11,7 +11,11 @@ use salescast_metrics::Metrics;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "salescast", version, about = "Streaming, real-time sales forecasting and anomaly alerts over Kafka")]
+#[command(
+    name = "salescast",
+    version,
+    about = "Streaming, real-time sales forecasting and anomaly alerts over Kafka"
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, short, global = true, env = "SALESCAST_CONFIG")]
@@ -80,7 +84,9 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let text = match &cli.config {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
         None => None,
     };
     let mut over = cli.set.clone();
@@ -108,7 +114,9 @@ fn stop_on_ctrl_c() -> tokio_util::sync::CancellationToken {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -116,7 +124,10 @@ async fn main() -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::PrintConfig => print!("{}", toml::to_string(&cfg)?),
         Cmd::Run => {
-            anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "set --brokers or ingest.brokers");
+            anyhow::ensure!(
+                !cfg.ingest.brokers.is_empty(),
+                "set --brokers or ingest.brokers"
+            );
             salescast::topics::ensure_topics(
                 &cfg.ingest.brokers,
                 &[
@@ -127,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             let running = pipeline::start(cfg, Metrics::new()).await?;
-            eprintln!("salescast running; live chart at http://{}/", running.gateway_addr);
+            eprintln!(
+                "salescast running; live chart at http://{}/",
+                running.gateway_addr
+            );
             let stop = stop_on_ctrl_c();
             let token = running.cancel_token();
             tokio::spawn(async move {
@@ -138,7 +152,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo(args) => demo::run(cfg, args, stop_on_ctrl_c()).await?,
         Cmd::Produce(a) => {
-            anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "set --brokers or ingest.brokers");
+            anyhow::ensure!(
+                !cfg.ingest.brokers.is_empty(),
+                "set --brokers or ingest.brokers"
+            );
             let stop = stop_on_ctrl_c();
             let pc = salescast_loadgen::PublishConfig {
                 brokers: cfg.ingest.brokers.clone(),
@@ -152,7 +169,12 @@ async fn main() -> anyhow::Result<()> {
             let gen_cfg = cfg.generator.clone();
             let stats = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let mut generator = salescast_loadgen::Generator::new(gen_cfg);
-                let stats = salescast_loadgen::publish(&pc, generator.by_ref(), || stop.is_cancelled(), |_| {})?;
+                let stats = salescast_loadgen::publish(
+                    &pc,
+                    generator.by_ref(),
+                    || stop.is_cancelled(),
+                    |_| {},
+                )?;
                 if let Some(path) = labels {
                     let mut out = String::new();
                     for l in generator.labels() {
@@ -170,7 +192,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Replay(a) => {
-            anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "set --brokers or ingest.brokers");
+            anyhow::ensure!(
+                !cfg.ingest.brokers.is_empty(),
+                "set --brokers or ingest.brokers"
+            );
             let stop = stop_on_ctrl_c();
             let pc = salescast_loadgen::PublishConfig {
                 brokers: cfg.ingest.brokers.clone(),

@@ -74,7 +74,10 @@ impl Running {
         while let Some(joined) = self.tasks.join_next().await {
             let (name, res) = match joined {
                 Ok(x) => x,
-                Err(e) => ("<panicked task>", Err(anyhow::anyhow!("task panicked: {e}"))),
+                Err(e) => (
+                    "<panicked task>",
+                    Err(anyhow::anyhow!("task panicked: {e}")),
+                ),
             };
             match res {
                 Ok(()) => info!(task = name, "task finished"),
@@ -127,7 +130,12 @@ pub async fn start(cfg: Config, metrics: Metrics) -> anyhow::Result<Running> {
 
     let sink = KafkaSink::new(&cfg.ingest.brokers, &cfg.output, metrics.clone())?;
     let (ingest_tx, ingest_rx) = mpsc::channel(cap);
-    let ingest = Ingest::start(&cfg.ingest, ingest_tx, cancel.child_token(), metrics.clone())?;
+    let ingest = Ingest::start(
+        &cfg.ingest,
+        ingest_tx,
+        cancel.child_token(),
+        metrics.clone(),
+    )?;
     let committer = ingest.committer();
     tasks.spawn(async move {
         let r = match ingest.join().await {
@@ -149,7 +157,12 @@ pub async fn start(cfg: Config, metrics: Metrics) -> anyhow::Result<Running> {
     let m = metrics.clone();
     tasks.spawn(async move { ("windows", windows_stage(engine, ingest_rx, win_tx, m).await) });
     let m = metrics.clone();
-    tasks.spawn(async move { ("inference", inference_stage(inference, win_rx, inf_tx, m).await) });
+    tasks.spawn(async move {
+        (
+            "inference",
+            inference_stage(inference, win_rx, inf_tx, m).await,
+        )
+    });
     let m = metrics.clone();
     tasks.spawn(async move { ("alerting", alerting_stage(alerting, inf_rx, al_tx, m).await) });
     let topic = cfg.ingest.topic.clone();
@@ -162,7 +175,12 @@ pub async fn start(cfg: Config, metrics: Metrics) -> anyhow::Result<Running> {
     });
     let interval = Duration::from_millis(cfg.pipeline.commit_interval_ms);
     let m = metrics.clone();
-    tasks.spawn(async move { ("commit", commit_stage(committer, commit_rx, interval, m).await) });
+    tasks.spawn(async move {
+        (
+            "commit",
+            commit_stage(committer, commit_rx, interval, m).await,
+        )
+    });
 
     Ok(Running {
         gateway_addr,
@@ -238,9 +256,13 @@ async fn windows_stage(
         }
         for r in out.windows.records() {
             if r.revision == 0 {
-                m.windows_closed.with_label_values(&[r.level.as_str()]).inc();
+                m.windows_closed
+                    .with_label_values(&[r.level.as_str()])
+                    .inc();
             } else {
-                m.window_revisions.with_label_values(&[r.level.as_str()]).inc();
+                m.window_revisions
+                    .with_label_values(&[r.level.as_str()])
+                    .inc();
             }
         }
         if let Some(wm) = out.watermark {
@@ -331,7 +353,8 @@ async fn sink_stage(
     let timer = m.stage_batch_seconds.with_label_values(&["sink"]);
     while let Some(env) = rx.recv().await {
         let t = Instant::now();
-        let mut records = Vec::with_capacity(env.forecasts.len() + env.alerts.len() + env.dead_letters.len());
+        let mut records =
+            Vec::with_capacity(env.forecasts.len() + env.alerts.len() + env.dead_letters.len());
         for d in &env.dead_letters {
             records.push(dead_letter_record(d, &source_topic));
         }

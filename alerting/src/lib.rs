@@ -140,7 +140,11 @@ pub fn fmt_utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", sod / 3600, sod % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        sod / 3600,
+        sod % 3600 / 60
+    )
 }
 
 /// The alerting stage.
@@ -179,7 +183,8 @@ impl Alerting {
             let y = f.actual.units as f64;
             let width = (e.p90 - e.p10).max(1.0);
             let margin = self.cfg.band_margin * width;
-            let (kind, dist) = if y == 0.0 && e.p50 >= self.cfg.min_expected_for_zero && e.p10 > 0.0 {
+            let (kind, dist) = if y == 0.0 && e.p50 >= self.cfg.min_expected_for_zero && e.p10 > 0.0
+            {
                 (AlertKind::DropToZero, e.p10)
             } else if y > e.p90 + margin && y - e.p90 >= self.cfg.min_units_outside {
                 (AlertKind::Spike, y - e.p90)
@@ -215,7 +220,13 @@ impl Alerting {
                 e.p90.round()
             );
             out.push(Alert {
-                id: format!("{}:{}:{}:{}", f.level, f.key, kind.as_str(), f.window_start_ms),
+                id: format!(
+                    "{}:{}:{}:{}",
+                    f.level,
+                    f.key,
+                    kind.as_str(),
+                    f.window_start_ms
+                ),
                 level: f.level,
                 key: f.key.clone(),
                 kind,

@@ -130,7 +130,9 @@ impl Inference {
             return Err(Error::Config("inference.horizon must be > 0".into()));
         }
         if !(cfg.ewma_alpha > 0.0 && cfg.ewma_alpha <= 1.0) {
-            return Err(Error::Config("inference.ewma-alpha must be in (0, 1]".into()));
+            return Err(Error::Config(
+                "inference.ewma-alpha must be in (0, 1]".into(),
+            ));
         }
         if window_ms <= 0 {
             return Err(Error::Config("window width must be > 0".into()));
@@ -317,7 +319,10 @@ mod tests {
         let lvl = 10.0 * 0.7f64.powi(3) * 0.7 + 0.3 * 10.0;
         assert!((f[0].horizon[0].p50 - lvl).abs() < 1e-9);
         let h = &inf.series[&(Level::Store, Arc::from("web-uk"))];
-        assert_eq!(h.values.iter().copied().collect::<Vec<_>>(), vec![10.0, 0.0, 0.0, 0.0, 10.0]);
+        assert_eq!(
+            h.values.iter().copied().collect::<Vec<_>>(),
+            vec![10.0, 0.0, 0.0, 0.0, 10.0]
+        );
     }
 
     #[test]
@@ -333,9 +338,14 @@ mod tests {
         let mut s = 12345u64;
         let mut f = Vec::new();
         for i in 0..200 {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = (s >> 33) % 20;
-            f = inf.process(&WindowBatch::from_records(&[rec(i * 60_000, 50 + noise as i64)]));
+            f = inf.process(&WindowBatch::from_records(&[rec(
+                i * 60_000,
+                50 + noise as i64,
+            )]));
         }
         let hz = &f[0].horizon;
         assert!(hz.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));

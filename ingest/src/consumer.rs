@@ -35,7 +35,7 @@ pub struct IngestBatch {
 #[derive(Debug)]
 pub enum IngestEvent {
     /// A micro-batch of events.
-    Batch(IngestBatch),
+    Batch(Box<IngestBatch>),
     /// Partitions newly assigned to this instance.
     Assigned(Vec<i32>),
     /// Partitions taken away from this instance.
@@ -89,7 +89,10 @@ impl ConsumerContext for Ctx {
         let ev = match r {
             Rebalance::Assign(tpl) => {
                 let ps = partitions_of(tpl);
-                self.assigned.lock().expect("lock").extend(ps.iter().copied());
+                self.assigned
+                    .lock()
+                    .expect("lock")
+                    .extend(ps.iter().copied());
                 info!(partitions = ?ps, "partitions assigned");
                 RebalanceEvent::Assigned(ps)
             }
@@ -125,7 +128,9 @@ pub struct Committer {
 
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Committer").field("topic", &self.topic).finish()
+        f.debug_struct("Committer")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -209,7 +214,9 @@ impl Ingest {
             return Err(Error::Config("ingest.brokers is empty".into()));
         }
         if cfg.batch_max_messages == 0 {
-            return Err(Error::Config("ingest.batch-max-messages must be > 0".into()));
+            return Err(Error::Config(
+                "ingest.batch-max-messages must be > 0".into(),
+            ));
         }
         let assigned = Arc::new(Mutex::new(BTreeSet::new()));
         let ctx = Ctx {
@@ -295,12 +302,14 @@ impl Worker {
         let decoded = self.decoder.finish(&mut self.dedup)?;
         self.metrics.events_received.inc_by(decoded.messages as u64);
         self.metrics.ingest_bytes.inc_by(decoded.bytes as u64);
-        self.metrics.events_duplicate.inc_by(decoded.duplicates as u64);
+        self.metrics
+            .events_duplicate
+            .inc_by(decoded.duplicates as u64);
         let batch = IngestBatch {
             decoded,
             newest_message_ms: self.newest_ms.take(),
         };
-        self.send(IngestEvent::Batch(batch))
+        self.send(IngestEvent::Batch(Box::new(batch)))
     }
 
     fn run(&mut self) -> Result<(), Error> {
@@ -355,7 +364,8 @@ impl Worker {
             {
                 self.flush()?;
             }
-            let rebalances = std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
+            let rebalances =
+                std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
             for ev in rebalances {
                 self.flush()?;
                 match ev {

@@ -65,7 +65,9 @@ struct EventDecoder {
     fields: Fields,
 }
 
+#[derive(Default)]
 enum Val<'t> {
+    #[default]
     Absent,
     Str(&'t str),
     Int(i64),
@@ -96,9 +98,7 @@ fn value<'t>(tape: &Tape<'t>, idx: u32) -> Val<'t> {
         },
         TapeElement::F32(v) => Val::Float(f32::from_bits(v) as f64),
         TapeElement::F64(hi) => match tape.get(idx + 1) {
-            TapeElement::F32(lo) => {
-                Val::Float(f64::from_bits(((hi as u64) << 32) | lo as u64))
-            }
+            TapeElement::F32(lo) => Val::Float(f64::from_bits(((hi as u64) << 32) | lo as u64)),
             _ => Val::Other("number"),
         },
         TapeElement::True => Val::Bool(true),
@@ -135,7 +135,7 @@ fn missing(field: &str) -> (RejectReason, String) {
 fn req_str<'t>(field: &str, v: &Val<'t>) -> Result<&'t str, (RejectReason, String)> {
     match v {
         Val::Absent => Err(missing(field)),
-        Val::Str(s) if s.is_empty() => Err((RejectReason::MissingField, format!("{field} is empty"))),
+        Val::Str("") => Err((RejectReason::MissingField, format!("{field} is empty"))),
         Val::Str(s) => Ok(s),
         other => Err(bad_type(field, "string", other)),
     }
@@ -160,7 +160,11 @@ fn parse_ts(v: &Val<'_>) -> Result<i64, (RejectReason, String)> {
                 .map(|ns| ns.div_euclid(1_000_000))
                 .map_err(|e| (RejectReason::BadType, format!("ts: {s:?}: {e}")))
         }
-        other => Err(bad_type(col::TS, "RFC 3339 string or epoch milliseconds", other)),
+        other => Err(bad_type(
+            col::TS,
+            "RFC 3339 string or epoch milliseconds",
+            other,
+        )),
     }
 }
 
@@ -182,7 +186,11 @@ fn validate<'t>(vals: &[Val<'t>; 9]) -> Result<Row<'t>, (RejectReason, String)> 
     let sku = req_str(col::SKU, &vals[2])?;
     let store = req_str(col::STORE, &vals[3])?;
     let category = req_str(col::CATEGORY, &vals[4])?;
-    for (f, s) in [(col::SKU, sku), (col::STORE, store), (col::CATEGORY, category)] {
+    for (f, s) in [
+        (col::SKU, sku),
+        (col::STORE, store),
+        (col::CATEGORY, category),
+    ] {
         if s.contains('|') {
             return Err((RejectReason::BadType, format!("{f}: must not contain '|'")));
         }
@@ -320,13 +328,11 @@ impl ArrayDecoder for EventDecoder {
             Arc::new(promo.finish()),
             Arc::new(customer.finish()),
         ];
-        Ok(Arc::new(StructArray::try_new(self.fields.clone(), cols, None)?))
-    }
-}
-
-impl Default for Val<'_> {
-    fn default() -> Self {
-        Val::Absent
+        Ok(Arc::new(StructArray::try_new(
+            self.fields.clone(),
+            cols,
+            None,
+        )?))
     }
 }
 
@@ -472,7 +478,15 @@ impl BatchDecoder {
         self.messages >= self.capacity
     }
 
-    fn reject(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8], reason: RejectReason, detail: String) {
+    fn reject(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        reason: RejectReason,
+        detail: String,
+    ) {
         self.dead.push(DeadLetter {
             partition,
             offset,
@@ -495,12 +509,23 @@ impl BatchDecoder {
         let payload = payload.unwrap_or_default();
         self.bytes += payload.len();
         if payload.len() > self.max_payload_bytes {
-            let d = format!("payload of {} bytes exceeds {}", payload.len(), self.max_payload_bytes);
+            let d = format!(
+                "payload of {} bytes exceeds {}",
+                payload.len(),
+                self.max_payload_bytes
+            );
             self.reject(partition, offset, key, payload, RejectReason::TooLarge, d);
             return Ok(());
         }
         if let Err(e) = std::str::from_utf8(payload) {
-            self.reject(partition, offset, key, payload, RejectReason::BadJson, format!("not UTF-8: {e}"));
+            self.reject(
+                partition,
+                offset,
+                key,
+                payload,
+                RejectReason::BadJson,
+                format!("not UTF-8: {e}"),
+            );
             return Ok(());
         }
         let before = self.decoder.len();
@@ -523,7 +548,14 @@ impl BatchDecoder {
             Ok(_) if self.decoder.has_partial_record() => "truncated JSON".to_string(),
             Ok(_) => "expected exactly one JSON value".to_string(),
         };
-        self.reject(partition, offset, key, payload, RejectReason::BadJson, detail);
+        self.reject(
+            partition,
+            offset,
+            key,
+            payload,
+            RejectReason::BadJson,
+            detail,
+        );
         // The tape decoder cannot drop a partial row: start a fresh one and
         // feed it the rows of this micro-batch again.
         self.decoder = Self::build(&self.json_schema, &self.verdicts, self.capacity)?;
@@ -554,10 +586,7 @@ impl BatchDecoder {
         let Some(batch) = flushed else {
             return Ok(Decoded {
                 events: RecordBatch::new_empty(event_schema()),
-                raw: RawRecords {
-                    keys,
-                    payloads,
-                },
+                raw: RawRecords { keys, payloads },
                 dead_letters: dead,
                 duplicates,
                 messages,
@@ -655,9 +684,19 @@ mod tests {
         let d = decode(&[GOOD]);
         assert!(d.dead_letters.is_empty(), "{:?}", d.dead_letters);
         assert_eq!(d.events.num_rows(), 1);
-        let ts = d.events.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let ts = d
+            .events
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0), 1_795_894_920_123);
-        let sku = d.events.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        let sku = d
+            .events
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(sku.value(0), "s1");
         assert_eq!(d.raw.payloads.value(0), GOOD.as_bytes());
     }
@@ -668,25 +707,54 @@ mod tests {
         let b = r#"{"event_id":"b","ts":"2026-11-28T20:42:00.123+01:00","sku":"s","store":"x","category":"c","qty":1,"unit_price":3,"customer_id":"u1"}"#;
         let d = decode(&[a, b]);
         assert!(d.dead_letters.is_empty(), "{:?}", d.dead_letters);
-        let ts = d.events.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let ts = d
+            .events
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0), ts.value(1));
     }
 
     #[test]
     fn every_kind_of_bad_record_gets_its_reason_and_good_ones_survive() {
         let cases: Vec<(String, RejectReason)> = vec![
-            (r#"{"event_id":"x","ts":1,"sku""#.into(), RejectReason::BadJson),
+            (
+                r#"{"event_id":"x","ts":1,"sku""#.into(),
+                RejectReason::BadJson,
+            ),
             ("not json".into(), RejectReason::BadJson),
             ("[1,2]".into(), RejectReason::BadJson),
             ("42".into(), RejectReason::BadJson),
-            (GOOD.replace(r#""sku":"s1","#, ""), RejectReason::MissingField),
-            (GOOD.replace(r#""qty":2"#, r#""qty":"two""#), RejectReason::BadType),
-            (GOOD.replace(r#""qty":2"#, r#""qty":2.5"#), RejectReason::BadType),
-            (GOOD.replace(r#""promo":true"#, r#""promo":"yes""#), RejectReason::BadType),
-            (GOOD.replace("2026-11-28T19:42:00.123Z", "2026-11-28T19:42:00"), RejectReason::BadType),
-            (GOOD.replace(r#""qty":2"#, r#""qty":0"#), RejectReason::ZeroQty),
+            (
+                GOOD.replace(r#""sku":"s1","#, ""),
+                RejectReason::MissingField,
+            ),
+            (
+                GOOD.replace(r#""qty":2"#, r#""qty":"two""#),
+                RejectReason::BadType,
+            ),
+            (
+                GOOD.replace(r#""qty":2"#, r#""qty":2.5"#),
+                RejectReason::BadType,
+            ),
+            (
+                GOOD.replace(r#""promo":true"#, r#""promo":"yes""#),
+                RejectReason::BadType,
+            ),
+            (
+                GOOD.replace("2026-11-28T19:42:00.123Z", "2026-11-28T19:42:00"),
+                RejectReason::BadType,
+            ),
+            (
+                GOOD.replace(r#""qty":2"#, r#""qty":0"#),
+                RejectReason::ZeroQty,
+            ),
             (GOOD.replace("9.99", "-1"), RejectReason::NegativePrice),
-            (GOOD.replace(r#""event_id":"e1""#, r#""event_id":null"#), RejectReason::MissingField),
+            (
+                GOOD.replace(r#""event_id":"e1""#, r#""event_id":null"#),
+                RejectReason::MissingField,
+            ),
         ];
         let mut msgs: Vec<String> = Vec::new();
         for (i, (m, _)) in cases.iter().enumerate() {

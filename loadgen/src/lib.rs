@@ -70,9 +70,16 @@ impl Default for GenConfig {
             seed: 42,
             skus: 1000,
             categories: 20,
-            stores: ["web-uk", "web-de", "app-uk", "app-de", "web-fr", "store-london"]
-                .map(String::from)
-                .to_vec(),
+            stores: [
+                "web-uk",
+                "web-de",
+                "app-uk",
+                "app-de",
+                "web-fr",
+                "store-london",
+            ]
+            .map(String::from)
+            .to_vec(),
             start_ms: 0,
             events_per_second: 50.0,
             zipf_exponent: 1.05,
@@ -308,18 +315,63 @@ impl Generator {
         let (kind, level, key, len, factor, a_store, a_sku, a_cat) = match self.rng.below(5) {
             0 => {
                 let s = &self.skus[sku];
-                ("spike", "sku_store", format!("{}|{store_name}", s.name), 3, 6.0, Some(store), Some(sku), None)
+                (
+                    "spike",
+                    "sku_store",
+                    format!("{}|{store_name}", s.name),
+                    3,
+                    6.0,
+                    Some(store),
+                    Some(sku),
+                    None,
+                )
             }
-            1 => ("spike", "store", store_name.clone(), 3, 3.0, Some(store), None, None),
-            2 => ("drop_to_zero", "store", store_name.clone(), 5, 0.0, Some(store), None, None),
+            1 => (
+                "spike",
+                "store",
+                store_name.clone(),
+                3,
+                3.0,
+                Some(store),
+                None,
+                None,
+            ),
+            2 => (
+                "drop_to_zero",
+                "store",
+                store_name.clone(),
+                5,
+                0.0,
+                Some(store),
+                None,
+                None,
+            ),
             3 => {
                 let s = &self.skus[sku];
-                ("drop_to_zero", "sku_store", format!("{}|{store_name}", s.name), 10, 0.0, Some(store), Some(sku), None)
+                (
+                    "drop_to_zero",
+                    "sku_store",
+                    format!("{}|{store_name}", s.name),
+                    10,
+                    0.0,
+                    Some(store),
+                    Some(sku),
+                    None,
+                )
             }
             _ => {
                 let cat = self.skus[sku].category.clone();
                 let f = if self.rng.f64() < 0.5 { 0.5 } else { 1.8 };
-                ("level_shift", "category_store", format!("{cat}|{store_name}"), 120, f, Some(store), None, Some(cat))
+                (
+                    "level_shift",
+                    "category_store",
+                    format!("{cat}|{store_name}"),
+                    120,
+                    f,
+                    Some(store),
+                    None,
+                    Some(cat),
+                )
             }
         };
         let label = AnomalyLabel {
@@ -351,7 +403,9 @@ impl Generator {
             }
             let hit = a.store.is_none_or(|s| s == store)
                 && a.sku.is_none_or(|k| k == sku)
-                && a.category.as_ref().is_none_or(|c| *c == self.skus[sku].category);
+                && a.category
+                    .as_ref()
+                    .is_none_or(|c| *c == self.skus[sku].category);
             if hit {
                 m *= a.label.factor;
             }
@@ -544,7 +598,10 @@ mod tests {
             start_ms: 1_700_000_000_000,
             ..GenConfig::default()
         };
-        let a: Vec<Vec<u8>> = Generator::new(cfg.clone()).take(500).map(|r| r.payload).collect();
+        let a: Vec<Vec<u8>> = Generator::new(cfg.clone())
+            .take(500)
+            .map(|r| r.payload)
+            .collect();
         let b: Vec<Vec<u8>> = Generator::new(cfg).take(500).map(|r| r.payload).collect();
         assert_eq!(a, b);
     }

@@ -120,7 +120,11 @@ fn finish(
 ) -> Result<PublishStats, KafkaError> {
     p.flush(Duration::from_secs(60))?;
     stats.seconds = started.elapsed().as_secs_f64();
-    info!(records = stats.records, seconds = stats.seconds, "published");
+    info!(
+        records = stats.records,
+        seconds = stats.seconds,
+        "published"
+    );
     Ok(stats)
 }
 

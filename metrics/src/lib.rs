@@ -89,32 +89,109 @@ impl Metrics {
             Histogram::with_opts(HistogramOpts::new(n, h).buckets(latency_buckets()))
         };
         Metrics {
-            events_received: reg!(counter("salescast_events_received_total", "Kafka messages consumed from the input topic")),
-            events_accepted: reg!(counter("salescast_events_accepted_total", "Events accepted into window state")),
-            events_duplicate: reg!(counter("salescast_events_duplicate_total", "Valid events dropped as duplicates of an event_id already seen")),
-            events_dead_lettered: reg!(counter_vec("salescast_events_dead_lettered_total", "Records sent to the dead-letter topic", "reason")),
-            ingest_bytes: reg!(counter("salescast_ingest_bytes_total", "Payload bytes consumed")),
-            windows_closed: reg!(counter_vec("salescast_windows_closed_total", "Windows fired for the first time", "level")),
-            window_revisions: reg!(counter_vec("salescast_window_revisions_total", "Late revisions of fired windows", "level")),
-            forecasts: reg!(counter_vec("salescast_forecasts_total", "Forecasts produced", "model")),
-            alerts: reg!(counter_vec("salescast_alerts_total", "Alerts raised", "kind")),
-            output_records: reg!(counter_vec("salescast_output_records_total", "Records written to output topics", "topic")),
-            output_errors: reg!(counter_vec("salescast_output_errors_total", "Output records whose delivery failed", "topic")),
-            offset_commits: reg!(counter("salescast_offset_commits_total", "Offset commits issued")),
-            consumer_lag: reg!(IntGauge::new("salescast_consumer_lag_messages", "Consumer lag summed over assigned partitions")),
-            watermark_seconds: reg!(IntGauge::new("salescast_watermark_seconds", "Window engine watermark, epoch seconds")),
-            open_windows: reg!(IntGauge::new("salescast_open_windows", "Windows still open (not fired yet)")),
-            series: reg!(IntGauge::new("salescast_series", "Distinct series known at all levels")),
-            end_to_end_latency: reg!(hist("salescast_end_to_end_latency_seconds", "From a batch's newest Kafka message timestamp to its outputs being published")),
-            close_to_publish: reg!(hist("salescast_window_close_to_publish_seconds", "From a window closing to its forecast being published")),
+            events_received: reg!(counter(
+                "salescast_events_received_total",
+                "Kafka messages consumed from the input topic"
+            )),
+            events_accepted: reg!(counter(
+                "salescast_events_accepted_total",
+                "Events accepted into window state"
+            )),
+            events_duplicate: reg!(counter(
+                "salescast_events_duplicate_total",
+                "Valid events dropped as duplicates of an event_id already seen"
+            )),
+            events_dead_lettered: reg!(counter_vec(
+                "salescast_events_dead_lettered_total",
+                "Records sent to the dead-letter topic",
+                "reason"
+            )),
+            ingest_bytes: reg!(counter(
+                "salescast_ingest_bytes_total",
+                "Payload bytes consumed"
+            )),
+            windows_closed: reg!(counter_vec(
+                "salescast_windows_closed_total",
+                "Windows fired for the first time",
+                "level"
+            )),
+            window_revisions: reg!(counter_vec(
+                "salescast_window_revisions_total",
+                "Late revisions of fired windows",
+                "level"
+            )),
+            forecasts: reg!(counter_vec(
+                "salescast_forecasts_total",
+                "Forecasts produced",
+                "model"
+            )),
+            alerts: reg!(counter_vec(
+                "salescast_alerts_total",
+                "Alerts raised",
+                "kind"
+            )),
+            output_records: reg!(counter_vec(
+                "salescast_output_records_total",
+                "Records written to output topics",
+                "topic"
+            )),
+            output_errors: reg!(counter_vec(
+                "salescast_output_errors_total",
+                "Output records whose delivery failed",
+                "topic"
+            )),
+            offset_commits: reg!(counter(
+                "salescast_offset_commits_total",
+                "Offset commits issued"
+            )),
+            consumer_lag: reg!(IntGauge::new(
+                "salescast_consumer_lag_messages",
+                "Consumer lag summed over assigned partitions"
+            )),
+            watermark_seconds: reg!(IntGauge::new(
+                "salescast_watermark_seconds",
+                "Window engine watermark, epoch seconds"
+            )),
+            open_windows: reg!(IntGauge::new(
+                "salescast_open_windows",
+                "Windows still open (not fired yet)"
+            )),
+            series: reg!(IntGauge::new(
+                "salescast_series",
+                "Distinct series known at all levels"
+            )),
+            end_to_end_latency: reg!(hist(
+                "salescast_end_to_end_latency_seconds",
+                "From a batch's newest Kafka message timestamp to its outputs being published"
+            )),
+            close_to_publish: reg!(hist(
+                "salescast_window_close_to_publish_seconds",
+                "From a window closing to its forecast being published"
+            )),
             stage_batch_seconds: reg!(HistogramVec::new(
-                HistogramOpts::new("salescast_stage_batch_seconds", "Time a stage spends on one batch").buckets(latency_buckets()),
+                HistogramOpts::new(
+                    "salescast_stage_batch_seconds",
+                    "Time a stage spends on one batch"
+                )
+                .buckets(latency_buckets()),
                 &["stage"]
             )),
-            ws_clients: reg!(IntGauge::new("salescast_ws_clients", "Connected WebSocket clients")),
-            ws_messages_sent: reg!(counter("salescast_ws_messages_sent_total", "Messages sent to WebSocket clients")),
-            ws_messages_skipped: reg!(counter("salescast_ws_messages_skipped_total", "Messages a lagging WebSocket client skipped")),
-            ws_disconnects_lagging: reg!(counter("salescast_ws_disconnects_lagging_total", "WebSocket clients disconnected for lagging too far")),
+            ws_clients: reg!(IntGauge::new(
+                "salescast_ws_clients",
+                "Connected WebSocket clients"
+            )),
+            ws_messages_sent: reg!(counter(
+                "salescast_ws_messages_sent_total",
+                "Messages sent to WebSocket clients"
+            )),
+            ws_messages_skipped: reg!(counter(
+                "salescast_ws_messages_skipped_total",
+                "Messages a lagging WebSocket client skipped"
+            )),
+            ws_disconnects_lagging: reg!(counter(
+                "salescast_ws_disconnects_lagging_total",
+                "WebSocket clients disconnected for lagging too far"
+            )),
             registry,
         }
     }
@@ -154,7 +231,9 @@ mod tests {
         m.output_records.with_label_values(&["forecasts"]).inc();
         m.output_errors.with_label_values(&["forecasts"]).inc();
         m.window_revisions.with_label_values(&["store"]).inc();
-        m.stage_batch_seconds.with_label_values(&["windows"]).observe(0.1);
+        m.stage_batch_seconds
+            .with_label_values(&["windows"])
+            .observe(0.1);
         let text = m.render();
         for fam in m.registry().gather() {
             let name = fam.name();

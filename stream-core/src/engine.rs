@@ -227,7 +227,7 @@ struct Cols<'a> {
     offset: &'a Int64Array,
 }
 
-fn downcast<'a, T: 'static>(b: &'a RecordBatch, i: usize) -> Result<&'a T, Error> {
+fn downcast<T: 'static>(b: &RecordBatch, i: usize) -> Result<&T, Error> {
     b.columns()
         .get(i)
         .and_then(|c| c.as_any().downcast_ref::<T>())
@@ -328,7 +328,9 @@ impl WindowEngine {
         let mut accepted = 0usize;
         for row in 0..batch.num_rows() {
             if c.ts.is_null(row) || c.qty.is_null(row) || c.price.is_null(row) {
-                return Err(Error::Schema(format!("null in a required column at row {row}")));
+                return Err(Error::Schema(format!(
+                    "null in a required column at row {row}"
+                )));
             }
             let ts = c.ts.value(row);
             let start = ts.div_euclid(w) * w;
@@ -465,7 +467,8 @@ impl WindowEngine {
                     slot.dirty.sort_unstable();
                     slot.dirty.dedup();
                     for id in slot.dirty.drain(..) {
-                        let (agg, next_rev) = slot.aggs.get_mut(&id).expect("dirty series has state");
+                        let (agg, next_rev) =
+                            slot.aggs.get_mut(&id).expect("dirty series has state");
                         let m = &self.series.meta[id as usize];
                         records.push(WindowRecord {
                             level: m.level,
@@ -514,7 +517,8 @@ impl WindowEngine {
             }
         }
         records.sort_unstable_by(|a, b| {
-            (a.start_ms, a.level, &a.key, a.revision).cmp(&(b.start_ms, b.level, &b.key, b.revision))
+            (a.start_ms, a.level, &a.key, a.revision)
+                .cmp(&(b.start_ms, b.level, &b.key, b.revision))
         });
         Output {
             windows: WindowBatch::from_records(&records),

@@ -248,7 +248,9 @@ pub fn batch_from_rows(rows: &[EventRow]) -> arrow_array::RecordBatch {
         Arc::new(StringArray::from_iter(
             rows.iter().map(|r| r.customer_id.as_deref()),
         )),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.partition))),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.partition),
+        )),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
     ];
     arrow_array::RecordBatch::try_new(event_schema(), cols).expect("rows match the schema")

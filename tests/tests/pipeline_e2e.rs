@@ -24,7 +24,12 @@ const EVENTS: u64 = 110_000;
 
 /// Read `n` messages from `topic` (counting messages, not trusting
 /// high-watermarks), failing after `timeout`.
-fn read_topic(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
@@ -124,12 +129,17 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     let (expects, payload_reason) = tokio::task::spawn_blocking(move || {
         let mut expects = Vec::new();
         let mut payload_reason: HashMap<Vec<u8>, &'static str> = HashMap::new();
-        salescast_loadgen::publish(&pc, Generator::new(gen_cfg), || false, |r| {
-            if let Expect::Malformed(reason) = &r.expect {
-                payload_reason.insert(r.payload.clone(), reason);
-            }
-            expects.push(r.expect.clone());
-        })
+        salescast_loadgen::publish(
+            &pc,
+            Generator::new(gen_cfg),
+            || false,
+            |r| {
+                if let Expect::Malformed(reason) = &r.expect {
+                    payload_reason.insert(r.payload.clone(), reason);
+                }
+                expects.push(r.expect.clone());
+            },
+        )
         .expect("publish");
         (expects, payload_reason)
     })
@@ -169,21 +179,41 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
             .sum()
     };
     loop {
-        let done = metrics.events_accepted.get() + metrics.events_duplicate.get() + dead_total(&metrics);
+        let done =
+            metrics.events_accepted.get() + metrics.events_duplicate.get() + dead_total(&metrics);
         if done >= EVENTS && metrics.open_windows.get() == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "pipeline stuck at {done} of {EVENTS}");
+        assert!(
+            Instant::now() < deadline,
+            "pipeline stuck at {done} of {EVENTS}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut last = u64::MAX;
-    while metrics.output_records.with_label_values(&["forecasts"]).get() != last {
-        last = metrics.output_records.with_label_values(&["forecasts"]).get();
+    while metrics
+        .output_records
+        .with_label_values(&["forecasts"])
+        .get()
+        != last
+    {
+        last = metrics
+            .output_records
+            .with_label_values(&["forecasts"])
+            .get();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let by_reason: Vec<(&str, u64)> = RejectReason::ALL
         .iter()
-        .map(|r| (r.code(), metrics.events_dead_lettered.with_label_values(&[r.code()]).get()))
+        .map(|r| {
+            (
+                r.code(),
+                metrics
+                    .events_dead_lettered
+                    .with_label_values(&[r.code()])
+                    .get(),
+            )
+        })
         .collect();
     let mut want_reasons: BTreeMap<&str, u64> = BTreeMap::new();
     for r in payload_reason.values() {
@@ -201,15 +231,23 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     let dlq_topic = cfg.output.dlq_topic.clone();
     let bb = b.clone();
     let dlq = tokio::task::spawn_blocking(move || {
-        read_topic(&bb, &dlq_topic, malformed as usize, Duration::from_secs(120))
+        read_topic(
+            &bb,
+            &dlq_topic,
+            malformed as usize,
+            Duration::from_secs(120),
+        )
     })
     .await?;
     assert_eq!(dlq.len() as u64, malformed, "no extra dead letters");
     for m in &dlq {
         let payload = m.payload().expect("payload").to_vec();
-        let want_reason = payload_reason
-            .get(&payload)
-            .unwrap_or_else(|| panic!("unexpected dead letter {}", String::from_utf8_lossy(&payload[..payload.len().min(200)])));
+        let want_reason = payload_reason.get(&payload).unwrap_or_else(|| {
+            panic!(
+                "unexpected dead letter {}",
+                String::from_utf8_lossy(&payload[..payload.len().min(200)])
+            )
+        });
         let headers = m.headers().expect("headers");
         let reason = headers
             .iter()
@@ -220,15 +258,25 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     }
 
     // Forecasts: one per emitted window (first emissions and revisions).
-    let emitted = metrics.output_records.with_label_values(&["forecasts"]).get() as usize;
+    let emitted = metrics
+        .output_records
+        .with_label_values(&["forecasts"])
+        .get() as usize;
     let fc_topic = cfg.output.forecasts_topic.clone();
     let bb = b.clone();
-    let fcs = tokio::task::spawn_blocking(move || read_topic(&bb, &fc_topic, emitted, Duration::from_secs(120))).await?;
+    let fcs = tokio::task::spawn_blocking(move || {
+        read_topic(&bb, &fc_topic, emitted, Duration::from_secs(120))
+    })
+    .await?;
     assert_eq!(fcs.len(), emitted);
     let mut last_rev: HashMap<(Level, String, i64), Forecast> = HashMap::new();
     for m in &fcs {
         let f: Forecast = serde_json::from_slice(m.payload().expect("payload"))?;
-        assert_eq!(f.horizon.len(), cfg.inference.horizon, "a forecast for every closed window");
+        assert_eq!(
+            f.horizon.len(),
+            cfg.inference.horizon,
+            "a forecast for every closed window"
+        );
         assert!(f.horizon.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
         let k = (f.level, f.key.to_string(), f.window_start_ms);
         match last_rev.get(&k) {
@@ -245,7 +293,10 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
         t.1 += f.actual.units;
     }
     assert_eq!(got.len(), want.len(), "same series");
-    assert_eq!(got, want, "every valid event in the window totals exactly once");
+    assert_eq!(
+        got, want,
+        "every valid event in the window totals exactly once"
+    );
     let total_lines: i64 = got
         .iter()
         .filter(|((l, _), _)| *l == Level::Total)
@@ -256,7 +307,10 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     // Offsets were committed up to the end of every partition.
     running.shutdown().await?;
     let ws_windows = ws_task.await?;
-    assert!(!ws_windows.is_empty(), "the WebSocket client received updates");
+    assert!(
+        !ws_windows.is_empty(),
+        "the WebSocket client received updates"
+    );
     assert!(ws_windows.iter().all(|v| v["data"]["level"] == "store"));
     Ok(())
 }

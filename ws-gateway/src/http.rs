@@ -112,16 +112,25 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, cancel: Cancellation
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
-        return text(StatusCode::BAD_REQUEST, "text/plain", "expected a WebSocket upgrade\n");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade\n",
+        );
     };
     if !is_upgrade {
-        return text(StatusCode::BAD_REQUEST, "text/plain", "expected a WebSocket upgrade\n");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade\n",
+        );
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(up) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
                 client_loop(ws, shared, cancel).await;
             }
             Err(e) => debug!(error = %e, "websocket upgrade failed"),
@@ -221,7 +230,11 @@ fn handle_request(
     next_id: &mut u64,
     shared: &Shared,
 ) -> Vec<Message> {
-    let err = |m: String| vec![Message::text(serde_json::json!({"type": "error", "message": m}).to_string())];
+    let err = |m: String| {
+        vec![Message::text(
+            serde_json::json!({"type": "error", "message": m}).to_string(),
+        )]
+    };
     let req: ClientRequest = match serde_json::from_str(text) {
         Ok(r) => r,
         Err(e) => return err(format!("bad request: {e}")),

@@ -142,7 +142,9 @@ mod tests {
             r#"{"op":"subscribe","channel":"alerts","min_severity":"medium"}"#,
         )
         .unwrap();
-        let ClientRequest::Subscribe(f) = r else { panic!() };
+        let ClientRequest::Subscribe(f) = r else {
+            panic!()
+        };
         let alert = |sev| Update {
             level: Level::Store,
             key: "x".into(),
