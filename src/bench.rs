@@ -47,8 +47,13 @@ pub struct BenchReport {
     pub partitions: i32,
     /// Producer rate while filling the topic, events/s.
     pub fill_eps: f64,
-    /// Plain consumer (no processing), events/s.
+    /// Plain consumer (no processing), events/s: mean of a run before and a
+    /// run after the pipeline.
     pub plain_consumer_eps: f64,
+    /// The plain consumer run before the pipeline, events/s.
+    pub plain_consumer_eps_before: f64,
+    /// The plain consumer run after the pipeline, events/s.
+    pub plain_consumer_eps_after: f64,
     /// Whole pipeline, events/s.
     pub pipeline_eps: f64,
     /// `pipeline_eps / plain_consumer_eps`.
@@ -67,6 +72,10 @@ pub struct BenchReport {
     pub latency_p99_ms: f64,
     /// Latency samples.
     pub latency_samples: usize,
+    /// CPU seconds per thread name during the pipeline phase (where the time goes).
+    pub thread_cpu_seconds: std::collections::BTreeMap<String, f64>,
+    /// Seconds each stage spent on batches during the run.
+    pub stage_busy_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 fn cpu_seconds() -> f64 {
@@ -80,6 +89,33 @@ fn cpu_seconds() -> f64 {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
+/// CPU seconds per thread name of this process (Linux `/proc`), summed over
+/// threads that share a name.
+fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let tick = 100.0; // USER_HZ
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ... utime(14) stime(15)
+        let (Some(l), Some(r)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[l + 1..r].to_string();
+        let fields: Vec<&str> = stat[r + 2..].split(' ').collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0);
+        *out.entry(comm).or_insert(0.0) += ticks / tick;
+    }
+    out
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -89,6 +125,40 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 fn unique_suffix() -> String {
     format!("{}-{}", now_ms(), std::process::id())
+}
+
+/// Read the topic with a plain consumer (no processing) in a fresh group;
+/// events per second from the first message to the `n`th.
+async fn plain_consumer(cfg: &Config, suffix: &str, tag: &str, n: u64) -> anyhow::Result<f64> {
+    let mut plain_cfg = cfg.ingest.clone();
+    plain_cfg.group_id = format!("bench-plain-{tag}-{suffix}");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let c: BaseConsumer = salescast_ingest::consumer::consumer_config(&plain_cfg).create()?;
+        c.subscribe(&[&plain_cfg.topic])?;
+        let mut count = 0u64;
+        let mut bytes = 0usize;
+        let mut first: Option<Instant> = None;
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while count < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "plain consumer timed out at {count}"
+            );
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    bytes += m.payload().map_or(0, <[u8]>::len);
+                    count += 1;
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        let secs = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+        eprintln!("bench: plain consumer read {count} messages ({bytes} bytes) in {secs:.2}s");
+        Ok(count as f64 / secs)
+    })
+    .await?
 }
 
 /// Run the benchmark and print its report.
@@ -135,37 +205,10 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     let fill_eps = fill.records as f64 / fill.seconds;
     eprintln!("bench: filled at {fill_eps:.0} events/s");
 
-    // (a) Plain consumer, same client settings, fresh group.
-    let mut plain_cfg = cfg.ingest.clone();
-    plain_cfg.group_id = format!("bench-plain-{suffix}");
+    // (a) Plain consumer, same client settings, fresh group: once before
+    // the pipeline and once after, so broker-side drift shows.
     let n = args.events;
-    let plain_eps = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let c: BaseConsumer = salescast_ingest::consumer::consumer_config(&plain_cfg).create()?;
-        c.subscribe(&[&plain_cfg.topic])?;
-        let mut count = 0u64;
-        let mut bytes = 0usize;
-        let mut first: Option<Instant> = None;
-        let deadline = Instant::now() + Duration::from_secs(900);
-        while count < n {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "plain consumer timed out at {count}"
-            );
-            match c.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    first.get_or_insert_with(Instant::now);
-                    bytes += m.payload().map_or(0, <[u8]>::len);
-                    count += 1;
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => return Err(e.into()),
-            }
-        }
-        let secs = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
-        eprintln!("bench: plain consumer read {count} messages ({bytes} bytes) in {secs:.2}s");
-        Ok(count as f64 / secs)
-    })
-    .await??;
+    let plain_before = plain_consumer(&cfg, &suffix, "before", n).await?;
 
     // (b) The pipeline.
     cfg.ingest.group_id = format!("bench-pipeline-{suffix}");
@@ -208,6 +251,7 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let t0 = Instant::now();
     let cpu0 = cpu_seconds();
+    let threads0 = thread_cpu();
     while processed(&metrics) < n {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -218,12 +262,30 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let threads1 = thread_cpu();
     let pipeline_eps = n as f64 / secs;
     eprintln!("bench: pipeline processed {n} events in {secs:.2}s using {cpu:.2} CPU-s");
     // Let the last windows close (the input is drained) and reach the client.
     tokio::time::sleep(Duration::from_millis(cfg.ingest.idle_timeout_ms + 2_000)).await;
     running.shutdown().await.context("pipeline")?;
     ws_task.abort();
+    let mut thread_cpu_seconds = std::collections::BTreeMap::new();
+    for (name, c1) in threads1 {
+        let d = c1 - threads0.get(&name).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            thread_cpu_seconds.insert(name, (d * 100.0).round() / 100.0);
+        }
+    }
+    let stage_busy_seconds: std::collections::BTreeMap<String, f64> =
+        ["windows", "inference", "alerting", "sink"]
+            .iter()
+            .map(|s| {
+                let h = metrics.stage_batch_seconds.with_label_values(&[s]);
+                (s.to_string(), (h.get_sample_sum() * 100.0).round() / 100.0)
+            })
+            .collect();
+    let plain_after = plain_consumer(&cfg, &suffix, "after", args.events).await?;
+    let plain_eps = (plain_before + plain_after) / 2.0;
     let mut lat = samples.lock().expect("lock").clone();
     lat.sort_by(f64::total_cmp);
     let windows_closed: u64 = salescast_stream_core::Level::ALL
@@ -244,6 +306,8 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
         fill_eps,
         plain_consumer_eps: plain_eps,
+        plain_consumer_eps_before: plain_before,
+        plain_consumer_eps_after: plain_after,
         pipeline_eps,
         ratio: pipeline_eps / plain_eps,
         pipeline_events_per_cpu_second: n as f64 / cpu,
@@ -253,6 +317,8 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         latency_p50_ms: percentile(&lat, 0.5),
         latency_p99_ms: percentile(&lat, 0.99),
         latency_samples: lat.len(),
+        thread_cpu_seconds,
+        stage_busy_seconds,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -283,6 +349,14 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         println!(
             "close -> WebSocket latency      p50 {:.1} ms, p99 {:.1} ms ({} samples)",
             report.latency_p50_ms, report.latency_p99_ms, report.latency_samples
+        );
+        println!(
+            "CPU-s by thread (pipeline phase) {:?}",
+            report.thread_cpu_seconds
+        );
+        println!(
+            "busy seconds by stage            {:?}",
+            report.stage_busy_seconds
         );
     }
     Ok(())

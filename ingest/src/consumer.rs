@@ -236,15 +236,25 @@ impl Ingest {
         };
         let (done_tx, done) = oneshot::channel();
         let decoder = BatchDecoder::new(cfg.batch_max_messages, cfg.max_payload_bytes)?;
+        // Polling and decoding run on two threads, so fetching never waits
+        // for JSON parsing; a small bounded queue joins them.
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
+        let mut decode = DecodeWorker {
+            decoder,
+            dedup: Dedup::new(cfg.dedup_capacity),
+            tx,
+            metrics,
+        };
+        let decode_thread = std::thread::Builder::new()
+            .name("ingest-decode".into())
+            .spawn(move || decode.run(work_rx))
+            .map_err(|e| Error::Config(format!("cannot spawn ingest thread: {e}")))?;
         let mut worker = Worker {
             cfg: cfg.clone(),
             consumer,
-            tx,
+            work: Some(work_tx),
             cancel,
-            metrics,
-            decoder,
-            dedup: Dedup::new(cfg.dedup_capacity),
-            newest_ms: None,
+            raw: RawBatch::default(),
             assigned: BTreeSet::new(),
             eof_since: BTreeMap::new(),
             idle: BTreeSet::new(),
@@ -253,7 +263,17 @@ impl Ingest {
         std::thread::Builder::new()
             .name("ingest".into())
             .spawn(move || {
-                let r = worker.run();
+                let polled = worker.run();
+                // Closing the queue lets the decoder finish what it has.
+                worker.work.take();
+                let decoded = decode_thread
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Decode("decode thread panicked".into())));
+                let r = match (polled, decoded) {
+                    (_, Err(e)) if !matches!(e, Error::Closed) => Err(e),
+                    (Err(e), _) => Err(e),
+                    (Ok(()), _) => Ok(()),
+                };
                 if let Err(e) = &r {
                     warn!(error = %e, "ingest stopped with an error");
                 }
@@ -274,15 +294,78 @@ impl Ingest {
     }
 }
 
+/// Messages of one micro-batch, copied off librdkafka's buffers.
+#[derive(Default)]
+struct RawBatch {
+    data: Vec<u8>,
+    /// (partition, offset, key range, payload range) into `data`.
+    msgs: Vec<(i32, i64, Option<(usize, usize)>, Option<(usize, usize)>)>,
+    newest_ms: Option<i64>,
+}
+
+impl RawBatch {
+    fn push(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        let mut put = |b: &[u8]| {
+            let s = self.data.len();
+            self.data.extend_from_slice(b);
+            (s, self.data.len())
+        };
+        let k = key.map(&mut put);
+        let p = payload.map(&mut put);
+        self.msgs.push((partition, offset, k, p));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+}
+
+enum Work {
+    Batch(RawBatch),
+    Control(IngestEvent),
+}
+
+struct DecodeWorker {
+    decoder: BatchDecoder,
+    dedup: Dedup,
+    tx: mpsc::Sender<IngestEvent>,
+    metrics: Metrics,
+}
+
+impl DecodeWorker {
+    fn run(&mut self, rx: std::sync::mpsc::Receiver<Work>) -> Result<(), Error> {
+        while let Ok(w) = rx.recv() {
+            let ev = match w {
+                Work::Control(ev) => ev,
+                Work::Batch(raw) => {
+                    let slice = |r: Option<(usize, usize)>| r.map(|(a, b)| &raw.data[a..b]);
+                    for (p, o, k, v) in &raw.msgs {
+                        self.decoder.push(*p, *o, slice(*k), slice(*v))?;
+                    }
+                    let decoded = self.decoder.finish(&mut self.dedup)?;
+                    self.metrics.events_received.inc_by(decoded.messages as u64);
+                    self.metrics.ingest_bytes.inc_by(decoded.bytes as u64);
+                    self.metrics
+                        .events_duplicate
+                        .inc_by(decoded.duplicates as u64);
+                    IngestEvent::Batch(Box::new(IngestBatch {
+                        decoded,
+                        newest_message_ms: raw.newest_ms,
+                    }))
+                }
+            };
+            self.tx.blocking_send(ev).map_err(|_| Error::Closed)?;
+        }
+        Ok(())
+    }
+}
+
 struct Worker {
     cfg: Config,
     consumer: Arc<Client>,
-    tx: mpsc::Sender<IngestEvent>,
+    work: Option<std::sync::mpsc::SyncSender<Work>>,
     cancel: CancellationToken,
-    metrics: Metrics,
-    decoder: BatchDecoder,
-    dedup: Dedup,
-    newest_ms: Option<i64>,
+    raw: RawBatch,
     assigned: BTreeSet<i32>,
     /// Partitions read to their end, and since when.
     eof_since: BTreeMap<i32, Instant>,
@@ -291,63 +374,71 @@ struct Worker {
 }
 
 impl Worker {
-    fn send(&self, ev: IngestEvent) -> Result<(), Error> {
-        self.tx.blocking_send(ev).map_err(|_| Error::Closed)
+    fn send(&self, w: Work) -> Result<(), Error> {
+        match &self.work {
+            Some(tx) => tx.send(w).map_err(|_| Error::Closed),
+            None => Err(Error::Closed),
+        }
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.decoder.is_empty() {
+        if self.raw.is_empty() {
             return Ok(());
         }
-        let decoded = self.decoder.finish(&mut self.dedup)?;
-        self.metrics.events_received.inc_by(decoded.messages as u64);
-        self.metrics.ingest_bytes.inc_by(decoded.bytes as u64);
-        self.metrics
-            .events_duplicate
-            .inc_by(decoded.duplicates as u64);
-        let batch = IngestBatch {
-            decoded,
-            newest_message_ms: self.newest_ms.take(),
-        };
-        self.send(IngestEvent::Batch(Box::new(batch)))
+        let raw = std::mem::take(&mut self.raw);
+        self.raw.data.reserve(raw.data.capacity());
+        self.raw.msgs.reserve(raw.msgs.capacity());
+        self.send(Work::Batch(raw))
+    }
+
+    fn control(&mut self, ev: IngestEvent) -> Result<(), Error> {
+        self.flush()?;
+        self.send(Work::Control(ev))
     }
 
     fn run(&mut self) -> Result<(), Error> {
         let max_wait = Duration::from_millis(self.cfg.batch_max_wait_ms);
         let idle_after = Duration::from_millis(self.cfg.idle_timeout_ms);
+        let max_msgs = self.cfg.batch_max_messages;
         let mut batch_started = Instant::now();
         let mut last_idle_check = Instant::now();
+        let mut since_clock = 0u32;
         while !self.cancel.is_cancelled() {
-            let timeout = if self.decoder.is_empty() {
+            let timeout = if self.raw.is_empty() {
                 Duration::from_millis(100)
             } else {
                 max_wait.saturating_sub(batch_started.elapsed())
             };
+            let mut got_message = false;
             match self.consumer.poll(timeout) {
                 Some(Ok(m)) => {
-                    if self.decoder.is_empty() {
+                    got_message = true;
+                    if self.raw.is_empty() {
                         batch_started = Instant::now();
                     }
                     let p = m.partition();
                     if let Some(ts) = m.timestamp().to_millis() {
-                        self.newest_ms = Some(self.newest_ms.map_or(ts, |n| n.max(ts)));
+                        self.raw.newest_ms = Some(self.raw.newest_ms.map_or(ts, |n| n.max(ts)));
                     }
-                    self.decoder.push(p, m.offset(), m.key(), m.payload())?;
-                    self.eof_since.remove(&p);
-                    self.idle.remove(&p);
+                    self.raw.push(p, m.offset(), m.key(), m.payload());
+                    if !self.eof_since.is_empty() {
+                        self.eof_since.remove(&p);
+                    }
+                    if !self.idle.is_empty() {
+                        self.idle.remove(&p);
+                    }
                     if self.drained {
                         // Resuming after a quiet spell: the other partitions
                         // probably have data too, not fetched yet. Let them
                         // hold the watermark again until they show it or sit
                         // at their end for the idle timeout.
                         self.drained = false;
-                        self.flush()?;
                         let now = Instant::now();
                         let woken: Vec<i32> = std::mem::take(&mut self.idle).into_iter().collect();
                         for q in &woken {
                             self.eof_since.insert(*q, now);
                         }
-                        self.send(IngestEvent::Active(woken))?;
+                        self.control(IngestEvent::Active(woken))?;
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -359,20 +450,25 @@ impl Worker {
                 }
                 None => {}
             }
-            if self.decoder.is_full()
-                || (!self.decoder.is_empty() && batch_started.elapsed() >= max_wait)
+            // Look at the clock only every so often while messages stream in.
+            since_clock += 1;
+            if got_message && since_clock < 256 && self.raw.msgs.len() < max_msgs {
+                continue;
+            }
+            since_clock = 0;
+            if self.raw.msgs.len() >= max_msgs
+                || (!self.raw.is_empty() && batch_started.elapsed() >= max_wait)
             {
                 self.flush()?;
             }
             let rebalances =
                 std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
             for ev in rebalances {
-                self.flush()?;
                 match ev {
                     RebalanceEvent::Assigned(ps) => {
                         self.assigned.extend(ps.iter().copied());
                         self.drained = false;
-                        self.send(IngestEvent::Assigned(ps))?;
+                        self.control(IngestEvent::Assigned(ps))?;
                     }
                     RebalanceEvent::Revoked(ps) => {
                         for p in &ps {
@@ -380,7 +476,7 @@ impl Worker {
                             self.eof_since.remove(p);
                             self.idle.remove(p);
                         }
-                        self.send(IngestEvent::Revoked(ps))?;
+                        self.control(IngestEvent::Revoked(ps))?;
                     }
                 }
             }
@@ -397,10 +493,9 @@ impl Worker {
                     .map(|(p, _)| *p)
                     .collect();
                 if !newly.is_empty() {
-                    self.flush()?;
                     self.idle.extend(newly.iter().copied());
                     debug!(partitions = ?newly, "partitions idle");
-                    self.send(IngestEvent::Idle(newly))?;
+                    self.control(IngestEvent::Idle(newly))?;
                 }
                 if self.cfg.flush_when_idle
                     && !self.drained
@@ -408,7 +503,7 @@ impl Worker {
                     && self.assigned.iter().all(|p| self.idle.contains(p))
                 {
                     self.drained = true;
-                    self.send(IngestEvent::Drained)?;
+                    self.control(IngestEvent::Drained)?;
                 }
             }
         }
