@@ -294,12 +294,15 @@ impl Ingest {
     }
 }
 
+/// A byte range in [`RawBatch::data`].
+type Span = Option<(usize, usize)>;
+
 /// Messages of one micro-batch, copied off librdkafka's buffers.
 #[derive(Default)]
 struct RawBatch {
     data: Vec<u8>,
     /// (partition, offset, key range, payload range) into `data`.
-    msgs: Vec<(i32, i64, Option<(usize, usize)>, Option<(usize, usize)>)>,
+    msgs: Vec<(i32, i64, Span, Span)>,
     newest_ms: Option<i64>,
 }
 
@@ -338,7 +341,7 @@ impl DecodeWorker {
             let ev = match w {
                 Work::Control(ev) => ev,
                 Work::Batch(raw) => {
-                    let slice = |r: Option<(usize, usize)>| r.map(|(a, b)| &raw.data[a..b]);
+                    let slice = |r: Span| r.map(|(a, b)| &raw.data[a..b]);
                     for (p, o, k, v) in &raw.msgs {
                         self.decoder.push(*p, *o, slice(*k), slice(*v))?;
                     }
