@@ -31,14 +31,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Offsets safe to commit once an envelope's outputs are acknowledged, with
+/// the engine watermark recorded alongside (for resuming after a restart).
+#[derive(Debug, Clone)]
+struct CommitPoint {
+    positions: Vec<(i32, i64)>,
+    watermark: Option<i64>,
+}
+
 /// What flows from the window stage to the sink.
 struct Envelope {
     windows: WindowBatch,
     forecasts: Vec<Forecast>,
     alerts: Vec<Alert>,
     dead_letters: Vec<DeadLetter>,
-    /// Offsets safe to commit once this envelope's outputs are acknowledged.
-    commit: Vec<(i32, i64)>,
+    commit: CommitPoint,
     closed_at_ms: i64,
     newest_message_ms: Option<i64>,
 }
@@ -214,6 +221,7 @@ async fn windows_stage(
                 let mut dead = d.dead_letters;
                 dead.extend(refused);
                 m.events_accepted.inc_by(out.accepted as u64);
+                m.events_replayed.inc_by(out.replayed as u64);
                 (out, dead, b.newest_message_ms)
             }
             IngestEvent::Idle(ps) => {
@@ -236,7 +244,14 @@ async fn windows_stage(
                 None => continue,
             },
             IngestEvent::Assigned(ps) => {
-                engine.assign(&ps);
+                let ids: Vec<i32> = ps.iter().map(|(p, _)| *p).collect();
+                engine.assign(&ids);
+                for (p, wm) in ps {
+                    if let Some(wm) = wm {
+                        info!(partition = p, watermark = wm, "resuming after a restart");
+                        engine.set_replay_floor(p, wm);
+                    }
+                }
                 continue;
             }
             IngestEvent::Revoked(ps) => {
@@ -277,7 +292,10 @@ async fn windows_stage(
             forecasts: Vec::new(),
             alerts: Vec::new(),
             dead_letters: dead,
-            commit: engine.commit_positions(),
+            commit: CommitPoint {
+                positions: engine.commit_positions(),
+                watermark: engine.watermark(),
+            },
             closed_at_ms: now_ms(),
             newest_message_ms: newest,
         };
@@ -336,7 +354,7 @@ async fn alerting_stage(
 
 struct Pending {
     delivery: salescast_ingest::sink::Delivery,
-    commit: Vec<(i32, i64)>,
+    commit: CommitPoint,
     closed_at_ms: i64,
     has_windows: bool,
     newest_message_ms: Option<i64>,
@@ -402,7 +420,7 @@ async fn commit_stage(
     m: Metrics,
 ) -> anyhow::Result<()> {
     let mut last_commit = Instant::now();
-    let mut latest: Option<Vec<(i32, i64)>> = None;
+    let mut latest: Option<CommitPoint> = None;
     while let Some(p) = rx.recv().await {
         p.delivery.wait().await?;
         let now = now_ms();
@@ -416,14 +434,17 @@ async fn commit_stage(
         }
         latest = Some(p.commit);
         if last_commit.elapsed() >= interval {
-            if let Some(pos) = latest.take() {
-                committer.commit(&pos)?;
+            if let Some(c) = latest.take() {
+                committer.commit(&c.positions, c.watermark)?;
             }
             last_commit = Instant::now();
         }
     }
-    if let Some(pos) = latest {
-        committer.commit(&pos)?;
+    if let Some(c) = latest {
+        // The last commit must reach the broker before the consumer closes.
+        let committer = committer.clone();
+        tokio::task::spawn_blocking(move || committer.commit_sync(&c.positions, c.watermark))
+            .await??;
     }
     Ok(())
 }

@@ -36,8 +36,9 @@ pub struct IngestBatch {
 pub enum IngestEvent {
     /// A micro-batch of events.
     Batch(Box<IngestBatch>),
-    /// Partitions newly assigned to this instance.
-    Assigned(Vec<i32>),
+    /// Partitions newly assigned to this instance, each with the watermark
+    /// recorded with its committed offset (if salescast committed it).
+    Assigned(Vec<(i32, Option<i64>)>),
     /// Partitions taken away from this instance.
     Revoked(Vec<i32>),
     /// Partitions the consumer has read to the end and that stayed there for
@@ -135,18 +136,41 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Commit `positions` (partition, next offset to read), asynchronously.
-    pub fn commit(&self, positions: &[(i32, i64)]) -> Result<(), Error> {
+    /// Commit `positions` (partition, next offset to read), asynchronously,
+    /// recording the engine `watermark` with them (see [`watermark_metadata`]).
+    pub fn commit(&self, positions: &[(i32, i64)], watermark: Option<i64>) -> Result<(), Error> {
+        self.commit_with(positions, watermark, CommitMode::Async)
+    }
+
+    /// Like [`Committer::commit`], waiting for the broker's answer (at shutdown).
+    pub fn commit_sync(
+        &self,
+        positions: &[(i32, i64)],
+        watermark: Option<i64>,
+    ) -> Result<(), Error> {
+        self.commit_with(positions, watermark, CommitMode::Sync)
+    }
+
+    fn commit_with(
+        &self,
+        positions: &[(i32, i64)],
+        watermark: Option<i64>,
+        mode: CommitMode,
+    ) -> Result<(), Error> {
         let assigned = self.assigned.lock().expect("lock").clone();
         let mut tpl = TopicPartitionList::new();
+        let meta = watermark.map(watermark_metadata).unwrap_or_default();
         for (p, o) in positions.iter().filter(|(p, _)| assigned.contains(p)) {
             tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
+            if let Some(mut e) = tpl.find_partition(&self.topic, *p) {
+                e.set_metadata(meta.clone());
+            }
         }
         if tpl.count() == 0 {
             return Ok(());
         }
         debug!(?positions, "commit");
-        self.consumer.commit(&tpl, CommitMode::Async)?;
+        self.consumer.commit(&tpl, mode)?;
         self.metrics.offset_commits.inc();
         Ok(())
     }
@@ -163,6 +187,16 @@ impl Committer {
             })
             .collect())
     }
+}
+
+/// Offset-commit metadata carrying the engine watermark.
+pub fn watermark_metadata(watermark: i64) -> String {
+    format!("salescast:wm={watermark}")
+}
+
+/// Parse [`watermark_metadata`].
+pub fn parse_watermark_metadata(meta: &str) -> Option<i64> {
+    meta.strip_prefix("salescast:wm=")?.parse().ok()
 }
 
 /// Build the librdkafka consumer configuration used by salescast (also by
@@ -399,6 +433,32 @@ impl Worker {
         self.send(Work::Control(ev))
     }
 
+    /// The watermark committed with each partition's offset, if any.
+    fn restored_watermarks(&self, ps: &[i32]) -> Vec<(i32, Option<i64>)> {
+        let mut tpl = TopicPartitionList::new();
+        for p in ps {
+            tpl.add_partition(&self.cfg.topic, *p);
+        }
+        let committed = match self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read committed offsets; replays may re-emit windows");
+                return ps.iter().map(|p| (*p, None)).collect();
+            }
+        };
+        ps.iter()
+            .map(|p| {
+                let wm = committed
+                    .find_partition(&self.cfg.topic, *p)
+                    .and_then(|e| parse_watermark_metadata(e.metadata()));
+                (*p, wm)
+            })
+            .collect()
+    }
+
     fn run(&mut self) -> Result<(), Error> {
         let max_wait = Duration::from_millis(self.cfg.batch_max_wait_ms);
         let idle_after = Duration::from_millis(self.cfg.idle_timeout_ms);
@@ -471,7 +531,8 @@ impl Worker {
                     RebalanceEvent::Assigned(ps) => {
                         self.assigned.extend(ps.iter().copied());
                         self.drained = false;
-                        self.control(IngestEvent::Assigned(ps))?;
+                        let restored = self.restored_watermarks(&ps);
+                        self.control(IngestEvent::Assigned(restored))?;
                     }
                     RebalanceEvent::Revoked(ps) => {
                         for p in &ps {
@@ -514,5 +575,50 @@ impl Worker {
             Error::Closed => Ok(()),
             e => Err(e),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_metadata_round_trips() {
+        assert_eq!(parse_watermark_metadata(&watermark_metadata(-5)), Some(-5));
+        assert_eq!(parse_watermark_metadata(""), None);
+        assert_eq!(parse_watermark_metadata("other"), None);
+    }
+}
+
+#[cfg(test)]
+mod mock_tests {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::ClientConfig;
+    use std::time::Duration;
+
+    #[test]
+    fn commit_metadata_round_trips_on_the_mock_cluster() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "g")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(5)).unwrap();
+        tpl.find_partition("t", 0)
+            .unwrap()
+            .set_metadata(super::watermark_metadata(42));
+        c.assign(&tpl).unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+        let mut q = TopicPartitionList::new();
+        q.add_partition("t", 0);
+        let got = c.committed_offsets(q, Duration::from_secs(10)).unwrap();
+        let e = got.find_partition("t", 0).unwrap();
+        assert_eq!(e.offset(), Offset::Offset(5));
+        assert_eq!(super::parse_watermark_metadata(e.metadata()), Some(42));
     }
 }

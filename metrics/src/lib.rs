@@ -22,6 +22,8 @@ pub struct Metrics {
     pub events_accepted: IntCounter,
     /// Valid events dropped because their `event_id` was already seen.
     pub events_duplicate: IntCounter,
+    /// Events re-read after a restart whose windows were already emitted.
+    pub events_replayed: IntCounter,
     /// Records sent to the dead-letter topic, by reason.
     pub events_dead_lettered: IntCounterVec,
     /// Payload bytes consumed.
@@ -100,6 +102,10 @@ impl Metrics {
             events_duplicate: reg!(counter(
                 "salescast_events_duplicate_total",
                 "Valid events dropped as duplicates of an event_id already seen"
+            )),
+            events_replayed: reg!(counter(
+                "salescast_events_replayed_total",
+                "Events re-read after a restart whose windows were already emitted"
             )),
             events_dead_lettered: reg!(counter_vec(
                 "salescast_events_dead_lettered_total",

@@ -90,6 +90,9 @@ pub struct Output {
     pub rejects: Vec<(usize, RejectReason)>,
     /// Events folded into window state.
     pub accepted: usize,
+    /// Events skipped because they are replays of windows already emitted
+    /// before a restart (see [`WindowEngine::set_replay_floor`]).
+    pub replayed: usize,
     /// Number of first emissions in `windows`.
     pub fired: usize,
     /// Number of revisions in `windows`.
@@ -100,6 +103,8 @@ pub struct Output {
 
 #[derive(Debug, Default)]
 struct PartitionState {
+    /// Windows ending at or before this were emitted before a restart.
+    replay_floor: Option<i64>,
     max_ts: Option<i64>,
     next_offset: Option<i64>,
     idle: bool,
@@ -326,6 +331,7 @@ impl WindowEngine {
             .or(wm.map(|m| m.saturating_sub(self.cfg.max_ahead_ms)));
         let mut rejects = Vec::new();
         let mut accepted = 0usize;
+        let mut replayed = 0usize;
         for row in 0..batch.num_rows() {
             if c.ts.is_null(row) || c.qty.is_null(row) || c.price.is_null(row) {
                 return Err(Error::Schema(format!(
@@ -338,6 +344,10 @@ impl WindowEngine {
             let offset = c.offset.value(row);
             let p = self.partitions.entry(partition).or_default();
             p.next_offset = Some(p.next_offset.map_or(offset + 1, |o| o.max(offset + 1)));
+            if p.replay_floor.is_some_and(|f| start + w <= f) {
+                replayed += 1;
+                continue;
+            }
             if let Some(lwm) = late_ref {
                 if start + w + self.cfg.allowed_lateness_ms <= lwm {
                     rejects.push((row, RejectReason::Late));
@@ -377,6 +387,7 @@ impl WindowEngine {
         let mut out = self.advance(None);
         out.rejects = rejects;
         out.accepted = accepted;
+        out.replayed = replayed;
         Ok(out)
     }
 
@@ -387,6 +398,15 @@ impl WindowEngine {
         for p in partitions {
             self.partitions.entry(*p).or_default();
         }
+    }
+
+    /// After a restart: the watermark recorded with the partition's committed
+    /// offset. Replayed events of that partition whose window ended at or
+    /// before it were already emitted (and acknowledged) before the restart;
+    /// they are skipped and counted as `replayed`, so a window is never
+    /// re-emitted from a partial replay.
+    pub fn set_replay_floor(&mut self, partition: i32, watermark: i64) {
+        self.partitions.entry(partition).or_default().replay_floor = Some(watermark);
     }
 
     /// Mark a partition idle (it stops holding the watermark back) or active.
@@ -524,6 +544,7 @@ impl WindowEngine {
             windows: WindowBatch::from_records(&records),
             rejects: Vec::new(),
             accepted: 0,
+            replayed: 0,
             fired,
             revisions,
             watermark: next,

@@ -114,7 +114,7 @@ fn run(
                 accepted.push(e.clone());
             }
         }
-        assert_eq!(out.accepted + out.rejects.len(), n);
+        assert_eq!(out.accepted + out.rejects.len() + out.replayed, n);
         wm_before = record(out, wm_before);
         i += n;
     }
@@ -321,4 +321,39 @@ fn assigned_partition_without_data_holds_the_watermark() {
     assert_eq!(out.watermark, Some(20));
     eng.set_idle(1, true);
     assert_eq!(eng.tick().watermark, Some(5 * W));
+}
+
+#[test]
+fn replay_floor_skips_windows_emitted_before_a_restart() {
+    let mut eng = WindowEngine::new(Config::default()).unwrap();
+    eng.set_replay_floor(0, 2 * W);
+    let ev = |ts: i64, off: i64| EventRow {
+        event_id: format!("{off}"),
+        ts_ms: ts,
+        sku: "a".into(),
+        store: "s".into(),
+        category: "c".into(),
+        qty: 1,
+        unit_price: 1.0,
+        promo: false,
+        customer_id: None,
+        partition: 0,
+        offset: off,
+    };
+    let out = eng
+        .process(&batch_from_rows(&[
+            ev(W + 5, 0),
+            ev(2 * W + 1, 1),
+            ev(W + 9, 2),
+        ]))
+        .unwrap();
+    assert_eq!((out.replayed, out.accepted), (2, 1));
+    assert!(out.rejects.is_empty());
+    let out = eng.advance_watermark(10 * W);
+    assert_eq!(
+        out.windows.record(0).start_ms,
+        2 * W,
+        "only the window after the floor"
+    );
+    assert_eq!(eng.commit_positions(), vec![(0, 3)]);
 }
