@@ -162,6 +162,7 @@ where
     let mut subs: Vec<Sub> = Vec::new();
     let mut next_id = 1u64;
     let mut lag_streak = 0u32;
+    let send_timeout = std::time::Duration::from_millis(shared.cfg.send_timeout_ms.max(1));
     let _ = ws
         .send(Message::text(r#"{"type":"hello","protocol":1}"#))
         .await;
@@ -176,12 +177,21 @@ where
             }
             m = rx.recv() => match m {
                 Ok(u) => {
-                    lag_streak = 0;
+                    // Caught up with the ring: the lag streak is over.
+                    if rx.is_empty() {
+                        lag_streak = 0;
+                    }
                     if subs.iter().any(|s| s.filter.matches(&u)) {
-                        if ws.send(Message::Text(u.text.clone())).await.is_err() {
-                            break;
+                        match tokio::time::timeout(send_timeout, ws.send(Message::Text(u.text.clone()))).await {
+                            Ok(Ok(())) => metrics.ws_messages_sent.inc(),
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                // The socket accepted nothing for the timeout.
+                                metrics.ws_disconnects_lagging.inc();
+                                debug!("dropping a client whose socket is stuck");
+                                break;
+                            }
                         }
-                        metrics.ws_messages_sent.inc();
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
