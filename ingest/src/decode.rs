@@ -620,29 +620,37 @@ impl BatchDecoder {
                 }
             }
         }
-        let mask = BooleanArray::from(keep);
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         cols.push(Arc::new(Int32Array::from(partitions)));
         cols.push(Arc::new(Int64Array::from(offsets)));
-        let all = RecordBatch::try_new(
-            Arc::new(Schema::new(
-                self.json_schema
-                    .fields()
-                    .iter()
-                    .cloned()
-                    .chain(event_schema().fields()[9..].iter().cloned())
-                    .collect::<Vec<_>>(),
-            )),
-            cols,
-        )
-        .map_err(|e| Error::Decode(e.to_string()))?;
-        let filtered = arrow_select::filter::filter_record_batch(&all, &mask)
+        let (events, raw) = if keep.iter().all(|k| *k) {
+            // The common case: every row is good, nothing to copy.
+            let events = RecordBatch::try_new(event_schema(), cols)
+                .map_err(|e| Error::Decode(e.to_string()))?;
+            (events, RawRecords { keys, payloads })
+        } else {
+            let mask = BooleanArray::from(keep);
+            let all = RecordBatch::try_new(
+                Arc::new(Schema::new(
+                    self.json_schema
+                        .fields()
+                        .iter()
+                        .cloned()
+                        .chain(event_schema().fields()[9..].iter().cloned())
+                        .collect::<Vec<_>>(),
+                )),
+                cols,
+            )
             .map_err(|e| Error::Decode(e.to_string()))?;
-        let events = RecordBatch::try_new(event_schema(), filtered.columns().to_vec())
-            .map_err(|e| Error::Decode(e.to_string()))?;
-        let raw = RawRecords {
-            keys: downcast_binary(arrow_select::filter::filter(&keys, &mask))?,
-            payloads: downcast_binary(arrow_select::filter::filter(&payloads, &mask))?,
+            let filtered = arrow_select::filter::filter_record_batch(&all, &mask)
+                .map_err(|e| Error::Decode(e.to_string()))?;
+            let events = RecordBatch::try_new(event_schema(), filtered.columns().to_vec())
+                .map_err(|e| Error::Decode(e.to_string()))?;
+            let raw = RawRecords {
+                keys: downcast_binary(arrow_select::filter::filter(&keys, &mask))?,
+                payloads: downcast_binary(arrow_select::filter::filter(&payloads, &mask))?,
+            };
+            (events, raw)
         };
         dead.sort_by_key(|d| (d.partition, d.offset));
         Ok(Decoded {
