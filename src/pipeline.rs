@@ -159,7 +159,8 @@ pub async fn start(cfg: Config, metrics: Metrics) -> anyhow::Result<Running> {
     let (win_tx, win_rx) = mpsc::channel(cap);
     let (inf_tx, inf_rx) = mpsc::channel(cap);
     let (al_tx, al_rx) = mpsc::channel(cap);
-    let (commit_tx, commit_rx) = mpsc::channel(cap * 4);
+    // Deliveries are awaited in order; many envelopes may be in flight.
+    let (commit_tx, commit_rx) = mpsc::channel(cap * 32);
 
     let m = metrics.clone();
     tasks.spawn(async move { ("windows", windows_stage(engine, ingest_rx, win_tx, m).await) });

@@ -214,6 +214,10 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("heartbeat.interval.ms", hb.to_string())
         .set("queued.min.messages", "200000")
         .set("fetch.wait.max.ms", "100")
+        // When the local queue is above queued.min.messages, librdkafka waits
+        // this long before fetching again (default 1 s): a consumer that does
+        // real work drains the queue well before that and would sit idle.
+        .set("fetch.queue.backoff.ms", "20")
         .set(
             "statistics.interval.ms",
             cfg.statistics_interval_ms.to_string(),

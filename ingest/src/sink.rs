@@ -7,9 +7,13 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
 use salescast_metrics::Metrics;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 use crate::Error;
 
@@ -73,9 +77,50 @@ pub struct OutRecord {
     pub headers: Vec<(&'static str, Vec<u8>)>,
 }
 
+/// Acknowledgements outstanding for one enqueued group of records. The
+/// producer's delivery callback counts down; the last one wakes the waiter.
+/// One wake-up per group, not per record.
+#[derive(Debug, Default)]
+struct Ticket {
+    remaining: AtomicUsize,
+    failure: Mutex<Option<(TopicRole, String)>>,
+    done: Notify,
+}
+
+/// Per-record delivery opaque: the group's ticket and the record's topic.
+type Opaque = Box<(Arc<Ticket>, TopicRole)>;
+
+struct SinkContext {
+    metrics: Metrics,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Opaque;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Opaque) {
+        let (ticket, role) = *opaque;
+        if let Err((e, _)) = result {
+            self.metrics
+                .output_errors
+                .with_label_values(&[role.label()])
+                .inc();
+            ticket
+                .failure
+                .lock()
+                .expect("failure lock")
+                .get_or_insert((role, e.to_string()));
+        }
+        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            ticket.done.notify_one();
+        }
+    }
+}
+
 /// A Kafka producer for the output topics.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: ThreadedProducer<SinkContext>,
     cfg: SinkConfig,
     metrics: Metrics,
 }
@@ -88,52 +133,40 @@ impl std::fmt::Debug for KafkaSink {
 
 /// Pending acknowledgements of one enqueued group of records.
 #[must_use = "await the delivery before committing the offsets it covers"]
+#[derive(Debug)]
 pub struct Delivery {
-    pending: Vec<(TopicRole, DeliveryFuture)>,
-    metrics: Metrics,
-}
-
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("pending", &self.pending.len())
-            .finish()
-    }
+    ticket: Arc<Ticket>,
+    len: usize,
 }
 
 impl Delivery {
     /// Resolve once the broker acknowledged every record; the first failure
     /// is returned (librdkafka has already retried it for `message.timeout.ms`).
     pub async fn wait(self) -> Result<(), Error> {
-        let mut first_err = None;
-        for (role, f) in self.pending {
-            let res = match f.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("producer dropped".to_string()),
-            };
-            if let Err(reason) = res {
-                self.metrics
-                    .output_errors
-                    .with_label_values(&[role.label()])
-                    .inc();
-                first_err.get_or_insert(Error::Delivery {
-                    topic: role.label().to_string(),
-                    reason,
-                });
+        loop {
+            let notified = self.ticket.done.notified();
+            if self.ticket.remaining.load(Ordering::Acquire) == 0 {
+                break;
             }
+            notified.await;
         }
-        first_err.map_or(Ok(()), Err)
+        match self.ticket.failure.lock().expect("failure lock").take() {
+            Some((role, reason)) => Err(Error::Delivery {
+                topic: role.label().to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Number of records awaited.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.len
     }
 
     /// Whether nothing is awaited.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len == 0
     }
 }
 
@@ -151,8 +184,11 @@ impl KafkaSink {
         for (k, v) in &cfg.client {
             c.set(k, v);
         }
+        let ctx = SinkContext {
+            metrics: metrics.clone(),
+        };
         Ok(KafkaSink {
-            producer: c.create()?,
+            producer: c.create_with_context(ctx)?,
             cfg: cfg.clone(),
             metrics,
         })
@@ -168,7 +204,11 @@ impl KafkaSink {
 
     /// Enqueue records in order; waits only while the producer queue is full.
     pub async fn enqueue(&self, records: Vec<OutRecord>) -> Result<Delivery, Error> {
-        let mut pending = Vec::with_capacity(records.len());
+        let ticket = Arc::new(Ticket::default());
+        // One count for the enqueueing itself, released at the end, so the
+        // ticket cannot complete while records are still being added.
+        ticket.remaining.store(1, Ordering::Release);
+        let len = records.len();
         for r in records {
             let topic = self.topic(r.role);
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -178,23 +218,25 @@ impl KafkaSink {
                     value: Some(v),
                 });
             }
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-                .payload(r.payload.as_slice())
-                .headers(headers);
+            ticket.remaining.fetch_add(1, Ordering::AcqRel);
+            let mut rec: BaseRecord<'_, [u8], [u8], Opaque> =
+                BaseRecord::with_opaque_to(topic, Box::new((ticket.clone(), r.role)))
+                    .payload(r.payload.as_slice())
+                    .headers(headers);
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_slice());
             }
             loop {
-                match self.producer.send_result(rec) {
-                    Ok(f) => {
-                        pending.push((r.role, f));
-                        break;
-                    }
+                match self.producer.send(rec) {
+                    Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         rec = back;
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
-                    Err((e, _)) => return Err(Error::Kafka(e)),
+                    Err((e, _)) => {
+                        ticket.remaining.fetch_sub(1, Ordering::AcqRel);
+                        return Err(Error::Kafka(e));
+                    }
                 }
             }
             self.metrics
@@ -202,10 +244,10 @@ impl KafkaSink {
                 .with_label_values(&[r.role.label()])
                 .inc();
         }
-        Ok(Delivery {
-            pending,
-            metrics: self.metrics.clone(),
-        })
+        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            ticket.done.notify_one();
+        }
+        Ok(Delivery { ticket, len })
     }
 
     /// Wait for everything in flight (used at shutdown).

@@ -161,7 +161,6 @@ where
     let mut rx = shared.tx.subscribe();
     let mut subs: Vec<Sub> = Vec::new();
     let mut next_id = 1u64;
-    let mut lag_streak = 0u32;
     let send_timeout = std::time::Duration::from_millis(shared.cfg.send_timeout_ms.max(1));
     let _ = ws
         .send(Message::text(r#"{"type":"hello","protocol":1}"#))
@@ -177,10 +176,6 @@ where
             }
             m = rx.recv() => match m {
                 Ok(u) => {
-                    // Caught up with the ring: the lag streak is over.
-                    if rx.is_empty() {
-                        lag_streak = 0;
-                    }
                     if subs.iter().any(|s| s.filter.matches(&u)) {
                         match tokio::time::timeout(send_timeout, ws.send(Message::Text(u.text.clone()))).await {
                             Ok(Ok(())) => metrics.ws_messages_sent.inc(),
@@ -195,16 +190,9 @@ where
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
+                    // Conflate: skip to the oldest update still in the ring
+                    // and tell the client how many it missed.
                     metrics.ws_messages_skipped.inc_by(n);
-                    lag_streak += 1;
-                    if lag_streak > shared.cfg.max_lag_events {
-                        metrics.ws_disconnects_lagging.inc();
-                        let _ = ws.send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Policy,
-                            reason: "client too slow".into(),
-                        }))).await;
-                        break;
-                    }
                     let note = format!(r#"{{"type":"lagged","skipped":{n}}}"#);
                     if ws.send(Message::text(note)).await.is_err() {
                         break;

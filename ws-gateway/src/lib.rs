@@ -7,9 +7,8 @@
 //! The pipeline hands updates to a [`Publisher`], which never blocks: updates
 //! go into a bounded broadcast ring. A client that falls behind the ring skips
 //! what it missed (it is told how many with a `lagged` message: its stream is
-//! conflated), one that keeps lagging without catching up is closed, and one
-//! whose socket stops accepting data for `send-timeout-ms` is dropped, so no
-//! screen can slow the pipeline. The
+//! conflated), and one whose socket stops accepting data for
+//! `send-timeout-ms` is dropped, so no screen can slow the pipeline. The
 //! protocol is documented in `docs/websocket.md`.
 #![warn(missing_docs)]
 
@@ -42,9 +41,6 @@ pub struct Config {
     pub listen: String,
     /// Updates buffered for clients; a client further behind skips ahead.
     pub channel_capacity: usize,
-    /// A client that lags this many times without catching up in between is
-    /// disconnected.
-    pub max_lag_events: u32,
     /// A client whose socket accepts nothing for this long (ms) is dropped.
     pub send_timeout_ms: u64,
     /// Recent windows kept per series for a new subscriber's chart.
@@ -58,7 +54,6 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             channel_capacity: 16_384,
-            max_lag_events: 20,
             send_timeout_ms: 10_000,
             history_windows: 120,
             history_series: 20_000,
