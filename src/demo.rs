@@ -88,7 +88,12 @@ pub async fn run(mut cfg: Config, args: &DemoArgs, stop: CancellationToken) -> a
         rate: Some(args.rate),
         client: Vec::new(),
     };
-    let gen_cfg = cfg.generator.clone();
+    let mut gen_cfg = cfg.generator.clone();
+    if gen_cfg.start_ms == 0 {
+        // Start on a window boundary so the first window is a whole one.
+        let w = cfg.windows.window_ms;
+        gen_cfg.start_ms = crate::pipeline::now_ms().div_euclid(w) * w;
+    }
     let producer_stop = stop.clone();
     let pipeline_token = running.cancel_token();
     let producer = tokio::task::spawn_blocking(move || {

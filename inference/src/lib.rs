@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 pub use baseline::Baseline;
 pub use forecast::{Actual, Forecast, HorizonPoint};
 
+/// Windows of history before a series' one-step residuals count towards
+/// its intervals.
+pub const WARM_UP_WINDOWS: u64 = 5;
+
 /// Configuration of the inference stage (`[inference]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -49,7 +53,7 @@ impl Default for Config {
             horizon: 12,
             season_windows: 0,
             ewma_alpha: 0.3,
-            residual_window: 200,
+            residual_window: 120,
             min_residuals: 20,
         }
     }
@@ -246,7 +250,14 @@ impl Inference {
             h.level *= 1.0 - alpha;
             h.observed += 1;
         }
-        if let Some(e) = h.last_forecast.first().filter(|p| p.start_ms == r.start_ms) {
+        // Residuals of the first windows (a partial first window, a level
+        // still settling) would widen the band long after they stop mattering.
+        let warm = h.observed >= WARM_UP_WINDOWS;
+        if let Some(e) = h
+            .last_forecast
+            .first()
+            .filter(|p| warm && p.start_ms == r.start_ms)
+        {
             h.residuals.push_back(y - e.p50);
             if h.residuals.len() > self.cfg.residual_window {
                 h.residuals.pop_front();
