@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod eval;
 pub mod pipeline;
 pub mod topics;
 

@@ -46,6 +46,8 @@ enum Cmd {
     Replay(ReplayArgs),
     /// Measure throughput and latency against a broker (--brokers).
     Bench(bench::BenchArgs),
+    /// Score the forecasting models on generated and Walmart sales.
+    Eval(salescast::eval::EvalArgs),
     /// Print the effective configuration as TOML.
     PrintConfig,
 }
@@ -214,6 +216,11 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("replayed {} events in {:.1}s", stats.records, stats.seconds);
         }
         Cmd::Bench(args) => bench::run(cfg, args).await?,
+        Cmd::Eval(args) => {
+            let cfg = cfg.clone();
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || salescast::eval::run(&cfg, &args)).await??
+        }
     }
     Ok(())
 }

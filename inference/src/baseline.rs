@@ -1,18 +1,82 @@
-//! The baseline model: seasonal naive with an EWMA fallback, and intervals
-//! from each series' own residual quantiles.
+//! Baseline models: seasonal naive, EWMA, and the two combined (seasonal
+//! naive once a season of history exists, EWMA before). All share one way of
+//! making intervals: quantiles of the series' own recent one-step residuals
+//! around the point forecast, at the levels its calibration asks for
+//! ([`SeriesHistory::alpha`]), widened by `sqrt(h)` for step `h`; with too few
+//! residuals, a Poisson-shaped band.
 
 use crate::{Model, Path, SeriesHistory};
 
-/// Seasonal naive once a full season of history exists (the value one season
-/// before the target window), an EWMA level before that. The p10/p90 band is
-/// the 10th/90th percentile of the series' recent one-step residuals around
-/// the point forecast, widened by `sqrt(h)` for step `h`; with too few
-/// residuals it is a Poisson-shaped band (`p50 +- 1.28 sqrt(max(p50, 1) h)`).
+/// Linear-interpolated quantile of sorted data.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Residual-quantile band shared by the baselines.
+#[derive(Debug, Clone)]
+struct Band {
+    min_residuals: usize,
+    scratch: Vec<f64>,
+}
+
+impl Band {
+    fn new(min_residuals: usize) -> Self {
+        Band {
+            min_residuals: min_residuals.max(2),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Lower and upper residual offsets for one series.
+    fn offsets(&mut self, h: &SeriesHistory) -> Option<(f64, f64)> {
+        if h.residuals.len() < self.min_residuals {
+            return None;
+        }
+        self.scratch.clear();
+        self.scratch.extend(h.residuals.iter().copied());
+        self.scratch.sort_unstable_by(f64::total_cmp);
+        let a = h.alpha;
+        Some((
+            quantile(&self.scratch, a / 2.0),
+            quantile(&self.scratch, 1.0 - a / 2.0),
+        ))
+    }
+
+    /// Non-crossing quantiles around point forecasts.
+    fn path(&mut self, h: &SeriesHistory, p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
+        let off = self.offsets(h);
+        p50s.enumerate()
+            .map(|(step, p50)| {
+                let widen = ((step + 1) as f64).sqrt();
+                let (lo, hi) = match off {
+                    Some((q_lo, q_hi)) => (q_lo.min(0.0) * widen, q_hi.max(0.0) * widen),
+                    None => {
+                        let d = 1.28 * (p50.abs().max(1.0) * (step + 1) as f64).sqrt();
+                        (-d, d)
+                    }
+                };
+                let p10 = (p50 + lo).max(0.0).min(p50.max(0.0));
+                let p50 = p50.max(p10);
+                let p90 = (p50 + hi).max(p50);
+                [p10, p50, p90]
+            })
+            .collect()
+    }
+}
+
+fn seasonal(h: &SeriesHistory, season: usize, step: usize) -> f64 {
+    let n = h.values.len();
+    h.values[n - season + step % season]
+}
+
+/// Seasonal naive when a season of history exists, an EWMA level before.
 #[derive(Debug, Clone)]
 pub struct Baseline {
     season: usize,
-    min_residuals: usize,
-    scratch: Vec<f64>,
+    band: Band,
 }
 
 impl Baseline {
@@ -20,18 +84,9 @@ impl Baseline {
     pub fn new(season: usize, min_residuals: usize) -> Self {
         Baseline {
             season: season.max(1),
-            min_residuals: min_residuals.max(2),
-            scratch: Vec::new(),
+            band: Band::new(min_residuals),
         }
     }
-}
-
-/// Linear-interpolated quantile of sorted data.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 impl Model for Baseline {
@@ -43,40 +98,96 @@ impl Model for Baseline {
         histories
             .iter()
             .map(|h| {
-                let n = h.values.len();
-                let seasonal = n >= self.season;
-                let band = if h.residuals.len() >= self.min_residuals {
-                    self.scratch.clear();
-                    self.scratch.extend(h.residuals.iter().copied());
-                    self.scratch.sort_unstable_by(f64::total_cmp);
-                    Some((quantile(&self.scratch, 0.1), quantile(&self.scratch, 0.9)))
-                } else {
-                    None
-                };
-                let quantiles = (0..horizon)
-                    .map(|step| {
-                        let p50 = if seasonal {
-                            h.values[n - self.season + step % self.season]
+                let use_season = h.values.len() >= self.season;
+                let season = self.season;
+                let quantiles = self.band.path(
+                    h,
+                    (0..horizon).map(|s| {
+                        if use_season {
+                            seasonal(h, season, s)
                         } else {
                             h.level
-                        };
-                        let widen = ((step + 1) as f64).sqrt();
-                        let (lo, hi) = match band {
-                            Some((q10, q90)) => (q10.min(0.0) * widen, q90.max(0.0) * widen),
-                            None => {
-                                let d = 1.28 * (p50.max(1.0) * (step + 1) as f64).sqrt();
-                                (-d, d)
-                            }
-                        };
-                        let p10 = (p50 + lo).max(0.0).min(p50);
-                        let p90 = (p50 + hi).max(p50);
-                        [p10, p50, p90]
-                    })
-                    .collect();
+                        }
+                    }),
+                );
                 Path {
-                    model: if seasonal { "seasonal_naive" } else { "ewma" },
+                    model: if use_season { "seasonal_naive" } else { "ewma" },
                     quantiles,
                 }
+            })
+            .collect()
+    }
+}
+
+/// Pure seasonal naive (the last value until a season of history exists):
+/// the reference every other model is measured against.
+#[derive(Debug, Clone)]
+pub struct SeasonalNaive {
+    season: usize,
+    band: Band,
+}
+
+impl SeasonalNaive {
+    /// Seasonal naive with the given season length in windows.
+    pub fn new(season: usize, min_residuals: usize) -> Self {
+        SeasonalNaive {
+            season: season.max(1),
+            band: Band::new(min_residuals),
+        }
+    }
+}
+
+impl Model for SeasonalNaive {
+    fn name(&self) -> &'static str {
+        "seasonal_naive"
+    }
+
+    fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path> {
+        histories
+            .iter()
+            .map(|h| {
+                let season = self.season;
+                let full = h.values.len() >= season;
+                let last = h.values.back().copied().unwrap_or(0.0);
+                let quantiles = self.band.path(
+                    h,
+                    (0..horizon).map(|s| if full { seasonal(h, season, s) } else { last }),
+                );
+                Path {
+                    model: "seasonal_naive",
+                    quantiles,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The EWMA level, flat over the horizon.
+#[derive(Debug, Clone)]
+pub struct Ewma {
+    band: Band,
+}
+
+impl Ewma {
+    /// An EWMA model.
+    pub fn new(min_residuals: usize) -> Self {
+        Ewma {
+            band: Band::new(min_residuals),
+        }
+    }
+}
+
+impl Model for Ewma {
+    fn name(&self) -> &'static str {
+        "ewma"
+    }
+
+    fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path> {
+        histories
+            .iter()
+            .map(|h| Path {
+                model: "ewma",
+                quantiles: self.band.path(h, (0..horizon).map(|_| h.level)),
             })
             .collect()
     }

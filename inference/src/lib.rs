@@ -14,6 +14,7 @@
 
 mod baseline;
 mod forecast;
+pub mod score;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,8 +23,11 @@ use rustc_hash::FxHashMap;
 use salescast_stream_core::{Level, WindowBatch, WindowRecord};
 use serde::{Deserialize, Serialize};
 
-pub use baseline::Baseline;
+pub use baseline::{Baseline, Ewma, SeasonalNaive};
 pub use forecast::{Actual, Forecast, HorizonPoint};
+
+/// Target miscoverage of the p10-p90 band.
+pub const TARGET_MISCOVERAGE: f64 = 0.2;
 
 /// Windows of history before a series' one-step residuals count towards
 /// its intervals.
@@ -45,6 +49,9 @@ pub struct Config {
     /// Residuals needed before intervals come from them (a Poisson-shaped
     /// band is used before).
     pub min_residuals: usize,
+    /// Step size of the adaptive conformal correction of each series' band
+    /// (0 turns it off: the band is the raw p10-p90 of residuals).
+    pub calibration_rate: f64,
 }
 
 impl Default for Config {
@@ -55,6 +62,7 @@ impl Default for Config {
             ewma_alpha: 0.3,
             residual_window: 120,
             min_residuals: 20,
+            calibration_rate: 0.01,
         }
     }
 }
@@ -83,6 +91,10 @@ pub struct SeriesHistory {
     pub last_forecast: Vec<HorizonPoint>,
     /// Windows observed (including filled empty ones).
     pub observed: u64,
+    /// Miscoverage level the band is built for (adaptive conformal
+    /// inference: starts at the target 0.2 for a p10-p90 band and moves so
+    /// that the realised coverage tracks the target).
+    pub alpha: f64,
 }
 
 /// One series' forecast path from a [`Model`].
@@ -132,6 +144,11 @@ impl Inference {
     pub fn new(cfg: Config, window_ms: i64) -> Result<Self, Error> {
         if cfg.horizon == 0 {
             return Err(Error::Config("inference.horizon must be > 0".into()));
+        }
+        if !(0.0..=0.5).contains(&cfg.calibration_rate) {
+            return Err(Error::Config(
+                "inference.calibration-rate must be in [0, 0.5]".into(),
+            ));
         }
         if !(cfg.ewma_alpha > 0.0 && cfg.ewma_alpha <= 1.0) {
             return Err(Error::Config(
@@ -228,6 +245,7 @@ impl Inference {
                 residuals: VecDeque::new(),
                 last_forecast: Vec::new(),
                 observed: 0,
+                alpha: TARGET_MISCOVERAGE,
             });
         let expected = h
             .last_forecast
@@ -259,6 +277,11 @@ impl Inference {
             .filter(|p| warm && p.start_ms == r.start_ms)
         {
             h.residuals.push_back(y - e.p50);
+            // Adaptive conformal inference (Gibbs & Candes, 2021): widen the
+            // band after a miss, narrow it slowly after a hit.
+            let miss = (y < e.p10 || y > e.p90) as u8 as f64;
+            h.alpha = (h.alpha + self.cfg.calibration_rate * (TARGET_MISCOVERAGE - miss))
+                .clamp(0.002, 0.9);
             if h.residuals.len() > self.cfg.residual_window {
                 h.residuals.pop_front();
             }

@@ -11,12 +11,14 @@
 //! - a fired window is kept for [`Config::allowed_lateness_ms`] more: a late event
 //!   in that time updates it and the window is re-emitted with the next revision;
 //! - an event whose window is older than that is refused as [`RejectReason::Late`];
-//!   one more than [`Config::max_ahead_ms`] ahead of the watermark as
+//!   one more than [`Config::max_ahead_ms`] ahead of both the watermark and
+//!   the furthest event time its partition has shown as
 //!   [`RejectReason::TooFarAhead`];
 //! - before the first watermark exists (every assigned partition must have
-//!   been read, or be idle), both checks use the median event time of the
-//!   batch, with `max_ahead_ms` as the bound either way, so one bogus
-//!   timestamp at start-up cannot drag the watermark anywhere.
+//!   been read, or be idle), lateness is judged against the partition's own
+//!   watermark, and a partition's first event against the batch's median
+//!   event time, so one bogus timestamp at start-up cannot drag the
+//!   watermark anywhere.
 //!
 //! Nothing here reads the wall clock: the same input in the same batches gives
 //! the same output.
@@ -321,14 +323,8 @@ impl WindowEngine {
             let mid = ts.len() / 2;
             Some(*ts.select_nth_unstable(mid).1)
         });
-        // Lateness is judged against the watermark. Before there is one (some
-        // assigned partition has not been read yet), only events more than
-        // `max_ahead_ms` behind the batch's median are refused as late: a
-        // batch can span minutes of one partition, so a tighter bound would
-        // refuse good events.
-        let late_ref = self
-            .watermark
-            .or(wm.map(|m| m.saturating_sub(self.cfg.max_ahead_ms)));
+        let global_wm = self.watermark;
+        let ooo = self.cfg.out_of_orderness_ms;
         let mut rejects = Vec::new();
         let mut accepted = 0usize;
         let mut replayed = 0usize;
@@ -348,14 +344,26 @@ impl WindowEngine {
                 replayed += 1;
                 continue;
             }
+            // Lateness is judged against the watermark; before there is one
+            // (some assigned partition has not been read yet), against the
+            // partition's own watermark, since a partition is nearly ordered.
+            let late_ref = global_wm.or(p.max_ts.map(|m| m - ooo));
             if let Some(lwm) = late_ref {
                 if start + w + self.cfg.allowed_lateness_ms <= lwm {
                     rejects.push((row, RejectReason::Late));
                     continue;
                 }
             }
-            if let Some(wm) = wm {
-                if ts > wm.saturating_add(self.cfg.max_ahead_ms) {
+            // "Too far ahead" of the watermark, or of the furthest event time
+            // this partition has shown (a backlog of a quiet partition can
+            // span more than `max_ahead_ms` in one batch; each event is only a
+            // little ahead of the one before it).
+            let reference = match (wm, p.max_ts) {
+                (Some(w), Some(m)) => Some(w.max(m)),
+                (w, m) => w.or(m),
+            };
+            if let Some(r) = reference {
+                if ts > r.saturating_add(self.cfg.max_ahead_ms) {
                     rejects.push((row, RejectReason::TooFarAhead));
                     continue;
                 }

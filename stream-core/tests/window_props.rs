@@ -357,3 +357,37 @@ fn replay_floor_skips_windows_emitted_before_a_restart() {
     );
     assert_eq!(eng.commit_positions(), vec![(0, 3)]);
 }
+
+#[test]
+fn a_sparse_backlog_spanning_hours_in_one_batch_is_not_too_far_ahead() {
+    let mut eng = WindowEngine::new(Config::default()).unwrap();
+    // One event a minute for five hours, all in one batch.
+    let rows: Vec<EventRow> = (0..300)
+        .map(|i| EventRow {
+            event_id: format!("{i}"),
+            ts_ms: i * W,
+            sku: "a".into(),
+            store: "s".into(),
+            category: "c".into(),
+            qty: 1,
+            unit_price: 1.0,
+            promo: false,
+            customer_id: None,
+            partition: 0,
+            offset: i,
+        })
+        .collect();
+    let out = eng.process(&batch_from_rows(&rows)).unwrap();
+    assert!(
+        out.rejects.is_empty(),
+        "{:?}",
+        &out.rejects[..out.rejects.len().min(3)]
+    );
+    assert_eq!(out.accepted, 300);
+    // A bogus jump of two days is still refused.
+    let mut bogus = rows[0].clone();
+    bogus.ts_ms = 300 * W + 2 * 86_400_000;
+    bogus.offset = 300;
+    let out = eng.process(&batch_from_rows(&[bogus])).unwrap();
+    assert_eq!(out.rejects, vec![(0, RejectReason::TooFarAhead)]);
+}
