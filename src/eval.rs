@@ -9,7 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use salescast_inference::score::{Scorer, Scores};
-use salescast_inference::{Baseline, Config as InfConfig, Ewma, Inference, Model, SeasonalNaive};
+use salescast_inference::{
+    Baseline, Config as InfConfig, Ensemble, Ewma, HoltWintersModel, Inference, Model,
+    SeasonalNaive,
+};
 use salescast_loadgen::{Expect, GenConfig, Generator};
 use salescast_stream_core::{
     batch_from_rows, Config as WinConfig, EventRow, Level, WindowAgg, WindowBatch, WindowEngine,
@@ -36,12 +39,20 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-const MODELS: [&str; 3] = ["seasonal_naive", "ewma", "baseline"];
+const MODELS: [&str; 5] = [
+    "seasonal_naive",
+    "ewma",
+    "baseline",
+    "holt_winters",
+    "ensemble",
+];
 
 fn model(name: &str, season: usize, min_residuals: usize) -> Box<dyn Model> {
     match name {
         "seasonal_naive" => Box::new(SeasonalNaive::new(season, min_residuals)),
         "ewma" => Box::new(Ewma::new(min_residuals)),
+        "holt_winters" => Box::new(HoltWintersModel::new(season, min_residuals)),
+        "ensemble" => Box::new(Ensemble::new(season, min_residuals)),
         _ => Box::new(Baseline::new(season, min_residuals)),
     }
 }

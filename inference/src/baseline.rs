@@ -113,6 +113,7 @@ impl Model for Baseline {
                 Path {
                     model: if use_season { "seasonal_naive" } else { "ewma" },
                     quantiles,
+                    members: Vec::new(),
                 }
             })
             .collect()
@@ -156,6 +157,7 @@ impl Model for SeasonalNaive {
                 Path {
                     model: "seasonal_naive",
                     quantiles,
+                    members: Vec::new(),
                 }
             })
             .collect()
@@ -188,6 +190,146 @@ impl Model for Ewma {
             .map(|h| Path {
                 model: "ewma",
                 quantiles: self.band.path(h, (0..horizon).map(|_| h.level)),
+                members: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Additive Holt-Winters with a damped trend (EWMA until a season of history).
+#[derive(Debug, Clone)]
+pub struct HoltWintersModel {
+    season: usize,
+    band: Band,
+}
+
+impl HoltWintersModel {
+    /// Holt-Winters with the given season length in windows.
+    pub fn new(season: usize, min_residuals: usize) -> Self {
+        HoltWintersModel {
+            season: season.max(1),
+            band: Band::new(min_residuals),
+        }
+    }
+}
+
+fn hw_point(h: &SeriesHistory, season: usize, step: usize) -> f64 {
+    match &h.hw {
+        Some(hw) if h.values.len() >= season => hw.forecast(step),
+        _ => h.level,
+    }
+}
+
+impl Model for HoltWintersModel {
+    fn name(&self) -> &'static str {
+        "holt_winters"
+    }
+
+    fn needs_holt_winters(&self) -> bool {
+        true
+    }
+
+    fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path> {
+        histories
+            .iter()
+            .map(|h| {
+                let season = self.season;
+                Path {
+                    model: "holt_winters",
+                    quantiles: self
+                        .band
+                        .path(h, (0..horizon).map(|s| hw_point(h, season, s))),
+                    members: Vec::new(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Online ensemble of seasonal naive, Holt-Winters and EWMA: per series,
+/// each member's quantiles are weighted by `exp(-eta * loss / mean loss)` of
+/// its exponentially weighted pinball loss, and averaged quantile by quantile
+/// (so quantiles never cross).
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    season: usize,
+    band: Band,
+    eta: f64,
+}
+
+impl Ensemble {
+    /// The ensemble, with the given season length in windows.
+    pub fn new(season: usize, min_residuals: usize) -> Self {
+        Ensemble {
+            season: season.max(1),
+            band: Band::new(min_residuals),
+            eta: 4.0,
+        }
+    }
+
+    /// Member weights for one series (uniform until members were scored).
+    pub fn weights(&self, h: &SeriesHistory) -> [f64; 3] {
+        if h.member_loss.len() != 3 {
+            return [1.0 / 3.0; 3];
+        }
+        let mean = h.member_loss.iter().sum::<f64>() / 3.0;
+        if mean <= 0.0 || !mean.is_finite() {
+            return [1.0 / 3.0; 3];
+        }
+        let w: Vec<f64> = h
+            .member_loss
+            .iter()
+            .map(|l| (-self.eta * l / mean).exp())
+            .collect();
+        let sum: f64 = w.iter().sum();
+        [w[0] / sum, w[1] / sum, w[2] / sum]
+    }
+}
+
+impl Model for Ensemble {
+    fn name(&self) -> &'static str {
+        "ensemble"
+    }
+
+    fn needs_holt_winters(&self) -> bool {
+        true
+    }
+
+    fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path> {
+        let season = self.season;
+        histories
+            .iter()
+            .map(|h| {
+                let full = h.values.len() >= season;
+                let last = h.values.back().copied().unwrap_or(0.0);
+                let sn = self.band.path(
+                    h,
+                    (0..horizon).map(|s| if full { seasonal(h, season, s) } else { last }),
+                );
+                let hw = self
+                    .band
+                    .path(h, (0..horizon).map(|s| hw_point(h, season, s)));
+                let ew = self.band.path(h, (0..horizon).map(|_| h.level));
+                let w = self.weights(h);
+                let quantiles = (0..horizon)
+                    .map(|s| {
+                        let mut q = [0.0; 3];
+                        for k in 0..3 {
+                            q[k] = w[0] * sn[s][k] + w[1] * hw[s][k] + w[2] * ew[s][k];
+                        }
+                        q
+                    })
+                    .collect();
+                let members = if horizon > 0 {
+                    vec![sn[0], hw[0], ew[0]]
+                } else {
+                    Vec::new()
+                };
+                Path {
+                    model: "ensemble",
+                    quantiles,
+                    members,
+                }
             })
             .collect()
     }

@@ -14,6 +14,7 @@
 
 mod baseline;
 mod forecast;
+mod holt_winters;
 pub mod score;
 
 use std::collections::VecDeque;
@@ -23,8 +24,12 @@ use rustc_hash::FxHashMap;
 use salescast_stream_core::{Level, WindowBatch, WindowRecord};
 use serde::{Deserialize, Serialize};
 
-pub use baseline::{Baseline, Ewma, SeasonalNaive};
+pub use baseline::{Baseline, Ensemble, Ewma, HoltWintersModel, SeasonalNaive};
 pub use forecast::{Actual, Forecast, HorizonPoint};
+pub use holt_winters::HoltWinters;
+
+/// Decay of the ensemble members' exponentially weighted loss per window.
+pub const MEMBER_DECAY: f64 = 0.9;
 
 /// Target miscoverage of the p10-p90 band.
 pub const TARGET_MISCOVERAGE: f64 = 0.2;
@@ -91,6 +96,12 @@ pub struct SeriesHistory {
     pub last_forecast: Vec<HorizonPoint>,
     /// Windows observed (including filled empty ones).
     pub observed: u64,
+    /// Additive Holt-Winters state, kept when the model asks for it.
+    pub hw: Option<HoltWinters>,
+    /// One-step (p10, p50, p90) of each ensemble member from the last forecast.
+    pub member_last: Vec<[f64; 3]>,
+    /// Exponentially weighted pinball loss of each ensemble member.
+    pub member_loss: Vec<f64>,
     /// Miscoverage level the band is built for (adaptive conformal
     /// inference: starts at the target 0.2 for a p10-p90 band and moves so
     /// that the realised coverage tracks the target).
@@ -104,6 +115,10 @@ pub struct Path {
     pub model: &'static str,
     /// `(p10, p50, p90)` per step ahead, non-crossing.
     pub quantiles: Vec<[f64; 3]>,
+    /// For an ensemble: each member's one-step `(p10, p50, p90)`, in member
+    /// order (empty otherwise). Kept so members can be scored when the
+    /// actual arrives.
+    pub members: Vec<[f64; 3]>,
 }
 
 /// A forecasting model over series histories. Implementations receive all
@@ -111,6 +126,10 @@ pub struct Path {
 pub trait Model: Send {
     /// Model family name (for logs).
     fn name(&self) -> &'static str;
+    /// Whether series histories should keep Holt-Winters state.
+    fn needs_holt_winters(&self) -> bool {
+        false
+    }
     /// Model version (bumps when the model's parameters change).
     fn version(&self) -> u64 {
         0
@@ -127,6 +146,7 @@ pub struct Inference {
     season: usize,
     series: FxHashMap<(Level, Arc<str>), SeriesHistory>,
     model: Box<dyn Model>,
+    holt_winters: bool,
 }
 
 impl std::fmt::Debug for Inference {
@@ -170,11 +190,13 @@ impl Inference {
             season,
             series: FxHashMap::default(),
             model,
+            holt_winters: false,
         })
     }
 
     /// Replace the model (all series keep their histories).
     pub fn with_model(mut self, model: Box<dyn Model>) -> Self {
+        self.holt_winters = model.needs_holt_winters();
         self.model = model;
         self
     }
@@ -222,6 +244,7 @@ impl Inference {
                 .collect();
             let hist = self.series.get_mut(&key).expect("observed above");
             hist.last_forecast = horizon.clone();
+            hist.member_last = path.members;
             let seen = hist.observed;
             out.push(Forecast::new(&r, exp, seen, path.model, version, horizon));
         }
@@ -246,6 +269,9 @@ impl Inference {
                 last_forecast: Vec::new(),
                 observed: 0,
                 alpha: TARGET_MISCOVERAGE,
+                hw: None,
+                member_last: Vec::new(),
+                member_loss: Vec::new(),
             });
         let expected = h
             .last_forecast
@@ -261,12 +287,34 @@ impl Inference {
             }
             return expected;
         }
+        if self.holt_winters && h.hw.is_none() {
+            h.hw = Some(HoltWinters::new(self.season, y));
+        }
         // Windows with no sales in between are zeros.
         let gap = ((r.start_ms - h.last_start) / w - 1).max(0) as usize;
         for _ in 0..gap.min(cap) {
             h.values.push_back(0.0);
             h.level *= 1.0 - alpha;
+            if let Some(hw) = h.hw.as_mut() {
+                hw.update(0.0);
+            }
             h.observed += 1;
+        }
+        // Ensemble members are weighted by their recent pinball loss.
+        if h.last_forecast
+            .first()
+            .is_some_and(|p| p.start_ms == r.start_ms)
+        {
+            for (i, q) in h.member_last.iter().enumerate() {
+                let loss = (score::pinball(0.1, y, q[0])
+                    + score::pinball(0.5, y, q[1])
+                    + score::pinball(0.9, y, q[2]))
+                    / 3.0;
+                match h.member_loss.get_mut(i) {
+                    Some(l) => *l = MEMBER_DECAY * *l + (1.0 - MEMBER_DECAY) * loss,
+                    None => h.member_loss.push(loss),
+                }
+            }
         }
         // Residuals of the first windows (a partial first window, a level
         // still settling) would widen the band long after they stop mattering.
@@ -291,6 +339,9 @@ impl Inference {
             h.values.pop_front();
         }
         h.level = alpha * y + (1.0 - alpha) * h.level;
+        if let Some(hw) = h.hw.as_mut() {
+            hw.update(y);
+        }
         h.last_start = r.start_ms;
         h.observed += 1;
         expected
@@ -384,5 +435,52 @@ mod tests {
         let hz = &f[0].horizon;
         assert!(hz.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
         assert!(hz[11].p90 - hz[11].p10 > hz[0].p90 - hz[0].p10);
+    }
+}
+
+#[cfg(test)]
+mod ensemble_tests {
+    use super::*;
+    use salescast_stream_core::WindowAgg;
+
+    #[test]
+    fn ensemble_quantiles_never_cross_and_weights_favour_the_better_member() {
+        let cfg = Config {
+            season_windows: 6,
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000)
+            .unwrap()
+            .with_model(Box::new(Ensemble::new(6, 20)));
+        let pattern = [5.0, 50.0, 20.0, 80.0, 10.0, 40.0];
+        let mut s = 7u64;
+        let mut last = Vec::new();
+        for i in 0..600i64 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = ((s >> 33) % 7) as f64 - 3.0;
+            let units = (pattern[i as usize % 6] + noise).max(0.0) as i64;
+            let r = WindowRecord {
+                level: Level::Store,
+                key: "s".into(),
+                start_ms: i * 60_000,
+                end_ms: (i + 1) * 60_000,
+                revision: 0,
+                agg: WindowAgg {
+                    units,
+                    lines: units,
+                    ..WindowAgg::default()
+                },
+            };
+            last = inf.process(&WindowBatch::from_records(&[r]));
+            for p in &last[0].horizon {
+                assert!(p.p10 <= p.p50 && p.p50 <= p.p90, "{p:?}");
+            }
+        }
+        assert_eq!(last[0].model, "ensemble");
+        // A strongly seasonal series: the flat EWMA member gets little weight.
+        let h = &inf.series[&(Level::Store, Arc::from("s"))];
+        let w = Ensemble::new(6, 20).weights(h);
+        assert!(w[2] < w[0] && w[2] < w[1], "weights {w:?}");
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     }
 }
