@@ -9,10 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use salescast_inference::score::{Scorer, Scores};
-use salescast_inference::{
-    Baseline, Config as InfConfig, Ensemble, Ewma, HoltWintersModel, Inference, Model,
-    SeasonalNaive,
-};
+use salescast_inference::{Config as InfConfig, Inference};
 use salescast_loadgen::{Expect, GenConfig, Generator};
 use salescast_stream_core::{
     batch_from_rows, Config as WinConfig, EventRow, Level, WindowAgg, WindowBatch, WindowEngine,
@@ -47,16 +44,6 @@ const MODELS: [&str; 5] = [
     "ensemble",
 ];
 
-fn model(name: &str, season: usize, min_residuals: usize) -> Box<dyn Model> {
-    match name {
-        "seasonal_naive" => Box::new(SeasonalNaive::new(season, min_residuals)),
-        "ewma" => Box::new(Ewma::new(min_residuals)),
-        "holt_winters" => Box::new(HoltWintersModel::new(season, min_residuals)),
-        "ensemble" => Box::new(Ensemble::new(season, min_residuals)),
-        _ => Box::new(Baseline::new(season, min_residuals)),
-    }
-}
-
 /// Runs several models side by side over one stream of window batches.
 struct Bench {
     runs: Vec<(&'static str, Inference, Scorer)>,
@@ -66,9 +53,12 @@ impl Bench {
     fn new(cfg: &InfConfig, window_ms: i64) -> anyhow::Result<Bench> {
         let mut runs = Vec::new();
         for name in MODELS {
-            let inf = Inference::new(cfg.clone(), window_ms)?;
+            let cfg = InfConfig {
+                model: name.to_string(),
+                ..cfg.clone()
+            };
+            let inf = Inference::new(cfg, window_ms)?;
             let season = inf.season();
-            let inf = inf.with_model(model(name, season, cfg.min_residuals));
             runs.push((name, inf, Scorer::new(season)));
         }
         Ok(Bench { runs })

@@ -54,6 +54,10 @@ pub struct Config {
     /// Residuals needed before intervals come from them (a Poisson-shaped
     /// band is used before).
     pub min_residuals: usize,
+    /// The model: `baseline` (seasonal naive, EWMA before a season of
+    /// history), `seasonal_naive`, `ewma`, `holt_winters` or `ensemble`
+    /// (the three weighted per series by recent pinball loss).
+    pub model: String,
     /// Step size of the adaptive conformal correction of each series' band
     /// (0 turns it off: the band is the raw p10-p90 of residuals).
     pub calibration_rate: f64,
@@ -68,6 +72,7 @@ impl Default for Config {
             residual_window: 120,
             min_residuals: 20,
             calibration_rate: 0.01,
+            model: "baseline".into(),
         }
     }
 }
@@ -139,6 +144,26 @@ pub trait Model: Send {
     fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path>;
 }
 
+/// The model called `name` (see [`Config::model`]).
+pub fn model_named(
+    name: &str,
+    season: usize,
+    min_residuals: usize,
+) -> Result<Box<dyn Model>, Error> {
+    Ok(match name {
+        "baseline" => Box::new(Baseline::new(season, min_residuals)),
+        "seasonal_naive" => Box::new(SeasonalNaive::new(season, min_residuals)),
+        "ewma" => Box::new(Ewma::new(min_residuals)),
+        "holt_winters" => Box::new(HoltWintersModel::new(season, min_residuals)),
+        "ensemble" => Box::new(Ensemble::new(season, min_residuals)),
+        other => {
+            return Err(Error::Config(format!(
+                "inference.model {other:?}: use baseline, seasonal_naive, ewma, holt_winters or ensemble"
+            )))
+        }
+    })
+}
+
 /// The inference stage: per-series histories and a model.
 pub struct Inference {
     cfg: Config,
@@ -183,14 +208,15 @@ impl Inference {
         } else {
             cfg.season_windows
         };
-        let model = Box::new(Baseline::new(season, cfg.min_residuals));
+        let model = model_named(&cfg.model, season, cfg.min_residuals)?;
+        let holt_winters = model.needs_holt_winters();
         Ok(Inference {
             cfg,
             window_ms,
             season,
             series: FxHashMap::default(),
             model,
-            holt_winters: false,
+            holt_winters,
         })
     }
 
@@ -456,7 +482,9 @@ mod ensemble_tests {
         let mut s = 7u64;
         let mut last = Vec::new();
         for i in 0..600i64 {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((s >> 33) % 7) as f64 - 3.0;
             let units = (pattern[i as usize % 6] + noise).max(0.0) as i64;
             let r = WindowRecord {
