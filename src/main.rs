@@ -101,6 +101,27 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     config::load(text.as_deref(), std::env::vars(), &over)
 }
 
+/// Where `produce` and `replay` publish: the configured brokers and input topic.
+fn publish_config(
+    cfg: &Config,
+    limit: Option<u64>,
+    speed: Option<f64>,
+    rate: Option<f64>,
+) -> anyhow::Result<salescast_loadgen::PublishConfig> {
+    anyhow::ensure!(
+        !cfg.ingest.brokers.is_empty(),
+        "set --brokers or ingest.brokers"
+    );
+    Ok(salescast_loadgen::PublishConfig {
+        brokers: cfg.ingest.brokers.clone(),
+        topic: cfg.ingest.topic.clone(),
+        limit,
+        speed,
+        rate,
+        client: Vec::new(),
+    })
+}
+
 fn stop_on_ctrl_c() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
@@ -154,19 +175,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo(args) => demo::run(cfg, args, stop_on_ctrl_c()).await?,
         Cmd::Produce(a) => {
-            anyhow::ensure!(
-                !cfg.ingest.brokers.is_empty(),
-                "set --brokers or ingest.brokers"
-            );
+            let pc = publish_config(&cfg, a.count, a.speed, a.rate)?;
             let stop = stop_on_ctrl_c();
-            let pc = salescast_loadgen::PublishConfig {
-                brokers: cfg.ingest.brokers.clone(),
-                topic: cfg.ingest.topic.clone(),
-                limit: a.count,
-                speed: a.speed,
-                rate: a.rate,
-                client: Vec::new(),
-            };
             let labels = a.labels.clone();
             let gen_cfg = cfg.generator.clone();
             let stats = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -194,19 +204,8 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Replay(a) => {
-            anyhow::ensure!(
-                !cfg.ingest.brokers.is_empty(),
-                "set --brokers or ingest.brokers"
-            );
+            let pc = publish_config(&cfg, None, None, a.rate)?;
             let stop = stop_on_ctrl_c();
-            let pc = salescast_loadgen::PublishConfig {
-                brokers: cfg.ingest.brokers.clone(),
-                topic: cfg.ingest.topic.clone(),
-                limit: None,
-                speed: None,
-                rate: a.rate,
-                client: Vec::new(),
-            };
             let file = a.file.clone();
             let stats = tokio::task::spawn_blocking(move || {
                 salescast_loadgen::replay_file(&pc, &file, || stop.is_cancelled())

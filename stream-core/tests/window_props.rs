@@ -14,6 +14,23 @@ const W: i64 = 60_000;
 type Key = (Level, String, i64);
 type Emitted = BTreeMap<Key, (u32, WindowAgg)>;
 
+/// One sale of one unit of sku `a` in store `s`.
+fn row(partition: i32, ts: i64, offset: i64) -> EventRow {
+    EventRow {
+        event_id: format!("{partition}-{offset}-{ts}"),
+        ts_ms: ts,
+        sku: "a".into(),
+        store: "s".into(),
+        category: "c".into(),
+        qty: 1,
+        unit_price: 1.0,
+        promo: false,
+        customer_id: None,
+        partition,
+        offset,
+    }
+}
+
 fn naive(events: &[EventRow]) -> BTreeMap<Key, WindowAgg> {
     let mut m: BTreeMap<Key, WindowAgg> = BTreeMap::new();
     for e in events {
@@ -190,18 +207,9 @@ fn window_fires_on_watermark_and_revises_late_event() {
         ..Config::default()
     };
     let mut eng = WindowEngine::new(cfg).unwrap();
-    let ev = |id: &str, ts: i64, off: i64| EventRow {
-        event_id: id.into(),
-        ts_ms: ts,
-        sku: "a".into(),
-        store: "s".into(),
-        category: "c".into(),
-        qty: 1,
+    let ev = |_id: &str, ts: i64, off: i64| EventRow {
         unit_price: 2.5,
-        promo: false,
-        customer_id: None,
-        partition: 0,
-        offset: off,
+        ..row(0, ts, off)
     };
     let out = eng.process(&batch_from_rows(&[ev("1", 1_000, 0)])).unwrap();
     assert_eq!(out.windows.len(), 0);
@@ -237,19 +245,7 @@ fn idle_partition_does_not_hold_the_watermark() {
         ..Config::default()
     };
     let mut eng = WindowEngine::new(cfg).unwrap();
-    let ev = |p: i32, ts: i64| EventRow {
-        event_id: format!("{p}-{ts}"),
-        ts_ms: ts,
-        sku: "a".into(),
-        store: "s".into(),
-        category: "c".into(),
-        qty: 1,
-        unit_price: 1.0,
-        promo: false,
-        customer_id: None,
-        partition: p,
-        offset: 0,
-    };
+    let ev = |p: i32, ts: i64| row(p, ts, 0);
     eng.process(&batch_from_rows(&[ev(0, 10), ev(1, 10)]))
         .unwrap();
     let out = eng.process(&batch_from_rows(&[ev(0, 5 * W)])).unwrap();
@@ -263,19 +259,7 @@ fn idle_partition_does_not_hold_the_watermark() {
 #[test]
 fn bogus_future_timestamp_at_start_does_not_poison_the_watermark() {
     let mut eng = WindowEngine::new(Config::default()).unwrap();
-    let ev = |ts: i64, off: i64| EventRow {
-        event_id: format!("{off}"),
-        ts_ms: ts,
-        sku: "a".into(),
-        store: "s".into(),
-        category: "c".into(),
-        qty: 1,
-        unit_price: 1.0,
-        promo: false,
-        customer_id: None,
-        partition: 0,
-        offset: off,
-    };
+    let ev = |ts: i64, off: i64| row(0, ts, off);
     let day = 86_400_000;
     let out = eng
         .process(&batch_from_rows(&[
@@ -297,19 +281,7 @@ fn assigned_partition_without_data_holds_the_watermark() {
     };
     let mut eng = WindowEngine::new(cfg).unwrap();
     eng.assign(&[0, 1]);
-    let ev = |p: i32, ts: i64| EventRow {
-        event_id: format!("{p}-{ts}"),
-        ts_ms: ts,
-        sku: "a".into(),
-        store: "s".into(),
-        category: "c".into(),
-        qty: 1,
-        unit_price: 1.0,
-        promo: false,
-        customer_id: None,
-        partition: p,
-        offset: 0,
-    };
+    let ev = |p: i32, ts: i64| row(p, ts, 0);
     let out = eng
         .process(&batch_from_rows(&[ev(0, 10), ev(0, 5 * W)]))
         .unwrap();
@@ -327,19 +299,7 @@ fn assigned_partition_without_data_holds_the_watermark() {
 fn replay_floor_skips_windows_emitted_before_a_restart() {
     let mut eng = WindowEngine::new(Config::default()).unwrap();
     eng.set_replay_floor(0, 2 * W);
-    let ev = |ts: i64, off: i64| EventRow {
-        event_id: format!("{off}"),
-        ts_ms: ts,
-        sku: "a".into(),
-        store: "s".into(),
-        category: "c".into(),
-        qty: 1,
-        unit_price: 1.0,
-        promo: false,
-        customer_id: None,
-        partition: 0,
-        offset: off,
-    };
+    let ev = |ts: i64, off: i64| row(0, ts, off);
     let out = eng
         .process(&batch_from_rows(&[
             ev(W + 5, 0),
@@ -362,21 +322,7 @@ fn replay_floor_skips_windows_emitted_before_a_restart() {
 fn a_sparse_backlog_spanning_hours_in_one_batch_is_not_too_far_ahead() {
     let mut eng = WindowEngine::new(Config::default()).unwrap();
     // One event a minute for five hours, all in one batch.
-    let rows: Vec<EventRow> = (0..300)
-        .map(|i| EventRow {
-            event_id: format!("{i}"),
-            ts_ms: i * W,
-            sku: "a".into(),
-            store: "s".into(),
-            category: "c".into(),
-            qty: 1,
-            unit_price: 1.0,
-            promo: false,
-            customer_id: None,
-            partition: 0,
-            offset: i,
-        })
-        .collect();
+    let rows: Vec<EventRow> = (0..300).map(|i| row(0, i * W, i)).collect();
     let out = eng.process(&batch_from_rows(&rows)).unwrap();
     assert!(
         out.rejects.is_empty(),

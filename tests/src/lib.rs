@@ -126,3 +126,45 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}-{}-{n}", std::process::id())
 }
+
+/// Read `n` messages from `topic` with a fresh consumer group, counting
+/// messages (tansu's high-watermarks can fall short of what it stores), and
+/// then keep reading for `linger` to catch any extra. Panics after `timeout`.
+pub fn read_messages(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+    linger: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .expect("reader");
+    c.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "read only {} of {n} messages from {topic}",
+            out.len()
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    let end = Instant::now() + linger;
+    while Instant::now() < end {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}

@@ -9,9 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use salescast::config::Config;
 use salescast_inference::Forecast;
 use salescast_loadgen::{Expect, GenConfig, Generator, PublishConfig};
@@ -22,44 +20,13 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const EVENTS: u64 = 110_000;
 
-/// Read `n` messages from `topic` (counting messages, not trusting
-/// high-watermarks), failing after `timeout`.
 fn read_topic(
     brokers: &str,
     topic: &str,
     n: usize,
     timeout: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create()
-        .expect("reader");
-    c.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "read only {} of {n} messages from {topic}",
-            out.len()
-        );
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(m.detach());
-        }
-    }
-    // Nothing beyond what was expected.
-    let extra_deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < extra_deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(m.detach());
-        }
-    }
-    out
+    salescast_tests::read_messages(brokers, topic, n, timeout, Duration::from_secs(2))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

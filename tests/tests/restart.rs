@@ -26,32 +26,6 @@ use salescast_tests::{brokers, unique};
 
 const EVENTS: u64 = 30_000;
 
-fn read_n(brokers: &str, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create()
-        .expect("reader");
-    c.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {n} from {topic}",
-            out.len()
-        );
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(m.detach());
-        }
-    }
-    out
-}
-
 fn config(b: &str, topic: &str, group: &str, out: &str) -> Config {
     let mut cfg = Config::default();
     cfg.ingest.brokers = b.to_string();
@@ -181,7 +155,15 @@ async fn restart_resumes_from_committed_offsets_without_loss() -> anyhow::Result
     let fcs = tokio::task::spawn_blocking({
         let b = b.clone();
         let t = cfg.output.forecasts_topic.clone();
-        move || read_n(&b, &t, published as usize)
+        move || {
+            salescast_tests::read_messages(
+                &b,
+                &t,
+                published as usize,
+                Duration::from_secs(120),
+                Duration::ZERO,
+            )
+        }
     })
     .await?;
     // Idempotent consumer: the last message per id wins; then the highest
