@@ -307,14 +307,33 @@ async fn windows_stage(
     Ok(())
 }
 
+/// Forecasting is CPU work (and, with a tensor model, long per batch): it runs
+/// on a thread of its own, off the async runtime, fed whole batches.
 async fn inference_stage(
+    inference: Inference,
+    rx: mpsc::Receiver<Envelope>,
+    tx: mpsc::Sender<Envelope>,
+    m: Metrics,
+) -> anyhow::Result<()> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let _ = done_tx.send(inference_loop(inference, rx, tx, m));
+        })?;
+    done_rx
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("inference thread panicked")))
+}
+
+fn inference_loop(
     mut inference: Inference,
     mut rx: mpsc::Receiver<Envelope>,
     tx: mpsc::Sender<Envelope>,
     m: Metrics,
 ) -> anyhow::Result<()> {
     let timer = m.stage_batch_seconds.with_label_values(&["inference"]);
-    while let Some(mut env) = rx.recv().await {
+    while let Some(mut env) = rx.blocking_recv() {
         if !env.windows.is_empty() {
             let t = Instant::now();
             env.forecasts = inference.process(&env.windows);
@@ -323,7 +342,7 @@ async fn inference_stage(
             }
             timer.observe(t.elapsed().as_secs_f64());
         }
-        if tx.send(env).await.is_err() {
+        if tx.blocking_send(env).is_err() {
             break;
         }
     }
