@@ -14,7 +14,7 @@ use salescast_alerting::{Alert, Alerting};
 use salescast_inference::{Forecast, Inference};
 use salescast_ingest::{Committer, Ingest, IngestEvent, KafkaSink, OutRecord, TopicRole};
 use salescast_metrics::Metrics;
-use salescast_stream_core::{DeadLetter, WindowBatch, WindowEngine};
+use salescast_stream_core::{DeadLetter, Level, WindowBatch, WindowEngine};
 use salescast_ws_gateway::{Gateway, Publisher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -207,7 +207,7 @@ async fn windows_stage(
     let timer = m.stage_batch_seconds.with_label_values(&["windows"]);
     while let Some(ev) = rx.recv().await {
         let t = Instant::now();
-        let (out, mut dead, newest) = match ev {
+        let (out, dead, newest) = match ev {
             IngestEvent::Batch(b) => {
                 let d = b.decoded;
                 let out = engine.process(&d.events).context("window engine")?;
@@ -216,7 +216,11 @@ async fn windows_stage(
                     .rejects
                     .iter()
                     .map(|(row, reason)| {
-                        d.refuse(*row, *reason, format!("{reason}: watermark was {wm} ms"))
+                        d.refuse(
+                            *row,
+                            *reason,
+                            format!("{reason}: the watermark is now {wm} ms"),
+                        )
                     })
                     .collect();
                 let mut dead = d.dead_letters;
@@ -270,23 +274,19 @@ async fn windows_stage(
         if !dead.is_empty() {
             warn!(count = dead.len(), first_reason = %dead[0].reason, first_detail = %dead[0].detail, "records dead-lettered");
         }
-        for r in out.windows.records() {
-            if r.revision == 0 {
-                m.windows_closed
-                    .with_label_values(&[r.level.as_str()])
-                    .inc();
-            } else {
-                m.window_revisions
-                    .with_label_values(&[r.level.as_str()])
-                    .inc();
-            }
+        for (level, (first, revised)) in Level::ALL.iter().zip(out.windows.counts_by_level()) {
+            m.windows_closed
+                .with_label_values(&[level.as_str()])
+                .inc_by(first);
+            m.window_revisions
+                .with_label_values(&[level.as_str()])
+                .inc_by(revised);
         }
         if let Some(wm) = out.watermark {
             m.watermark_seconds.set(wm.div_euclid(1000));
         }
         m.open_windows.set(engine.open_windows() as i64);
         m.series.set(engine.series_count() as i64);
-        dead.shrink_to_fit();
         timer.observe(t.elapsed().as_secs_f64());
         let env = Envelope {
             windows: out.windows,

@@ -267,6 +267,22 @@ impl WindowBatch {
         (0..self.len()).map(|i| self.record(i))
     }
 
+    /// Per level (in [`Level::ALL`] order): first emissions and revisions.
+    pub fn counts_by_level(&self) -> [(u64, u64); 4] {
+        let levels = column!(self, 0, UInt8Array);
+        let revs = column!(self, 4, UInt32Array);
+        let mut out = [(0u64, 0u64); 4];
+        for (l, r) in levels.values().iter().zip(revs.values().iter()) {
+            let slot = &mut out[(*l as usize).min(3)];
+            if *r == 0 {
+                slot.0 += 1;
+            } else {
+                slot.1 += 1;
+            }
+        }
+        out
+    }
+
     /// `avg_price` column validity check helper for tests and docs.
     pub fn avg_price_is_null(&self, i: usize) -> bool {
         self.batch.column(13).is_null(i)
@@ -317,6 +333,9 @@ mod tests {
         let b = WindowBatch::from_records(&recs);
         assert_eq!(b.len(), 2);
         assert_eq!(b.records().collect::<Vec<_>>(), recs);
+        let counts = b.counts_by_level();
+        assert_eq!(counts[Level::Store as usize], (0, 1));
+        assert_eq!(counts[Level::Total as usize], (1, 0));
         assert!(b.avg_price_is_null(1));
         assert!(WindowBatch::try_from_batch(b.batch().clone()).is_ok());
     }
