@@ -478,25 +478,6 @@ impl BatchDecoder {
         self.messages >= self.capacity
     }
 
-    fn reject(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        reason: RejectReason,
-        detail: String,
-    ) {
-        self.dead.push(DeadLetter {
-            partition,
-            offset,
-            key: key.map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
-            reason,
-            detail,
-        });
-    }
-
     /// Add one message.
     pub fn push(
         &mut self,
@@ -508,54 +489,52 @@ impl BatchDecoder {
         self.messages += 1;
         let payload = payload.unwrap_or_default();
         self.bytes += payload.len();
+        match self.feed(payload)? {
+            None => {
+                self.keys.append_option(key);
+                self.payloads.append_value(payload);
+                self.partitions.push(partition);
+                self.offsets.push(offset);
+            }
+            Some((reason, detail)) => self.dead.push(DeadLetter {
+                partition,
+                offset,
+                key: key.map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+                reason,
+                detail,
+            }),
+        }
+        Ok(())
+    }
+
+    /// Feed one payload to the JSON decoder; `Some` says why it was refused
+    /// before reaching a row (the per-field verdicts come at `finish`).
+    fn feed(&mut self, payload: &[u8]) -> Result<Verdict, Error> {
         if payload.len() > self.max_payload_bytes {
             let d = format!(
                 "payload of {} bytes exceeds {}",
                 payload.len(),
                 self.max_payload_bytes
             );
-            self.reject(partition, offset, key, payload, RejectReason::TooLarge, d);
-            return Ok(());
+            return Ok(Some((RejectReason::TooLarge, d)));
         }
         if let Err(e) = std::str::from_utf8(payload) {
-            self.reject(
-                partition,
-                offset,
-                key,
-                payload,
-                RejectReason::BadJson,
-                format!("not UTF-8: {e}"),
-            );
-            return Ok(());
+            return Ok(Some((RejectReason::BadJson, format!("not UTF-8: {e}"))));
         }
         let before = self.decoder.len();
         let res = self.decoder.decode(payload);
-        let ok = match res {
-            Ok(n) if n == payload.len() && !self.decoder.has_partial_record() => {
-                self.decoder.len() == before + 1
-            }
-            _ => false,
-        };
-        if ok {
-            self.keys.append_option(key);
-            self.payloads.append_value(payload);
-            self.partitions.push(partition);
-            self.offsets.push(offset);
-            return Ok(());
-        }
         let detail = match res {
-            Err(e) => format!("invalid JSON: {e}"),
+            Ok(n) if n == payload.len() && !self.decoder.has_partial_record() => {
+                if self.decoder.len() == before + 1 {
+                    return Ok(None);
+                }
+                "expected exactly one JSON value".to_string()
+            }
             Ok(_) if self.decoder.has_partial_record() => "truncated JSON".to_string(),
             Ok(_) => "expected exactly one JSON value".to_string(),
+            Err(e) => format!("invalid JSON: {e}"),
         };
-        self.reject(
-            partition,
-            offset,
-            key,
-            payload,
-            RejectReason::BadJson,
-            detail,
-        );
         // The tape decoder cannot drop a partial row: start a fresh one and
         // feed it the rows of this micro-batch again.
         self.decoder = Self::build(&self.json_schema, &self.verdicts, self.capacity)?;
@@ -565,7 +544,7 @@ impl BatchDecoder {
                 .decode(payloads.value(i))
                 .map_err(|e| Error::Decode(format!("re-feeding a valid row failed: {e}")))?;
         }
-        Ok(())
+        Ok(Some((RejectReason::BadJson, detail)))
     }
 
     /// Finish the micro-batch: validate, de-duplicate and return it.

@@ -168,3 +168,51 @@ pub fn read_messages(
     }
     out
 }
+
+/// Lines and net units per series, keyed by (level, key).
+pub type Totals = std::collections::BTreeMap<(salescast_stream_core::Level, String), (i64, i64)>;
+
+/// What the windows must add up to: every valid generated event counted once
+/// at every level.
+pub fn expected_totals<'a>(
+    expects: impl IntoIterator<Item = &'a salescast_loadgen::Expect>,
+) -> Totals {
+    use salescast_stream_core::{series_key, Level};
+    let mut want = Totals::new();
+    for e in expects {
+        if let salescast_loadgen::Expect::Valid(v) = e {
+            for l in Level::ALL {
+                let t = want
+                    .entry((l, series_key(l, &v.sku, &v.store, &v.category)))
+                    .or_default();
+                t.0 += 1;
+                t.1 += v.qty;
+            }
+        }
+    }
+    want
+}
+
+/// What the published windows add up to, read as an idempotent consumer
+/// would: the last message per id, then the highest revision per window.
+pub fn window_totals(forecasts: impl IntoIterator<Item = salescast_inference::Forecast>) -> Totals {
+    use std::collections::HashMap;
+    let mut by_id = HashMap::new();
+    for f in forecasts {
+        by_id.insert(f.id.clone(), f);
+    }
+    let mut latest: HashMap<_, salescast_inference::Forecast> = HashMap::new();
+    for f in by_id.into_values() {
+        let k = (f.level, f.key.to_string(), f.window_start_ms);
+        if latest.get(&k).is_none_or(|p| p.revision < f.revision) {
+            latest.insert(k, f);
+        }
+    }
+    let mut got = Totals::new();
+    for ((l, key, _), f) in latest {
+        let t = got.entry((l, key)).or_default();
+        t.0 += f.actual.lines;
+        t.1 += f.actual.units;
+    }
+    got
+}

@@ -14,7 +14,7 @@ use salescast::config::Config;
 use salescast_inference::Forecast;
 use salescast_loadgen::{Expect, GenConfig, Generator, PublishConfig};
 use salescast_metrics::Metrics;
-use salescast_stream_core::{series_key, Level, RejectReason};
+use salescast_stream_core::{Level, RejectReason};
 use salescast_tests::{brokers, unique};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -114,20 +114,11 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     assert_eq!(expects.len() as u64, EVENTS);
 
     // What the windows must add up to.
-    let mut want: BTreeMap<(Level, String), (i64, i64)> = BTreeMap::new();
+    let want = salescast_tests::expected_totals(&expects);
     let (mut valid, mut dups) = (0u64, 0u64);
     for e in &expects {
         match e {
-            Expect::Valid(v) => {
-                valid += 1;
-                for l in Level::ALL {
-                    let t = want
-                        .entry((l, series_key(l, &v.sku, &v.store, &v.category)))
-                        .or_default();
-                    t.0 += 1;
-                    t.1 += v.qty;
-                }
-            }
+            Expect::Valid(_) => valid += 1,
             Expect::Duplicate => dups += 1,
             Expect::Malformed(_) => {}
         }
@@ -236,7 +227,7 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(fcs.len(), emitted);
-    let mut last_rev: HashMap<(Level, String, i64), Forecast> = HashMap::new();
+    let mut forecasts = Vec::with_capacity(fcs.len());
     for m in &fcs {
         let f: Forecast = serde_json::from_slice(m.payload().expect("payload"))?;
         assert_eq!(
@@ -245,20 +236,9 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
             "a forecast for every closed window"
         );
         assert!(f.horizon.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
-        let k = (f.level, f.key.to_string(), f.window_start_ms);
-        match last_rev.get(&k) {
-            Some(prev) if prev.revision >= f.revision => {}
-            _ => {
-                last_rev.insert(k, f);
-            }
-        }
+        forecasts.push(f);
     }
-    let mut got: BTreeMap<(Level, String), (i64, i64)> = BTreeMap::new();
-    for ((l, key, _), f) in &last_rev {
-        let t = got.entry((*l, key.clone())).or_default();
-        t.0 += f.actual.lines;
-        t.1 += f.actual.units;
-    }
+    let got = salescast_tests::window_totals(forecasts);
     assert_eq!(got.len(), want.len(), "same series");
     assert_eq!(
         got, want,

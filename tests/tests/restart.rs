@@ -10,7 +10,6 @@
 //! `commit_metadata_is_dropped_by_tansu` below records that, so the day tansu
 //! keeps it, that test fails and this one can move to tansu.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -21,7 +20,6 @@ use salescast::config::Config;
 use salescast_inference::Forecast;
 use salescast_loadgen::{Expect, GenConfig, Generator, PublishConfig};
 use salescast_metrics::Metrics;
-use salescast_stream_core::{series_key, Level};
 use salescast_tests::{brokers, unique};
 
 const EVENTS: u64 = 30_000;
@@ -84,18 +82,7 @@ async fn restart_resumes_from_committed_offsets_without_loss() -> anyhow::Result
         })
     };
     publish(first).await?;
-    let mut want: BTreeMap<(Level, String), (i64, i64)> = BTreeMap::new();
-    for e in &expects {
-        if let Expect::Valid(v) = e {
-            for l in Level::ALL {
-                let t = want
-                    .entry((l, series_key(l, &v.sku, &v.store, &v.category)))
-                    .or_default();
-                t.0 += 1;
-                t.1 += v.qty;
-            }
-        }
-    }
+    let want = salescast_tests::expected_totals(&expects);
 
     // First run: read the first half, then stop with windows still open
     // (no flush on idle), as a crash or a deploy would.
@@ -166,26 +153,13 @@ async fn restart_resumes_from_committed_offsets_without_loss() -> anyhow::Result
         }
     })
     .await?;
-    // Idempotent consumer: the last message per id wins; then the highest
-    // revision per window.
-    let mut by_id: HashMap<String, Forecast> = HashMap::new();
+    let mut forecasts = Vec::with_capacity(fcs.len());
     for m in &fcs {
-        let f: Forecast = serde_json::from_slice(m.payload().expect("payload"))?;
-        by_id.insert(f.id.clone(), f);
+        forecasts.push(serde_json::from_slice::<Forecast>(
+            m.payload().expect("payload"),
+        )?);
     }
-    let mut latest: HashMap<(Level, String, i64), Forecast> = HashMap::new();
-    for f in by_id.into_values() {
-        let k = (f.level, f.key.to_string(), f.window_start_ms);
-        if latest.get(&k).is_none_or(|p| p.revision < f.revision) {
-            latest.insert(k, f);
-        }
-    }
-    let mut got: BTreeMap<(Level, String), (i64, i64)> = BTreeMap::new();
-    for ((l, key, _), f) in &latest {
-        let t = got.entry((*l, key.clone())).or_default();
-        t.0 += f.actual.lines;
-        t.1 += f.actual.units;
-    }
+    let got = salescast_tests::window_totals(forecasts);
     let dead: Vec<(&str, u64)> = salescast_stream_core::RejectReason::ALL
         .iter()
         .map(|r| {
