@@ -273,26 +273,35 @@ impl Ingest {
             metrics: metrics.clone(),
         };
         let (done_tx, done) = oneshot::channel();
-        let decoder = BatchDecoder::new(cfg.batch_max_messages, cfg.max_payload_bytes)?;
-        // Polling and decoding run on two threads, so fetching never waits
-        // for JSON parsing; a small bounded queue joins them.
-        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
-        let mut decode = DecodeWorker {
-            decoder,
-            dedup: Dedup::new(cfg.dedup_capacity),
-            tx,
-            metrics,
-        };
-        let decode_thread = std::thread::Builder::new()
-            .name("ingest-decode".into())
-            .spawn(move || decode.run(work_rx))
-            .map_err(|e| Error::Config(format!("cannot spawn ingest thread: {e}")))?;
+        // Polling and decoding run on separate threads, so fetching never
+        // waits for JSON parsing. Partitions are spread over the decode
+        // threads (partition mod n), so each partition stays in order and its
+        // duplicates meet the same de-duplication state.
+        let n = cfg.decode_threads.max(1);
+        let mut work = Vec::with_capacity(n);
+        let mut decode_threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
+            let mut decode = DecodeWorker {
+                decoder: BatchDecoder::new(cfg.batch_max_messages, cfg.max_payload_bytes)?,
+                dedup: Dedup::new(cfg.dedup_capacity.div_ceil(n)),
+                tx: tx.clone(),
+                metrics: metrics.clone(),
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("ingest-decode-{i}"))
+                .spawn(move || decode.run(work_rx))
+                .map_err(|e| Error::Config(format!("cannot spawn ingest thread: {e}")))?;
+            work.push(work_tx);
+            decode_threads.push(h);
+        }
         let mut worker = Worker {
             cfg: cfg.clone(),
             consumer,
-            work: Some(work_tx),
+            work,
+            tx,
             cancel,
-            raw: RawBatch::default(),
+            raw: (0..n).map(|_| RawBatch::default()).collect(),
             assigned: BTreeSet::new(),
             eof_since: BTreeMap::new(),
             idle: BTreeSet::new(),
@@ -302,16 +311,22 @@ impl Ingest {
             .name("ingest".into())
             .spawn(move || {
                 let polled = worker.run();
-                // Closing the queue lets the decoder finish what it has.
-                worker.work.take();
-                let decoded = decode_thread
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Decode("decode thread panicked".into())));
-                let r = match (polled, decoded) {
-                    (_, Err(e)) if !matches!(e, Error::Closed) => Err(e),
-                    (Err(e), _) => Err(e),
-                    (Ok(()), _) => Ok(()),
-                };
+                // Closing the queues lets the decoders finish what they have.
+                worker.work.clear();
+                let mut r = polled;
+                for h in decode_threads {
+                    let decoded = h
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Decode("decode thread panicked".into())));
+                    match decoded {
+                        Err(Error::Closed) | Ok(()) => {}
+                        Err(e) => {
+                            if matches!(r, Ok(()) | Err(Error::Closed)) {
+                                r = Err(e);
+                            }
+                        }
+                    }
+                }
                 if let Err(e) = &r {
                     warn!(error = %e, "ingest stopped with an error");
                 }
@@ -363,7 +378,8 @@ impl RawBatch {
 
 enum Work {
     Batch(RawBatch),
-    Control(IngestEvent),
+    /// Answer once everything sent before has been forwarded downstream.
+    Sync(std::sync::mpsc::SyncSender<()>),
 }
 
 struct DecodeWorker {
@@ -377,7 +393,10 @@ impl DecodeWorker {
     fn run(&mut self, rx: std::sync::mpsc::Receiver<Work>) -> Result<(), Error> {
         while let Ok(w) = rx.recv() {
             let ev = match w {
-                Work::Control(ev) => ev,
+                Work::Sync(ack) => {
+                    let _ = ack.send(());
+                    continue;
+                }
                 Work::Batch(raw) => {
                     let slice = |r: Span| r.map(|(a, b)| &raw.data[a..b]);
                     for (p, o, k, v) in &raw.msgs {
@@ -404,9 +423,13 @@ impl DecodeWorker {
 struct Worker {
     cfg: Config,
     consumer: Arc<Client>,
-    work: Option<std::sync::mpsc::SyncSender<Work>>,
+    /// One queue per decode thread.
+    work: Vec<std::sync::mpsc::SyncSender<Work>>,
+    /// Downstream, for control events (after a barrier).
+    tx: mpsc::Sender<IngestEvent>,
     cancel: CancellationToken,
-    raw: RawBatch,
+    /// The micro-batch being filled for each decode thread.
+    raw: Vec<RawBatch>,
     assigned: BTreeSet<i32>,
     /// Partitions read to their end, and since when.
     eof_since: BTreeMap<i32, Instant>,
@@ -415,26 +438,43 @@ struct Worker {
 }
 
 impl Worker {
-    fn send(&self, w: Work) -> Result<(), Error> {
-        match &self.work {
-            Some(tx) => tx.send(w).map_err(|_| Error::Closed),
-            None => Err(Error::Closed),
+    fn flush_one(&mut self, i: usize) -> Result<(), Error> {
+        if self.raw[i].is_empty() {
+            return Ok(());
         }
+        let raw = std::mem::take(&mut self.raw[i]);
+        self.raw[i].data.reserve(raw.data.capacity());
+        self.raw[i].msgs.reserve(raw.msgs.capacity());
+        self.work[i]
+            .send(Work::Batch(raw))
+            .map_err(|_| Error::Closed)
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.raw.is_empty() {
-            return Ok(());
+        for i in 0..self.raw.len() {
+            self.flush_one(i)?;
         }
-        let raw = std::mem::take(&mut self.raw);
-        self.raw.data.reserve(raw.data.capacity());
-        self.raw.msgs.reserve(raw.msgs.capacity());
-        self.send(Work::Batch(raw))
+        Ok(())
     }
 
+    fn is_empty(&self) -> bool {
+        self.raw.iter().all(RawBatch::is_empty)
+    }
+
+    /// Send a control event downstream after every batch polled before it:
+    /// flush, wait until every decode thread has forwarded its queue, send.
     fn control(&mut self, ev: IngestEvent) -> Result<(), Error> {
         self.flush()?;
-        self.send(Work::Control(ev))
+        let mut acks = Vec::with_capacity(self.work.len());
+        for w in &self.work {
+            let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+            w.send(Work::Sync(ack_tx)).map_err(|_| Error::Closed)?;
+            acks.push(ack_rx);
+        }
+        for a in acks {
+            a.recv().map_err(|_| Error::Closed)?;
+        }
+        self.tx.blocking_send(ev).map_err(|_| Error::Closed)
     }
 
     /// The watermark committed with each partition's offset, if any.
@@ -471,7 +511,7 @@ impl Worker {
         let mut last_idle_check = Instant::now();
         let mut since_clock = 0u32;
         while !self.cancel.is_cancelled() {
-            let timeout = if self.raw.is_empty() {
+            let timeout = if self.is_empty() {
                 Duration::from_millis(100)
             } else {
                 max_wait.saturating_sub(batch_started.elapsed())
@@ -480,14 +520,19 @@ impl Worker {
             match self.consumer.poll(timeout) {
                 Some(Ok(m)) => {
                     got_message = true;
-                    if self.raw.is_empty() {
+                    if self.is_empty() {
                         batch_started = Instant::now();
                     }
                     let p = m.partition();
+                    let i = p.rem_euclid(self.raw.len() as i32) as usize;
+                    let raw = &mut self.raw[i];
                     if let Some(ts) = m.timestamp().to_millis() {
-                        self.raw.newest_ms = Some(self.raw.newest_ms.map_or(ts, |n| n.max(ts)));
+                        raw.newest_ms = Some(raw.newest_ms.map_or(ts, |n| n.max(ts)));
                     }
-                    self.raw.push(p, m.offset(), m.key(), m.payload());
+                    raw.push(p, m.offset(), m.key(), m.payload());
+                    if raw.msgs.len() >= max_msgs {
+                        self.flush_one(i)?;
+                    }
                     if !self.eof_since.is_empty() {
                         self.eof_since.remove(&p);
                     }
@@ -519,13 +564,11 @@ impl Worker {
             }
             // Look at the clock only every so often while messages stream in.
             since_clock += 1;
-            if got_message && since_clock < 256 && self.raw.msgs.len() < max_msgs {
+            if got_message && since_clock < 256 {
                 continue;
             }
             since_clock = 0;
-            if self.raw.msgs.len() >= max_msgs
-                || (!self.raw.is_empty() && batch_started.elapsed() >= max_wait)
-            {
+            if !self.is_empty() && batch_started.elapsed() >= max_wait {
                 self.flush()?;
             }
             let rebalances =

@@ -42,6 +42,8 @@ pub struct Config {
     pub batch_max_messages: usize,
     /// Longest a micro-batch waits to fill, in milliseconds.
     pub batch_max_wait_ms: u64,
+    /// Threads decoding JSON (partitions are spread over them).
+    pub decode_threads: usize,
     /// Payloads larger than this are dead-lettered as `too_large`.
     pub max_payload_bytes: usize,
     /// How many recent `event_id`s are remembered for de-duplication (0 turns it off).
@@ -69,6 +71,7 @@ impl Default for Config {
             topic: "sales".into(),
             batch_max_messages: 4096,
             batch_max_wait_ms: 50,
+            decode_threads: 2,
             max_payload_bytes: 64 * 1024,
             dedup_capacity: 1_000_000,
             idle_timeout_ms: 2_000,
