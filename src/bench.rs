@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// in one window of one series).
     #[arg(long, default_value_t = 2_000.0)]
     pub events_per_second: f64,
+    /// Pipeline runs, each between two plain-consumer runs; the median
+    /// round is reported.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -56,8 +60,10 @@ pub struct BenchReport {
     pub plain_consumer_eps_after: f64,
     /// Whole pipeline, events/s.
     pub pipeline_eps: f64,
-    /// `pipeline_eps / plain_consumer_eps`.
+    /// `pipeline_eps / plain_consumer_eps` of the median round.
     pub ratio: f64,
+    /// The ratio of every round, in order.
+    pub ratios: Vec<f64>,
     /// Events per CPU-second of this process while the pipeline ran.
     pub pipeline_events_per_cpu_second: f64,
     /// CPU seconds this process used while the pipeline ran.
@@ -161,57 +167,20 @@ async fn plain_consumer(cfg: &Config, suffix: &str, tag: &str, n: u64) -> anyhow
     .await?
 }
 
-/// Run the benchmark and print its report.
-pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "bench needs --brokers");
-    let suffix = unique_suffix();
-    let topic = format!("bench-sales-{suffix}");
-    cfg.ingest.topic = topic.clone();
-    cfg.output.forecasts_topic = format!("bench-forecasts-{suffix}");
-    cfg.output.alerts_topic = format!("bench-alerts-{suffix}");
-    cfg.output.dlq_topic = format!("bench-dlq-{suffix}");
-    cfg.ingest.session_timeout_ms = cfg.ingest.session_timeout_ms.min(6_000);
-    cfg.gateway.listen = "127.0.0.1:0".into();
-    crate::topics::ensure_topics(
-        &cfg.ingest.brokers,
-        &[
-            (topic.as_str(), args.partitions),
-            (cfg.output.forecasts_topic.as_str(), args.partitions),
-            (cfg.output.alerts_topic.as_str(), 1),
-            (cfg.output.dlq_topic.as_str(), 1),
-        ],
-    )
-    .await?;
+/// One run of the whole pipeline over the filled topic.
+struct Phase {
+    eps: f64,
+    cpu: f64,
+    thread_cpu_seconds: std::collections::BTreeMap<String, f64>,
+    stage_busy_seconds: std::collections::BTreeMap<String, f64>,
+    latencies: Vec<f64>,
+    windows_closed: u64,
+    forecasts: u64,
+}
 
-    // Fill.
-    eprintln!("bench: filling {topic} with {} events…", args.events);
-    let pc = PublishConfig {
-        brokers: cfg.ingest.brokers.clone(),
-        topic: topic.clone(),
-        limit: Some(args.events),
-        speed: None,
-        rate: None,
-        client: Vec::new(),
-    };
-    let gen_cfg = GenConfig {
-        events_per_second: args.events_per_second,
-        start_ms: 1_795_000_000_000,
-        ..cfg.generator.clone()
-    };
-    let fill = tokio::task::spawn_blocking(move || {
-        salescast_loadgen::publish(&pc, Generator::new(gen_cfg), || false, |_| {})
-    })
-    .await??;
-    let fill_eps = fill.records as f64 / fill.seconds;
-    eprintln!("bench: filled at {fill_eps:.0} events/s");
-
-    // (a) Plain consumer, same client settings, fresh group: once before
-    // the pipeline and once after, so broker-side drift shows.
-    let n = args.events;
-    let plain_before = plain_consumer(&cfg, &suffix, "before", n).await?;
-
-    // (b) The pipeline.
-    cfg.ingest.group_id = format!("bench-pipeline-{suffix}");
+async fn pipeline_phase(cfg: &Config, n: u64, round: usize, suffix: &str) -> anyhow::Result<Phase> {
+    let mut cfg = cfg.clone();
+    cfg.ingest.group_id = format!("bench-pipeline-{round}-{suffix}");
     let metrics = Metrics::new();
     let running = pipeline::start(cfg.clone(), metrics.clone()).await?;
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -284,8 +253,6 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
                 (s.to_string(), (h.get_sample_sum() * 100.0).round() / 100.0)
             })
             .collect();
-    let plain_after = plain_consumer(&cfg, &suffix, "after", args.events).await?;
-    let plain_eps = (plain_before + plain_after) / 2.0;
     let mut lat = samples.lock().expect("lock").clone();
     lat.sort_by(f64::total_cmp);
     let windows_closed: u64 = salescast_stream_core::Level::ALL
@@ -301,6 +268,93 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         .output_records
         .with_label_values(&["forecasts"])
         .get();
+    Ok(Phase {
+        eps: pipeline_eps,
+        cpu,
+        thread_cpu_seconds,
+        stage_busy_seconds,
+        latencies: lat,
+        windows_closed,
+        forecasts,
+    })
+}
+
+/// Run the benchmark and print its report.
+pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "bench needs --brokers");
+    let suffix = unique_suffix();
+    let topic = format!("bench-sales-{suffix}");
+    cfg.ingest.topic = topic.clone();
+    cfg.output.forecasts_topic = format!("bench-forecasts-{suffix}");
+    cfg.output.alerts_topic = format!("bench-alerts-{suffix}");
+    cfg.output.dlq_topic = format!("bench-dlq-{suffix}");
+    cfg.ingest.session_timeout_ms = cfg.ingest.session_timeout_ms.min(6_000);
+    cfg.gateway.listen = "127.0.0.1:0".into();
+    crate::topics::ensure_topics(
+        &cfg.ingest.brokers,
+        &[
+            (topic.as_str(), args.partitions),
+            (cfg.output.forecasts_topic.as_str(), args.partitions),
+            (cfg.output.alerts_topic.as_str(), 1),
+            (cfg.output.dlq_topic.as_str(), 1),
+        ],
+    )
+    .await?;
+
+    // Fill.
+    eprintln!("bench: filling {topic} with {} events…", args.events);
+    let pc = PublishConfig {
+        brokers: cfg.ingest.brokers.clone(),
+        topic: topic.clone(),
+        limit: Some(args.events),
+        speed: None,
+        rate: None,
+        client: Vec::new(),
+    };
+    let gen_cfg = GenConfig {
+        events_per_second: args.events_per_second,
+        start_ms: 1_795_000_000_000,
+        ..cfg.generator.clone()
+    };
+    let fill = tokio::task::spawn_blocking(move || {
+        salescast_loadgen::publish(&pc, Generator::new(gen_cfg), || false, |_| {})
+    })
+    .await??;
+    let fill_eps = fill.records as f64 / fill.seconds;
+    eprintln!("bench: filled at {fill_eps:.0} events/s");
+
+    let n = args.events;
+    // (a) and (b), alternating: a plain consumer (same client settings,
+    // fresh group), then the pipeline, `rounds` times, then a last plain
+    // run; each pipeline run is compared with the plain runs either side of
+    // it, and the median round is reported (the machine is noisy).
+    let rounds = args.rounds.max(1);
+    let mut plains = vec![plain_consumer(&cfg, &suffix, "0", n).await?];
+    let mut phases = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        phases.push(pipeline_phase(&cfg, n, r, &suffix).await?);
+        plains.push(plain_consumer(&cfg, &suffix, &(r + 1).to_string(), n).await?);
+    }
+    let ratios: Vec<f64> = phases
+        .iter()
+        .enumerate()
+        .map(|(r, p)| p.eps / ((plains[r] + plains[r + 1]) / 2.0))
+        .collect();
+    let mut order: Vec<usize> = (0..rounds).collect();
+    order.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
+    let mid = order[rounds / 2];
+    let Phase {
+        eps: pipeline_eps,
+        cpu,
+        thread_cpu_seconds,
+        stage_busy_seconds,
+        latencies: lat,
+        windows_closed,
+        forecasts,
+    } = phases.swap_remove(mid);
+    let plain_before = plains[mid];
+    let plain_after = plains[mid + 1];
+    let plain_eps = (plain_before + plain_after) / 2.0;
     let report = BenchReport {
         events: n,
         partitions: args.partitions,
@@ -310,6 +364,7 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         plain_consumer_eps_after: plain_after,
         pipeline_eps,
         ratio: pipeline_eps / plain_eps,
+        ratios,
         pipeline_events_per_cpu_second: n as f64 / cpu,
         pipeline_cpu_seconds: cpu,
         windows_closed,
@@ -337,7 +392,10 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
             "(b) pipeline                    {:>12.0} events/s",
             report.pipeline_eps
         );
-        println!("ratio (b)/(a)                   {:>12.3}", report.ratio);
+        println!(
+            "ratio (b)/(a)                   {:>12.3}  (rounds: {:.3?})",
+            report.ratio, report.ratios
+        );
         println!(
             "pipeline events per CPU-second  {:>12.0}",
             report.pipeline_events_per_cpu_second
