@@ -152,6 +152,8 @@ pub fn fmt_utc(ms: i64) -> String {
 pub struct Alerting {
     cfg: Config,
     last: FxHashMap<(Level, Arc<str>, AlertKind), i64>,
+    newest: i64,
+    pruned_at: i64,
 }
 
 impl Alerting {
@@ -165,6 +167,8 @@ impl Alerting {
         Ok(Alerting {
             cfg,
             last: FxHashMap::default(),
+            newest: i64::MIN,
+            pruned_at: i64::MIN / 2,
         })
     }
 
@@ -172,6 +176,17 @@ impl Alerting {
     /// re-scored yet) and return the alerts raised.
     pub fn process(&mut self, forecasts: &[Forecast]) -> Vec<Alert> {
         let mut out = Vec::new();
+        // Cooldown entries only matter for `cooldown_windows`: prune the
+        // expired ones now and then, so the map stays bounded.
+        if let Some(f) = forecasts.iter().max_by_key(|f| f.window_start_ms) {
+            self.newest = self.newest.max(f.window_start_ms);
+            let span = (f.window_end_ms - f.window_start_ms) * self.cfg.cooldown_windows.max(1);
+            if self.newest - self.pruned_at >= span {
+                self.pruned_at = self.newest;
+                let cutoff = self.newest - span;
+                self.last.retain(|_, at| *at >= cutoff);
+            }
+        }
         for f in forecasts {
             if f.revision > 0
                 || f.level < self.cfg.min_level

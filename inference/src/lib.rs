@@ -54,6 +54,9 @@ pub struct Config {
     /// Residuals needed before intervals come from them (a Poisson-shaped
     /// band is used before).
     pub min_residuals: usize,
+    /// A series with no window for this long (event time, ms) is forgotten
+    /// (default 604800000: seven days; 0 keeps every series).
+    pub series_ttl_ms: i64,
     /// The model: `baseline` (seasonal naive, EWMA before a season of
     /// history), `seasonal_naive`, `ewma`, `holt_winters` or `ensemble`
     /// (the three weighted per series by recent pinball loss).
@@ -73,6 +76,7 @@ impl Default for Config {
             min_residuals: 20,
             calibration_rate: 0.01,
             model: "baseline".into(),
+            series_ttl_ms: 7 * 86_400_000,
         }
     }
 }
@@ -172,6 +176,8 @@ pub struct Inference {
     series: FxHashMap<(Level, Arc<str>), SeriesHistory>,
     model: Box<dyn Model>,
     holt_winters: bool,
+    newest_start: i64,
+    last_eviction: i64,
 }
 
 impl std::fmt::Debug for Inference {
@@ -189,6 +195,9 @@ impl Inference {
     pub fn new(cfg: Config, window_ms: i64) -> Result<Self, Error> {
         if cfg.horizon == 0 {
             return Err(Error::Config("inference.horizon must be > 0".into()));
+        }
+        if cfg.series_ttl_ms < 0 {
+            return Err(Error::Config("inference.series-ttl-ms must be >= 0".into()));
         }
         if !(0.0..=0.5).contains(&cfg.calibration_rate) {
             return Err(Error::Config(
@@ -217,6 +226,8 @@ impl Inference {
             series: FxHashMap::default(),
             model,
             holt_winters,
+            newest_start: i64::MIN,
+            last_eviction: i64::MIN / 2,
         })
     }
 
@@ -241,6 +252,15 @@ impl Inference {
     /// one forecast per window, in the same order.
     pub fn process(&mut self, windows: &WindowBatch) -> Vec<Forecast> {
         let records: Vec<WindowRecord> = windows.records().collect();
+        if let Some(newest) = records.iter().map(|r| r.start_ms).max() {
+            self.newest_start = self.newest_start.max(newest);
+            let ttl = self.cfg.series_ttl_ms;
+            if ttl > 0 && self.newest_start - self.last_eviction >= (ttl / 8).max(self.window_ms) {
+                self.last_eviction = self.newest_start;
+                let cutoff = self.newest_start - ttl;
+                self.series.retain(|_, h| h.last_start >= cutoff);
+            }
+        }
         let mut expected = Vec::with_capacity(records.len());
         let keys: Vec<(Level, Arc<str>)> =
             records.iter().map(|r| (r.level, r.key.clone())).collect();
@@ -417,6 +437,23 @@ mod tests {
         assert!(f.horizon.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
         assert_eq!(f.expected.unwrap().p50, 40.0);
         assert_eq!(f.horizon[0].start_ms, 40 * 60_000);
+    }
+
+    #[test]
+    fn idle_series_are_forgotten_after_the_ttl() {
+        let cfg = Config {
+            series_ttl_ms: 10 * 60_000,
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let mut other = rec(0, 5);
+        other.key = "app-de".into();
+        inf.process(&WindowBatch::from_records(&[rec(0, 1), other]));
+        assert_eq!(inf.series_count(), 2);
+        for i in 1..40 {
+            inf.process(&WindowBatch::from_records(&[rec(i * 60_000, 1)]));
+        }
+        assert_eq!(inf.series_count(), 1, "app-de was forgotten");
     }
 
     #[test]

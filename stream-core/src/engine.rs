@@ -53,6 +53,10 @@ pub struct Config {
     /// Events further than this ahead of the watermark are refused, in
     /// milliseconds (default 3600000: one hour).
     pub max_ahead_ms: i64,
+    /// A series with no event for this long (event time, ms) is forgotten,
+    /// so state stays bounded as the catalogue churns (default 604800000:
+    /// seven days; 0 keeps every series forever).
+    pub series_ttl_ms: i64,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             out_of_orderness_ms: 5_000,
             allowed_lateness_ms: 60_000,
             max_ahead_ms: 3_600_000,
+            series_ttl_ms: 7 * 86_400_000,
         }
     }
 }
@@ -71,6 +76,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         if self.window_ms <= 0 {
             return Err(Error::Config("windows.window-ms must be > 0".into()));
+        }
+        if self.series_ttl_ms < 0 {
+            return Err(Error::Config("windows.series-ttl-ms must be >= 0".into()));
         }
         if self.out_of_orderness_ms < 0 || self.allowed_lateness_ms < 0 || self.max_ahead_ms <= 0 {
             return Err(Error::Config(
@@ -127,6 +135,10 @@ struct Slot {
 struct SeriesMeta {
     level: Level,
     key: Arc<str>,
+    /// Highest event time seen for the series.
+    last_seen: i64,
+    /// Evicted: the id is free for reuse.
+    free: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +152,7 @@ struct SkuEntry {
 #[derive(Debug, Default)]
 struct Interner {
     meta: Vec<SeriesMeta>,
+    free_ids: Vec<u32>,
     total: u32,
     stores: FxHashMap<Box<str>, u32>,
     sku_store: FxHashMap<Box<str>, FxHashMap<Box<str>, SkuEntry>>,
@@ -154,11 +167,55 @@ impl Interner {
     }
 
     fn push(&mut self, level: Level, key: String) -> u32 {
-        self.meta.push(SeriesMeta {
+        let meta = SeriesMeta {
             level,
             key: key.into(),
-        });
-        (self.meta.len() - 1) as u32
+            last_seen: i64::MIN,
+            free: false,
+        };
+        match self.free_ids.pop() {
+            Some(id) => {
+                self.meta[id as usize] = meta;
+                id
+            }
+            None => {
+                self.meta.push(meta);
+                (self.meta.len() - 1) as u32
+            }
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.meta.len() - self.free_ids.len()
+    }
+
+    /// Forget every series not seen since `before` (the total stays).
+    fn evict(&mut self, before: i64) -> usize {
+        let stale = |m: &SeriesMeta| !m.free && m.level != Level::Total && m.last_seen < before;
+        if !self.meta.iter().any(stale) {
+            return 0;
+        }
+        let meta = &self.meta;
+        let gone = |id: u32| stale(&meta[id as usize]);
+        self.stores.retain(|_, id| !gone(*id));
+        for m in self.sku_store.values_mut() {
+            m.retain(|_, e| !gone(e.sku_store) && !gone(e.cat_store));
+        }
+        self.sku_store.retain(|_, m| !m.is_empty());
+        for m in self.cat_store.values_mut() {
+            m.retain(|_, id| !gone(*id));
+        }
+        self.cat_store.retain(|_, m| !m.is_empty());
+        let mut n = 0;
+        for (id, m) in self.meta.iter_mut().enumerate() {
+            if !m.free && m.level != Level::Total && m.last_seen < before {
+                m.free = true;
+                m.key = Arc::from("");
+                self.free_ids.push(id as u32);
+                n += 1;
+            }
+        }
+        n
     }
 
     fn cat_store_id(&mut self, category: &str, store: &str) -> u32 {
@@ -220,6 +277,7 @@ pub struct WindowEngine {
     partitions: BTreeMap<i32, PartitionState>,
     watermark: Option<i64>,
     slots: BTreeMap<i64, Slot>,
+    last_eviction: i64,
 }
 
 struct Cols<'a> {
@@ -272,6 +330,7 @@ impl WindowEngine {
             partitions: BTreeMap::new(),
             watermark: None,
             slots: BTreeMap::new(),
+            last_eviction: i64::MIN / 2,
         })
     }
 
@@ -292,7 +351,7 @@ impl WindowEngine {
 
     /// Number of distinct series known (all levels).
     pub fn series_count(&self) -> usize {
-        self.series.meta.len()
+        self.series.live()
     }
 
     /// Windows still open (not fired yet).
@@ -373,6 +432,10 @@ impl WindowEngine {
             let ids = self
                 .series
                 .ids(c.sku.value(row), c.store.value(row), c.category.value(row));
+            for id in ids {
+                let m = &mut self.series.meta[id as usize];
+                m.last_seen = m.last_seen.max(ts);
+            }
             let qty = c.qty.value(row);
             let price = to_micros(c.price.value(row));
             let promo = c.promo.is_valid(row) && c.promo.value(row);
@@ -533,6 +596,15 @@ impl WindowEngine {
                 } else {
                     break;
                 }
+            }
+            // Forget series idle for longer than the TTL, checked about every
+            // eighth of it (a TTL far beyond the lateness, so no held window
+            // refers to them).
+            let ttl = self.cfg.series_ttl_ms;
+            if ttl > 0 && wm - self.last_eviction >= (ttl / 8).max(w) {
+                self.last_eviction = wm;
+                let horizon = ttl.max(2 * (w + self.cfg.allowed_lateness_ms));
+                self.series.evict(wm.saturating_sub(horizon));
             }
             let keep_from = wm - self.cfg.allowed_lateness_ms - w;
             // Drop fired windows whose lateness has expired (start + w + lateness <= wm).

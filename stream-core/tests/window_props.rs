@@ -337,3 +337,45 @@ fn a_sparse_backlog_spanning_hours_in_one_batch_is_not_too_far_ahead() {
     let out = eng.process(&batch_from_rows(&[bogus])).unwrap();
     assert_eq!(out.rejects, vec![(0, RejectReason::TooFarAhead)]);
 }
+
+#[test]
+fn idle_series_are_forgotten_after_the_ttl_and_come_back_fresh() {
+    let cfg = Config {
+        out_of_orderness_ms: 0,
+        series_ttl_ms: 10 * W,
+        ..Config::default()
+    };
+    let mut eng = WindowEngine::new(cfg).unwrap();
+    let mut other = row(0, 0, 0);
+    other.sku = "b".into();
+    other.store = "t".into();
+    eng.process(&batch_from_rows(&[row(0, 0, 1), other]))
+        .unwrap();
+    // total, 2 stores, 2 category x store, 2 sku x store
+    assert_eq!(eng.series_count(), 7);
+    // Only sku a in store s keeps selling for a long time.
+    for i in 1..40 {
+        eng.process(&batch_from_rows(&[row(0, i * W, i + 1)]))
+            .unwrap();
+    }
+    assert_eq!(
+        eng.series_count(),
+        4,
+        "store t and its series were forgotten"
+    );
+    // Store t comes back: a fresh series, counted correctly.
+    let mut back = row(0, 40 * W, 100);
+    back.sku = "b".into();
+    back.store = "t".into();
+    back.qty = 3;
+    eng.process(&batch_from_rows(&[back])).unwrap();
+    assert_eq!(eng.series_count(), 7);
+    let out = eng.advance_watermark(100 * W);
+    let t: Vec<_> = out
+        .windows
+        .records()
+        .filter(|r| r.level == Level::Store && &*r.key == "t")
+        .collect();
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].start_ms, t[0].agg.units), (40 * W, 3));
+}
