@@ -123,19 +123,7 @@ fn generated(args: &EvalArgs, seed: u64, bench: &mut Bench) -> anyhow::Result<()
             break;
         }
         if let Expect::Valid(v) = r.expect {
-            rows.push(EventRow {
-                event_id: String::new(),
-                ts_ms: v.ts_ms,
-                sku: v.sku,
-                store: v.store,
-                category: v.category,
-                qty: v.qty,
-                unit_price: v.unit_price,
-                promo: v.promo,
-                customer_id: None,
-                partition: 0,
-                offset,
-            });
+            rows.push(event_row(v, offset));
             offset += 1;
         }
         if rows.len() == 50_000 {
@@ -146,6 +134,23 @@ fn generated(args: &EvalArgs, seed: u64, bench: &mut Bench) -> anyhow::Result<()
     let out = engine.advance_watermark(end + hour);
     bench.feed(&dense_levels(&out.windows));
     Ok(())
+}
+
+/// A generated valid event as a row of the event schema (partition 0).
+pub fn event_row(v: salescast_loadgen::ValidEvent, offset: i64) -> EventRow {
+    EventRow {
+        event_id: offset.to_string(),
+        ts_ms: v.ts_ms,
+        sku: v.sku,
+        store: v.store,
+        category: v.category,
+        qty: v.qty,
+        unit_price: v.unit_price,
+        promo: v.promo,
+        customer_id: None,
+        partition: 0,
+        offset,
+    }
 }
 
 fn dense_levels(w: &WindowBatch) -> WindowBatch {

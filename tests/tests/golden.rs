@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use salescast_inference::{Config as InfConfig, Inference};
 use salescast_loadgen::{Expect, GenConfig, Generator};
-use salescast_stream_core::{batch_from_rows, Config, EventRow, WindowEngine};
+use salescast_stream_core::{batch_from_rows, Config, WindowEngine};
 
 /// FNV-1a over the forecasts' JSON, and a few readable aggregates.
 fn run(model: &str) -> String {
@@ -43,19 +43,7 @@ fn run(model: &str) -> String {
     };
     for (i, r) in gen.take(120_000).enumerate() {
         if let Expect::Valid(v) = r.expect {
-            rows.push(EventRow {
-                event_id: i.to_string(),
-                ts_ms: v.ts_ms,
-                sku: v.sku,
-                store: v.store,
-                category: v.category,
-                qty: v.qty,
-                unit_price: v.unit_price,
-                promo: v.promo,
-                customer_id: None,
-                partition: 0,
-                offset: i as i64,
-            });
+            rows.push(salescast::eval::event_row(v, i as i64));
         }
         if rows.len() == 5_000 {
             let out = engine.process(&batch_from_rows(&rows)).expect("process");
