@@ -304,12 +304,8 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     // Fill.
     eprintln!("bench: filling {topic} with {} events…", args.events);
     let pc = PublishConfig {
-        brokers: cfg.ingest.brokers.clone(),
-        topic: topic.clone(),
         limit: Some(args.events),
-        speed: None,
-        rate: None,
-        client: Vec::new(),
+        ..PublishConfig::new(&cfg.ingest.brokers, &topic)
     };
     let gen_cfg = GenConfig {
         events_per_second: args.events_per_second,

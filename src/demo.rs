@@ -81,12 +81,9 @@ pub async fn run(mut cfg: Config, args: &DemoArgs, stop: CancellationToken) -> a
     );
 
     let pc = PublishConfig {
-        brokers: cfg.ingest.brokers.clone(),
-        topic: cfg.ingest.topic.clone(),
-        limit: None,
         speed: Some(args.speed),
         rate: Some(args.rate),
-        client: Vec::new(),
+        ..PublishConfig::new(&cfg.ingest.brokers, &cfg.ingest.topic)
     };
     let mut gen_cfg = cfg.generator.clone();
     if gen_cfg.start_ms == 0 {

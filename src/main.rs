@@ -113,12 +113,10 @@ fn publish_config(
         "set --brokers or ingest.brokers"
     );
     Ok(salescast_loadgen::PublishConfig {
-        brokers: cfg.ingest.brokers.clone(),
-        topic: cfg.ingest.topic.clone(),
         limit,
         speed,
         rate,
-        client: Vec::new(),
+        ..salescast_loadgen::PublishConfig::new(&cfg.ingest.brokers, &cfg.ingest.topic)
     })
 }
 

@@ -45,9 +45,15 @@ impl Band {
         ))
     }
 
-    /// Non-crossing quantiles around point forecasts.
-    fn path(&mut self, h: &SeriesHistory, p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
+    /// Non-crossing quantiles around one series' point forecasts.
+    fn around(&mut self, h: &SeriesHistory, p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
         let off = self.offsets(h);
+        Self::path(off, p50s)
+    }
+
+    /// Non-crossing quantiles around point forecasts, given the series'
+    /// residual offsets (computed once per series, see [`Band::offsets`]).
+    fn path(off: Option<(f64, f64)>, p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
         p50s.enumerate()
             .map(|(step, p50)| {
                 let widen = ((step + 1) as f64).sqrt();
@@ -70,6 +76,15 @@ impl Band {
 fn seasonal(h: &SeriesHistory, season: usize, step: usize) -> f64 {
     let n = h.values.len();
     h.values[n - season + step % season]
+}
+
+/// Seasonal naive, or the last value until a season of history exists.
+fn seasonal_or_last(h: &SeriesHistory, season: usize, step: usize) -> f64 {
+    if h.values.len() >= season {
+        seasonal(h, season, step)
+    } else {
+        h.values.back().copied().unwrap_or(0.0)
+    }
 }
 
 /// Seasonal naive when a season of history exists, an EWMA level before.
@@ -100,7 +115,7 @@ impl Model for Baseline {
             .map(|h| {
                 let use_season = h.values.len() >= self.season;
                 let season = self.season;
-                let quantiles = self.band.path(
+                let quantiles = self.band.around(
                     h,
                     (0..horizon).map(|s| {
                         if use_season {
@@ -148,12 +163,9 @@ impl Model for SeasonalNaive {
             .iter()
             .map(|h| {
                 let season = self.season;
-                let full = h.values.len() >= season;
-                let last = h.values.back().copied().unwrap_or(0.0);
-                let quantiles = self.band.path(
-                    h,
-                    (0..horizon).map(|s| if full { seasonal(h, season, s) } else { last }),
-                );
+                let quantiles = self
+                    .band
+                    .around(h, (0..horizon).map(|s| seasonal_or_last(h, season, s)));
                 Path {
                     model: "seasonal_naive",
                     quantiles,
@@ -189,7 +201,7 @@ impl Model for Ewma {
             .iter()
             .map(|h| Path {
                 model: "ewma",
-                quantiles: self.band.path(h, (0..horizon).map(|_| h.level)),
+                quantiles: self.band.around(h, (0..horizon).map(|_| h.level)),
                 members: Vec::new(),
             })
             .collect()
@@ -238,7 +250,7 @@ impl Model for HoltWintersModel {
                     model: "holt_winters",
                     quantiles: self
                         .band
-                        .path(h, (0..horizon).map(|s| hw_point(h, season, s))),
+                        .around(h, (0..horizon).map(|s| hw_point(h, season, s))),
                     members: Vec::new(),
                 }
             })
@@ -300,16 +312,11 @@ impl Model for Ensemble {
         histories
             .iter()
             .map(|h| {
-                let full = h.values.len() >= season;
-                let last = h.values.back().copied().unwrap_or(0.0);
-                let sn = self.band.path(
-                    h,
-                    (0..horizon).map(|s| if full { seasonal(h, season, s) } else { last }),
-                );
-                let hw = self
-                    .band
-                    .path(h, (0..horizon).map(|s| hw_point(h, season, s)));
-                let ew = self.band.path(h, (0..horizon).map(|_| h.level));
+                // One residual band for all three members.
+                let off = self.band.offsets(h);
+                let sn = Band::path(off, (0..horizon).map(|s| seasonal_or_last(h, season, s)));
+                let hw = Band::path(off, (0..horizon).map(|s| hw_point(h, season, s)));
+                let ew = Band::path(off, (0..horizon).map(|_| h.level));
                 let w = self.weights(h);
                 let quantiles = (0..horizon)
                     .map(|s| {

@@ -174,19 +174,6 @@ impl Committer {
         self.metrics.offset_commits.inc();
         Ok(())
     }
-
-    /// Offsets the group has committed for the assigned partitions.
-    pub fn committed(&self, timeout: Duration) -> Result<Vec<(i32, i64)>, Error> {
-        let tpl = self.consumer.committed(timeout)?;
-        Ok(tpl
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
-    }
 }
 
 /// Offset-commit metadata carrying the engine watermark.

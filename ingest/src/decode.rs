@@ -473,11 +473,6 @@ impl BatchDecoder {
         self.messages == 0
     }
 
-    /// Whether the micro-batch is full.
-    pub fn is_full(&self) -> bool {
-        self.messages >= self.capacity
-    }
-
     /// Add one message.
     pub fn push(
         &mut self,

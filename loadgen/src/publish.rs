@@ -28,6 +28,20 @@ pub struct PublishConfig {
     pub client: Vec<(String, String)>,
 }
 
+impl PublishConfig {
+    /// Publish to `topic` on `brokers` as fast as possible, with no limit.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        PublishConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            limit: None,
+            speed: None,
+            rate: None,
+            client: Vec::new(),
+        }
+    }
+}
+
 /// What was published.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PublishStats {

@@ -359,11 +359,6 @@ impl WindowEngine {
         self.slots.values().filter(|s| !s.fired).count()
     }
 
-    /// Windows held in memory: open, or fired and still within lateness.
-    pub fn held_windows(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Fold a batch of validated events (schema [`crate::event_schema`]).
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Output, Error> {
         let c = Cols::new(batch)?;

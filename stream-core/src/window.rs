@@ -282,11 +282,6 @@ impl WindowBatch {
         }
         out
     }
-
-    /// `avg_price` column validity check helper for tests and docs.
-    pub fn avg_price_is_null(&self, i: usize) -> bool {
-        self.batch.column(13).is_null(i)
-    }
 }
 
 #[cfg(test)]
@@ -336,7 +331,7 @@ mod tests {
         let counts = b.counts_by_level();
         assert_eq!(counts[Level::Store as usize], (0, 1));
         assert_eq!(counts[Level::Total as usize], (1, 0));
-        assert!(b.avg_price_is_null(1));
+        assert!(b.batch().column(13).is_null(1), "no sales: null avg_price");
         assert!(WindowBatch::try_from_batch(b.batch().clone()).is_ok());
     }
 }

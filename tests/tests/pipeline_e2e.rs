@@ -88,12 +88,8 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
         ..GenConfig::default()
     };
     let pc = PublishConfig {
-        brokers: b.clone(),
-        topic: cfg.ingest.topic.clone(),
         limit: Some(EVENTS),
-        speed: None,
-        rate: None,
-        client: Vec::new(),
+        ..PublishConfig::new(&b, &cfg.ingest.topic)
     };
     let (expects, payload_reason) = tokio::task::spawn_blocking(move || {
         let mut expects = Vec::new();

@@ -69,14 +69,7 @@ async fn restart_resumes_from_committed_offsets_without_loss() -> anyhow::Result
     let second: Vec<_> = records[half..].to_vec();
     let first: Vec<_> = records[..half].to_vec();
     let publish = |recs: Vec<salescast_loadgen::GenRecord>| {
-        let pc = PublishConfig {
-            brokers: b.clone(),
-            topic: topic.clone(),
-            limit: None,
-            speed: None,
-            rate: None,
-            client: Vec::new(),
-        };
+        let pc = PublishConfig::new(&b, &topic);
         tokio::task::spawn_blocking(move || {
             salescast_loadgen::publish(&pc, recs, || false, |_| {}).expect("publish")
         })

@@ -31,14 +31,7 @@ async fn replay_publishes_every_line_keyed() -> anyhow::Result<()> {
     file.write_all(b"{\"not\": \"an event\"}\n")?;
     want.insert(b"{\"not\": \"an event\"}".to_vec(), None);
     file.flush()?;
-    let pc = PublishConfig {
-        brokers: b.clone(),
-        topic: topic.clone(),
-        limit: None,
-        speed: None,
-        rate: None,
-        client: Vec::new(),
-    };
+    let pc = PublishConfig::new(&b, &topic);
     let path = file.path().to_path_buf();
     let stats = tokio::task::spawn_blocking(move || {
         salescast_loadgen::replay_file(&pc, &path, || false).map_err(|e| anyhow::anyhow!("{e}"))
