@@ -36,17 +36,20 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "seasonal_naive",
     "ewma",
     "baseline",
     "holt_winters",
+    "neural",
     "ensemble",
 ];
 
 /// Runs several models side by side over one stream of window batches.
 struct Bench {
     runs: Vec<(&'static str, Inference, Scorer)>,
+    /// Seconds spent in each model's `process`.
+    busy: Vec<f64>,
 }
 
 impl Bench {
@@ -61,17 +64,28 @@ impl Bench {
             let season = inf.season();
             runs.push((name, inf, Scorer::new(season)));
         }
-        Ok(Bench { runs })
+        let busy = vec![0.0; runs.len()];
+        Ok(Bench { runs, busy })
     }
 
     fn feed(&mut self, windows: &WindowBatch) {
         if windows.is_empty() {
             return;
         }
-        for (_, inf, scorer) in self.runs.iter_mut() {
+        for ((_, inf, scorer), busy) in self.runs.iter_mut().zip(self.busy.iter_mut()) {
+            let t = std::time::Instant::now();
             let f = inf.process(windows);
+            *busy += t.elapsed().as_secs_f64();
             scorer.observe(&f);
         }
+    }
+
+    fn train_stats(&self) -> Vec<(&'static str, salescast_inference::TrainStats, f64)> {
+        self.runs
+            .iter()
+            .zip(&self.busy)
+            .filter_map(|((n, inf, _), busy)| Some((*n, inf.train_stats()?, *busy)))
+            .collect()
     }
 
     fn scores(&self) -> BTreeMap<String, Scores> {
@@ -209,6 +223,7 @@ fn walmart(path: &PathBuf, bench: &mut Bench) -> anyhow::Result<usize> {
             start_ms: start,
             end_ms: start + week,
             revision: 0,
+            parent: None,
             agg: WindowAgg {
                 units,
                 lines: 1,
@@ -233,6 +248,19 @@ pub fn run(cfg: &crate::Config, args: &EvalArgs) -> anyhow::Result<()> {
     for seed in 1..=args.seeds {
         let mut b = Bench::new(&cfg.inference, 3_600_000)?;
         generated(args, seed, &mut b)?;
+        if !args.json {
+            for (n, st, busy) in b.train_stats() {
+                eprintln!(
+                    "seed {seed} {n}: {} series-windows scored and {} training steps ({} rejected) in {busy:.2} s on one core: {:.0} series-windows/s, {:.0} steps/s; model version {}",
+                    st.scored,
+                    st.steps,
+                    st.rejected,
+                    st.scored as f64 / busy.max(1e-9),
+                    st.steps as f64 / busy.max(1e-9),
+                    st.version
+                );
+            }
+        }
         for (name, s) in b.scores() {
             report
                 .entry(format!("generated_seed_{seed}"))

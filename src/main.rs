@@ -48,6 +48,11 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Score the forecasting models on generated and Walmart sales.
     Eval(salescast::eval::EvalArgs),
+    /// Fold sale events into windows and write them to an Arrow IPC file
+    /// (window history for `train`).
+    ExportWindows(salescast::history::ExportArgs),
+    /// Pre-train the neural model offline from exported window history.
+    Train(salescast::history::TrainArgs),
     /// Print the effective configuration as TOML.
     PrintConfig,
 }
@@ -132,8 +137,20 @@ fn stop_on_ctrl_c() -> tokio_util::sync::CancellationToken {
     token
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Candle's CPU matmuls use RAYON_NUM_THREADS threads (all cores when
+    // unset); the model is sized for one core, and the other cores belong to
+    // ingest. Set before any other thread exists.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(cli_main())
+}
+
+async fn cli_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -218,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
             let args = args.clone();
             tokio::task::spawn_blocking(move || salescast::eval::run(&cfg, &args)).await??
         }
+        Cmd::ExportWindows(args) => salescast::history::export(&cfg, args)?,
+        Cmd::Train(args) => salescast::history::train(&cfg, args)?,
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use salescast_alerting::{Alert, Alerting};
-use salescast_inference::{Forecast, Inference};
+use salescast_inference::{Forecast, Inference, TrainStats};
 use salescast_ingest::{Committer, Ingest, IngestEvent, KafkaSink, OutRecord, TopicRole};
 use salescast_metrics::Metrics;
 use salescast_stream_core::{DeadLetter, Level, WindowBatch, WindowEngine};
@@ -333,6 +333,8 @@ fn inference_loop(
     m: Metrics,
 ) -> anyhow::Result<()> {
     let timer = m.stage_batch_seconds.with_label_values(&["inference"]);
+    let mut calibration = Calibration::default();
+    let mut trained = TrainStats::default();
     while let Some(mut env) = rx.blocking_recv() {
         if !env.windows.is_empty() {
             let t = Instant::now();
@@ -340,13 +342,73 @@ fn inference_loop(
             for f in &env.forecasts {
                 m.forecasts.with_label_values(&[&f.model]).inc();
             }
+            calibration.update(&env.forecasts, &m);
+            if let Some(st) = inference.train_stats() {
+                m.model_version.set(st.version as i64);
+                m.model_training_steps
+                    .inc_by(st.steps.saturating_sub(trained.steps));
+                m.model_updates_rejected
+                    .inc_by(st.rejected.saturating_sub(trained.rejected));
+                m.model_training_loss.set(st.loss);
+                trained = st;
+            }
             timer.observe(t.elapsed().as_secs_f64());
         }
         if tx.blocking_send(env).is_err() {
             break;
         }
     }
+    // Keep what the model learned for the next start.
+    if let Err(e) = inference.checkpoint() {
+        tracing::error!(error = %e, "could not save the model checkpoint");
+    }
     Ok(())
+}
+
+/// Rolling (exponentially weighted, per level) one-step coverage and band
+/// width, exported as gauges once per batch.
+#[derive(Debug, Default)]
+struct Calibration {
+    /// Per level: (coverage, width, initialised).
+    levels: [(f64, f64, bool); 4],
+}
+
+impl Calibration {
+    /// Weight of the newest batch in the rolling figures.
+    const RATE: f64 = 0.05;
+
+    fn update(&mut self, forecasts: &[Forecast], m: &Metrics) {
+        let mut batch = [(0u64, 0u64, 0f64); 4];
+        for f in forecasts {
+            if let Some(e) = &f.expected {
+                let y = f.actual.units as f64;
+                let b = &mut batch[f.level.code() as usize];
+                b.0 += 1;
+                b.1 += (y >= e.p10 && y <= e.p90) as u64;
+                b.2 += e.p90 - e.p10;
+            }
+        }
+        for (i, (n, hit, width)) in batch.into_iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let (cov, w) = (hit as f64 / n as f64, width / n as f64);
+            let l = &mut self.levels[i];
+            if l.2 {
+                l.0 += Self::RATE * (cov - l.0);
+                l.1 += Self::RATE * (w - l.1);
+            } else {
+                *l = (cov, w, true);
+            }
+            let level = salescast_stream_core::Level::from_code(i as u8)
+                .expect("four levels")
+                .as_str();
+            m.forecast_coverage.with_label_values(&[level]).set(l.0);
+            m.forecast_interval_width
+                .with_label_values(&[level])
+                .set(l.1);
+        }
+    }
 }
 
 async fn alerting_stage(

@@ -5,7 +5,7 @@
 //! ([`SeriesHistory::alpha`]), widened by `sqrt(h)` for step `h`; with too few
 //! residuals, a Poisson-shaped band.
 
-use crate::{Model, Path, SeriesHistory};
+use crate::{Example, Model, Neural, Path, SeriesHistory, TrainStats};
 
 /// Linear-interpolated quantile of sorted data.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -73,6 +73,12 @@ impl Band {
     }
 }
 
+/// Non-crossing quantiles with a Poisson-shaped band around point forecasts
+/// (for series without residuals of their own).
+pub(crate) fn poisson_band(p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
+    Band::path(None, p50s)
+}
+
 fn seasonal(h: &SeriesHistory, season: usize, step: usize) -> f64 {
     let n = h.values.len();
     h.values[n - season + step % season]
@@ -129,6 +135,7 @@ impl Model for Baseline {
                     model: if use_season { "seasonal_naive" } else { "ewma" },
                     quantiles,
                     members: Vec::new(),
+                    example: None,
                 }
             })
             .collect()
@@ -170,6 +177,7 @@ impl Model for SeasonalNaive {
                     model: "seasonal_naive",
                     quantiles,
                     members: Vec::new(),
+                    example: None,
                 }
             })
             .collect()
@@ -203,6 +211,7 @@ impl Model for Ewma {
                 model: "ewma",
                 quantiles: self.band.around(h, (0..horizon).map(|_| h.level)),
                 members: Vec::new(),
+                example: None,
             })
             .collect()
     }
@@ -252,41 +261,66 @@ impl Model for HoltWintersModel {
                         .band
                         .around(h, (0..horizon).map(|s| hw_point(h, season, s))),
                     members: Vec::new(),
+                    example: None,
                 }
             })
             .collect()
     }
 }
 
-/// Online ensemble of seasonal naive, Holt-Winters and EWMA: per series,
-/// each member's quantiles are weighted by `exp(-eta * loss / mean loss)` of
-/// its exponentially weighted pinball loss, and averaged quantile by quantile
-/// (so quantiles never cross).
-#[derive(Debug, Clone)]
+/// Online ensemble of seasonal naive, Holt-Winters, EWMA and (when given)
+/// the neural model: per series, each member's quantiles are weighted by
+/// `exp(-eta * loss / mean loss)` of its exponentially weighted pinball
+/// loss, and averaged quantile by quantile (so quantiles never cross).
 pub struct Ensemble {
     season: usize,
     band: Band,
     eta: f64,
+    neural: Option<Neural>,
+}
+
+impl std::fmt::Debug for Ensemble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ensemble")
+            .field("season", &self.season)
+            .field("neural", &self.neural.is_some())
+            .finish()
+    }
 }
 
 impl Ensemble {
-    /// The ensemble, with the given season length in windows.
+    /// The ensemble of the three baselines, with the given season length in
+    /// windows.
     pub fn new(season: usize, min_residuals: usize) -> Self {
         Ensemble {
             season: season.max(1),
             band: Band::new(min_residuals),
             eta: 4.0,
+            neural: None,
         }
     }
 
-    /// Member weights for one series (uniform until members were scored).
-    pub fn weights(&self, h: &SeriesHistory) -> [f64; 3] {
-        if h.member_loss.len() != 3 {
-            return [1.0 / 3.0; 3];
+    /// Add the neural model as a fourth member.
+    pub fn with_neural(mut self, neural: Neural) -> Self {
+        self.neural = Some(neural);
+        self
+    }
+
+    fn members(&self) -> usize {
+        3 + self.neural.is_some() as usize
+    }
+
+    /// Member weights for one series (uniform until members were scored),
+    /// in member order: seasonal naive, Holt-Winters, EWMA, neural.
+    pub fn weights(&self, h: &SeriesHistory) -> Vec<f64> {
+        let k = self.members();
+        let uniform = vec![1.0 / k as f64; k];
+        if h.member_loss.len() != k {
+            return uniform;
         }
-        let mean = h.member_loss.iter().sum::<f64>() / 3.0;
+        let mean = h.member_loss.iter().sum::<f64>() / k as f64;
         if mean <= 0.0 || !mean.is_finite() {
-            return [1.0 / 3.0; 3];
+            return uniform;
         }
         let w: Vec<f64> = h
             .member_loss
@@ -294,7 +328,7 @@ impl Ensemble {
             .map(|l| (-self.eta * l / mean).exp())
             .collect();
         let sum: f64 = w.iter().sum();
-        [w[0] / sum, w[1] / sum, w[2] / sum]
+        w.into_iter().map(|x| x / sum).collect()
     }
 }
 
@@ -307,28 +341,72 @@ impl Model for Ensemble {
         true
     }
 
+    fn version(&self) -> u64 {
+        self.neural.as_ref().map_or(0, |n| n.version())
+    }
+
+    fn wants_examples(&self) -> bool {
+        self.neural.as_ref().is_some_and(|n| n.wants_examples())
+    }
+
+    fn learn(&mut self, examples: Vec<Example>) {
+        if let Some(n) = self.neural.as_mut() {
+            n.learn(examples);
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), crate::Error> {
+        match self.neural.as_mut() {
+            Some(n) => Model::checkpoint(n),
+            None => Ok(()),
+        }
+    }
+
+    fn train_stats(&self) -> Option<TrainStats> {
+        self.neural.as_ref().map(|n| n.stats())
+    }
+
     fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path> {
         let season = self.season;
+        // The network scores every series of the batch in one pass.
+        let mut neural: Vec<Option<Path>> = match self.neural.as_mut() {
+            Some(n) => n
+                .forecast(histories, horizon)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![None; histories.len()],
+        };
         histories
             .iter()
-            .map(|h| {
-                // One residual band for all three members.
+            .zip(neural.iter_mut())
+            .map(|(h, nn)| {
+                // One residual band for the three baselines.
                 let off = self.band.offsets(h);
-                let sn = Band::path(off, (0..horizon).map(|s| seasonal_or_last(h, season, s)));
-                let hw = Band::path(off, (0..horizon).map(|s| hw_point(h, season, s)));
-                let ew = Band::path(off, (0..horizon).map(|_| h.level));
+                let mut paths = vec![
+                    Band::path(off, (0..horizon).map(|s| seasonal_or_last(h, season, s))),
+                    Band::path(off, (0..horizon).map(|s| hw_point(h, season, s))),
+                    Band::path(off, (0..horizon).map(|_| h.level)),
+                ];
+                let mut example = None;
+                if let Some(p) = nn.take() {
+                    paths.push(p.quantiles);
+                    example = p.example;
+                }
                 let w = self.weights(h);
                 let quantiles = (0..horizon)
                     .map(|s| {
                         let mut q = [0.0; 3];
-                        for k in 0..3 {
-                            q[k] = w[0] * sn[s][k] + w[1] * hw[s][k] + w[2] * ew[s][k];
+                        for (wm, path) in w.iter().zip(&paths) {
+                            for k in 0..3 {
+                                q[k] += wm * path[s][k];
+                            }
                         }
                         q
                     })
                     .collect();
                 let members = if horizon > 0 {
-                    vec![sn[0], hw[0], ew[0]]
+                    paths.iter().map(|p| p[0]).collect()
                 } else {
                     Vec::new()
                 };
@@ -336,6 +414,7 @@ impl Model for Ensemble {
                     model: "ensemble",
                     quantiles,
                     members,
+                    example,
                 }
             })
             .collect()

@@ -127,6 +127,7 @@ mod tests {
             start_ms: 0,
             end_ms: 60_000,
             revision: 2,
+            parent: None,
             agg: WindowAgg::default(),
         };
         let f = Forecast::new(&w, None, 0, "ewma", 0, vec![]);

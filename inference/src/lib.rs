@@ -13,8 +13,10 @@
 #![warn(missing_docs)]
 
 mod baseline;
+pub mod features;
 mod forecast;
 mod holt_winters;
+pub mod neural;
 pub mod score;
 
 use std::collections::VecDeque;
@@ -25,8 +27,12 @@ use salescast_stream_core::{Level, WindowBatch, WindowRecord};
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{Baseline, Ensemble, Ewma, HoltWintersModel, SeasonalNaive};
+pub use features::{Calendar, SeriesFeatures};
 pub use forecast::{Actual, Forecast, HorizonPoint};
 pub use holt_winters::HoltWinters;
+pub use neural::{
+    Example, FeatureContext, FeatureLayout, Neural, NeuralConfig, Pending, TrainStats,
+};
 
 /// Decay of the ensemble members' exponentially weighted loss per window.
 pub const MEMBER_DECAY: f64 = 0.9;
@@ -58,12 +64,16 @@ pub struct Config {
     /// (default 604800000: seven days; 0 keeps every series).
     pub series_ttl_ms: i64,
     /// The model: `baseline` (seasonal naive, EWMA before a season of
-    /// history), `seasonal_naive`, `ewma`, `holt_winters` or `ensemble`
-    /// (the three weighted per series by recent pinball loss).
+    /// history), `seasonal_naive`, `ewma`, `holt_winters`, `neural` (the
+    /// Candle network, learning online) or `ensemble` (seasonal naive,
+    /// Holt-Winters, EWMA and the network, weighted per series by recent
+    /// pinball loss).
     pub model: String,
     /// Step size of the adaptive conformal correction of each series' band
     /// (0 turns it off: the band is the raw p10-p90 of residuals).
     pub calibration_rate: f64,
+    /// The neural model (used by `neural` and `ensemble`).
+    pub neural: NeuralConfig,
 }
 
 impl Default for Config {
@@ -75,8 +85,9 @@ impl Default for Config {
             residual_window: 120,
             min_residuals: 20,
             calibration_rate: 0.01,
-            model: "baseline".into(),
+            model: "ensemble".into(),
             series_ttl_ms: 7 * 86_400_000,
+            neural: NeuralConfig::default(),
         }
     }
 }
@@ -87,6 +98,14 @@ pub enum Error {
     /// Invalid configuration. Not retryable: fix the configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A tensor operation failed. Not retryable for the same input.
+    #[error("tensor: {0}")]
+    Tensor(String),
+    /// A checkpoint could not be read or written. Retryable when the cause
+    /// is the file system (space, permissions); not when the file does not
+    /// match the configured model shape.
+    #[error("checkpoint {0}")]
+    Checkpoint(String),
 }
 
 /// Everything a model may use about one series when it forecasts.
@@ -115,6 +134,16 @@ pub struct SeriesHistory {
     /// inference: starts at the target 0.2 for a p10-p90 band and moves so
     /// that the realised coverage tracks the target).
     pub alpha: f64,
+    /// Incremental features (Welford moments over `values`, EWMA levels,
+    /// profiles, price and promo).
+    pub feat: SeriesFeatures,
+    /// Hierarchy level of the series.
+    pub level_kind: Level,
+    /// Hash of level and key (the neural model's key embedding bucket).
+    pub key_hash: u64,
+    /// Feature rows waiting for their horizon's actuals to become training
+    /// pairs, oldest first.
+    pub pending: VecDeque<Pending>,
 }
 
 /// One series' forecast path from a [`Model`].
@@ -128,6 +157,9 @@ pub struct Path {
     /// order (empty otherwise). Kept so members can be scored when the
     /// actual arrives.
     pub members: Vec<[f64; 3]>,
+    /// A feature row to keep until its actuals arrive (a model that learns
+    /// online returns one when the series has none pending).
+    pub example: Option<Pending>,
 }
 
 /// A forecasting model over series histories. Implementations receive all
@@ -146,23 +178,58 @@ pub trait Model: Send {
     /// Forecast `horizon` windows ahead for each history; one [`Path`] per
     /// input, in input order.
     fn forecast(&mut self, histories: &[&SeriesHistory], horizon: usize) -> Vec<Path>;
+    /// Whether the model learns online (then [`Inference`] keeps the
+    /// feature rows of [`Path::example`] and hands back complete pairs).
+    fn wants_examples(&self) -> bool {
+        false
+    }
+    /// Learn from training pairs completed by the windows just closed.
+    fn learn(&mut self, _examples: Vec<Example>) {}
+    /// Persist learned state, if the model has any and a place for it.
+    fn checkpoint(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Training counters of a model that learns.
+    fn train_stats(&self) -> Option<TrainStats> {
+        None
+    }
 }
 
-/// The model called `name` (see [`Config::model`]).
-pub fn model_named(
-    name: &str,
+/// The feature context of the neural model for this configuration.
+pub fn feature_context(
+    cfg: &Config,
     season: usize,
-    min_residuals: usize,
-) -> Result<Box<dyn Model>, Error> {
-    Ok(match name {
+    window_ms: i64,
+) -> Result<FeatureContext, Error> {
+    let calendar = match &cfg.neural.holidays_file {
+        Some(p) => Calendar::load(p)?,
+        None => Calendar::default(),
+    };
+    Ok(FeatureContext {
+        layout: FeatureLayout {
+            lags: cfg.neural.lags,
+            horizon: cfg.horizon,
+        },
+        season,
+        window_ms,
+        calendar,
+    })
+}
+
+/// The model named by [`Config::model`].
+pub fn model_named(cfg: &Config, season: usize, window_ms: i64) -> Result<Box<dyn Model>, Error> {
+    let min_residuals = cfg.min_residuals;
+    let neural = || Neural::new(cfg.neural.clone(), feature_context(cfg, season, window_ms)?);
+    Ok(match cfg.model.as_str() {
         "baseline" => Box::new(Baseline::new(season, min_residuals)),
         "seasonal_naive" => Box::new(SeasonalNaive::new(season, min_residuals)),
         "ewma" => Box::new(Ewma::new(min_residuals)),
         "holt_winters" => Box::new(HoltWintersModel::new(season, min_residuals)),
-        "ensemble" => Box::new(Ensemble::new(season, min_residuals)),
+        "neural" => Box::new(neural()?),
+        "ensemble" => Box::new(Ensemble::new(season, min_residuals).with_neural(neural()?)),
         other => {
             return Err(Error::Config(format!(
-                "inference.model {other:?}: use baseline, seasonal_naive, ewma, holt_winters or ensemble"
+                "inference.model {other:?}: use baseline, seasonal_naive, ewma, holt_winters, neural or ensemble"
             )))
         }
     })
@@ -178,6 +245,7 @@ pub struct Inference {
     holt_winters: bool,
     newest_start: i64,
     last_eviction: i64,
+    pending_rows: usize,
 }
 
 impl std::fmt::Debug for Inference {
@@ -217,7 +285,7 @@ impl Inference {
         } else {
             cfg.season_windows
         };
-        let model = model_named(&cfg.model, season, cfg.min_residuals)?;
+        let model = model_named(&cfg, season, window_ms)?;
         let holt_winters = model.needs_holt_winters();
         Ok(Inference {
             cfg,
@@ -228,6 +296,7 @@ impl Inference {
             holt_winters,
             newest_start: i64::MIN,
             last_eviction: i64::MIN / 2,
+            pending_rows: 0,
         })
     }
 
@@ -241,6 +310,16 @@ impl Inference {
     /// Season length in windows.
     pub fn season(&self) -> usize {
         self.season
+    }
+
+    /// Training counters of the model, if it learns.
+    pub fn train_stats(&self) -> Option<TrainStats> {
+        self.model.train_stats()
+    }
+
+    /// Persist the model's learned state (see [`NeuralConfig::checkpoint`]).
+    pub fn checkpoint(&mut self) -> Result<(), Error> {
+        self.model.checkpoint()
     }
 
     /// Number of series with history.
@@ -258,17 +337,60 @@ impl Inference {
             if ttl > 0 && self.newest_start - self.last_eviction >= (ttl / 8).max(self.window_ms) {
                 self.last_eviction = self.newest_start;
                 let cutoff = self.newest_start - ttl;
-                self.series.retain(|_, h| h.last_start >= cutoff);
+                let mut dropped = 0;
+                self.series.retain(|_, h| {
+                    let keep = h.last_start >= cutoff;
+                    if !keep {
+                        dropped += h.pending.len();
+                    }
+                    keep
+                });
+                self.pending_rows -= dropped;
             }
         }
+        // A batch can hold several windows of one series (a watermark that
+        // jumped, a replay): forecast window by window so that no forecast
+        // sees a later window of its own series. Each window start is one
+        // pass of the model over all series that closed it.
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| records[i].start_ms);
+        let mut out: Vec<Option<Forecast>> = vec![None; records.len()];
+        let mut records: Vec<Option<WindowRecord>> = records.into_iter().map(Some).collect();
+        let mut i = 0;
+        while i < order.len() {
+            let start = records[order[i]].as_ref().map(|r| r.start_ms);
+            let mut j = i;
+            let mut group = Vec::new();
+            while j < order.len() && records[order[j]].as_ref().map(|r| r.start_ms) == start {
+                group.push(records[order[j]].take().expect("each index once"));
+                j += 1;
+            }
+            for (k, f) in order[i..j].iter().zip(self.process_group(group)) {
+                out[*k] = Some(f);
+            }
+            i = j;
+        }
+        out.into_iter()
+            .map(|f| f.expect("one forecast per window"))
+            .collect()
+    }
+
+    /// Observe and forecast windows that share one start.
+    fn process_group(&mut self, records: Vec<WindowRecord>) -> Vec<Forecast> {
         let mut expected = Vec::with_capacity(records.len());
         let keys: Vec<(Level, Arc<str>)> =
             records.iter().map(|r| (r.level, r.key.clone())).collect();
+        let mut examples = Vec::new();
         for r in &records {
-            expected.push(self.observe(r));
+            expected.push(self.observe(r, &mut examples));
         }
         let histories: Vec<&SeriesHistory> = keys.iter().map(|k| &self.series[k]).collect();
-        let paths = self.model.forecast(&histories, self.cfg.horizon);
+        let mut paths = self.model.forecast(&histories, self.cfg.horizon);
+        drop(histories);
+        self.cold_start(&records, &keys, &mut paths);
+        if !examples.is_empty() {
+            self.model.learn(examples);
+        }
         let version = self.model.version();
         let mut out = Vec::with_capacity(records.len());
         for ((r, exp), (key, path)) in records
@@ -291,15 +413,63 @@ impl Inference {
             let hist = self.series.get_mut(&key).expect("observed above");
             hist.last_forecast = horizon.clone();
             hist.member_last = path.members;
+            if let Some(e) = path.example {
+                if self.pending_rows < self.cfg.neural.pending_budget {
+                    hist.pending.push_back(e);
+                    self.pending_rows += 1;
+                }
+            }
             let seen = hist.observed;
             out.push(Forecast::new(&r, exp, seen, path.model, version, horizon));
         }
         out
     }
 
+    /// Cold start: a SKU x store series with less than a season of its own
+    /// history is forecast from its category x store parent's profile
+    /// (hour of day times weekday factor), scaled by the SKU's share of the
+    /// parent's units over the windows it has existed, with a
+    /// Poisson-shaped band. The model's members and training row are kept,
+    /// so the SKU's own forecasts take over with its history.
+    fn cold_start(&self, records: &[WindowRecord], keys: &[(Level, Arc<str>)], paths: &mut [Path]) {
+        let season = self.season as u64;
+        for ((r, key), path) in records.iter().zip(keys).zip(paths.iter_mut()) {
+            if r.level != Level::SkuStore {
+                continue;
+            }
+            let h = &self.series[key];
+            if h.observed >= season {
+                continue;
+            }
+            let Some(parent) = r
+                .parent
+                .as_ref()
+                .and_then(|p| self.series.get(&(Level::CategoryStore, p.clone())))
+                .filter(|p| p.observed >= season && p.last_start == h.last_start)
+            else {
+                continue;
+            };
+            let n = h.values.len().min(parent.values.len());
+            let own: f64 = h.values.iter().rev().take(n).sum();
+            let theirs: f64 = parent.values.iter().rev().take(n).sum();
+            if theirs <= 0.0 {
+                continue;
+            }
+            let share = (own / theirs).clamp(0.0, 1.0);
+            let fallback = parent.feat.ewma[1];
+            let p50s = (0..path.quantiles.len()).map(|s| {
+                let t = h.last_start + (s as i64 + 1) * self.window_ms;
+                share * parent.feat.profile_at(t, fallback)
+            });
+            path.quantiles = baseline::poisson_band(p50s);
+            path.model = "cold_start";
+        }
+    }
+
     /// Update the history with one window; returns what the previous forecast
     /// expected for this window, if it covered it.
-    fn observe(&mut self, r: &WindowRecord) -> Option<HorizonPoint> {
+    fn observe(&mut self, r: &WindowRecord, examples: &mut Vec<Example>) -> Option<HorizonPoint> {
+        let pending_rows = &mut self.pending_rows;
         let cap = 2 * self.season + self.cfg.horizon;
         let alpha = self.cfg.ewma_alpha;
         let w = self.window_ms;
@@ -318,7 +488,12 @@ impl Inference {
                 hw: None,
                 member_last: Vec::new(),
                 member_loss: Vec::new(),
+                feat: SeriesFeatures::default(),
+                level_kind: r.level,
+                key_hash: neural::key_hash(r.level, &r.key),
+                pending: VecDeque::new(),
             });
+        let first = h.observed == 0;
         let expected = h
             .last_forecast
             .iter()
@@ -329,7 +504,12 @@ impl Inference {
             let back = ((h.last_start - r.start_ms) / w) as usize;
             if back < h.values.len() {
                 let i = h.values.len() - 1 - back;
+                h.feat.remove(h.values[i]);
+                h.feat.add(y);
                 h.values[i] = y;
+            }
+            if back == 0 {
+                h.feat.observe_price(r.agg.avg_price(), r.agg.promo_share());
             }
             return expected;
         }
@@ -338,8 +518,11 @@ impl Inference {
         }
         // Windows with no sales in between are zeros.
         let gap = ((r.start_ms - h.last_start) / w - 1).max(0) as usize;
-        for _ in 0..gap.min(cap) {
+        for g in 0..gap.min(cap) {
             h.values.push_back(0.0);
+            h.feat.add(0.0);
+            let t = r.start_ms - (gap.min(cap) - g) as i64 * w;
+            h.feat.observe(t, 0.0, false);
             h.level *= 1.0 - alpha;
             if let Some(hw) = h.hw.as_mut() {
                 hw.update(0.0);
@@ -381,8 +564,13 @@ impl Inference {
             }
         }
         h.values.push_back(y);
+        h.feat.add(y);
+        h.feat.observe(r.start_ms, y, first);
+        h.feat.observe_price(r.agg.avg_price(), r.agg.promo_share());
         while h.values.len() > cap {
-            h.values.pop_front();
+            if let Some(old) = h.values.pop_front() {
+                h.feat.remove(old);
+            }
         }
         h.level = alpha * y + (1.0 - alpha) * h.level;
         if let Some(hw) = h.hw.as_mut() {
@@ -390,6 +578,33 @@ impl Inference {
         }
         h.last_start = r.start_ms;
         h.observed += 1;
+        // A pending feature row becomes a training pair once its whole
+        // horizon has been observed.
+        let horizon = self.cfg.horizon as u64;
+        while let Some(p) = h
+            .pending
+            .front()
+            .filter(|p| h.observed >= p.origin + horizon)
+        {
+            let n = h.values.len() as u64;
+            let since = h.observed - p.origin; // values since the origin
+            let p = h.pending.pop_front().expect("checked above");
+            *pending_rows -= 1;
+            if since <= n {
+                let start = (n - since) as usize;
+                let inv = 1.0 / p.scale;
+                let target: Box<[f32]> = h
+                    .values
+                    .range(start..start + horizon as usize)
+                    .map(|v| *v as f32 * inv)
+                    .collect();
+                examples.push(Example {
+                    row: p.row,
+                    bucket: p.bucket,
+                    target,
+                });
+            }
+        }
         expected
     }
 }
@@ -406,6 +621,7 @@ mod tests {
             start_ms: start,
             end_ms: start + 60_000,
             revision: 0,
+            parent: None,
             agg: WindowAgg {
                 units,
                 lines: units,
@@ -420,6 +636,7 @@ mod tests {
         let cfg = Config {
             season_windows: 4,
             horizon: 4,
+            model: "baseline".into(),
             ..Config::default()
         };
         let mut inf = Inference::new(cfg, 60_000).unwrap();
@@ -458,7 +675,11 @@ mod tests {
 
     #[test]
     fn short_history_uses_ewma_and_gaps_are_zeros() {
-        let mut inf = Inference::new(Config::default(), 60_000).unwrap();
+        let cfg = Config {
+            model: "baseline".into(),
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
         let f = inf.process(&WindowBatch::from_records(&[rec(0, 10)]));
         assert_eq!(f[0].model, "ewma");
         assert_eq!(f[0].horizon[0].p50, 10.0);
@@ -530,6 +751,7 @@ mod ensemble_tests {
                 start_ms: i * 60_000,
                 end_ms: (i + 1) * 60_000,
                 revision: 0,
+                parent: None,
                 agg: WindowAgg {
                     units,
                     lines: units,
@@ -547,5 +769,87 @@ mod ensemble_tests {
         let w = Ensemble::new(6, 20).weights(h);
         assert!(w[2] < w[0] && w[2] < w[1], "weights {w:?}");
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod cold_start_tests {
+    use super::*;
+    use salescast_stream_core::WindowAgg;
+
+    fn rec(level: Level, key: &str, parent: Option<&str>, hour: i64, units: i64) -> WindowRecord {
+        WindowRecord {
+            level,
+            key: key.into(),
+            start_ms: hour * 3_600_000,
+            end_ms: (hour + 1) * 3_600_000,
+            revision: 0,
+            parent: parent.map(Arc::from),
+            agg: WindowAgg {
+                units,
+                lines: units,
+                gross_units: units,
+                ..WindowAgg::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_new_sku_is_forecast_from_its_category_profile() {
+        let mut inf = Inference::new(
+            Config {
+                model: "baseline".into(),
+                horizon: 6,
+                ..Config::default()
+            },
+            3_600_000,
+        )
+        .unwrap();
+        // Category x store: 100 units per hour at night, 400 by day.
+        let units = |h: i64| {
+            if (8..20).contains(&(h % 24)) {
+                400
+            } else {
+                100
+            }
+        };
+        for h in 0..72 {
+            let mut recs = vec![rec(
+                Level::CategoryStore,
+                "toys|web",
+                Some("web"),
+                h,
+                units(h),
+            )];
+            // A new SKU from hour 70, selling about 5% of its category.
+            if h >= 70 {
+                recs.push(rec(
+                    Level::SkuStore,
+                    "lego|web",
+                    Some("toys|web"),
+                    h,
+                    units(h) / 20,
+                ));
+            }
+            let f = inf.process(&WindowBatch::from_records(&recs));
+            if h == 71 {
+                let sku = &f[1];
+                assert_eq!(sku.model, "cold_start");
+                // Next hours 72.. are 0:00-5:00: night, 5 units each.
+                for p in &sku.horizon {
+                    assert!((p.p50 - 5.0).abs() < 0.5, "{p:?}");
+                    assert!(p.p10 <= p.p50 && p.p50 <= p.p90);
+                }
+            }
+        }
+        // The parent itself uses the configured model.
+        let f = inf.process(&WindowBatch::from_records(&[rec(
+            Level::CategoryStore,
+            "toys|web",
+            Some("web"),
+            72,
+            100,
+        )]));
+        assert_eq!(f[0].model, "seasonal_naive");
     }
 }

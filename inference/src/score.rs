@@ -205,6 +205,7 @@ mod calibration_tests {
                 start_ms: i as i64 * 60_000,
                 end_ms: (i as i64 + 1) * 60_000,
                 revision: 0,
+                parent: None,
                 agg: WindowAgg {
                     units,
                     lines: 1,

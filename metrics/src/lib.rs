@@ -8,8 +8,8 @@
 #![warn(missing_docs)]
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// All salescast metrics, registered in their own registry.
@@ -64,6 +64,18 @@ pub struct Metrics {
     pub ws_messages_skipped: IntCounter,
     /// WebSocket clients disconnected for lagging too far.
     pub ws_disconnects_lagging: IntCounter,
+    /// Rolling share of actuals inside their one-step p10-p90 band, by level.
+    pub forecast_coverage: GaugeVec,
+    /// Rolling mean width (p90 - p10, units) of one-step bands, by level.
+    pub forecast_interval_width: GaugeVec,
+    /// Version of the learning model's parameters (accepted updates).
+    pub model_version: IntGauge,
+    /// Online training steps attempted.
+    pub model_training_steps: IntCounter,
+    /// Online updates rolled back by the guard (NaN or loss jump).
+    pub model_updates_rejected: IntCounter,
+    /// Running training pinball loss of the learning model (scaled units).
+    pub model_training_loss: Gauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -197,6 +209,36 @@ impl Metrics {
             ws_disconnects_lagging: reg!(counter(
                 "salescast_ws_disconnects_lagging_total",
                 "WebSocket clients disconnected for lagging too far"
+            )),
+            forecast_coverage: reg!(GaugeVec::new(
+                Opts::new(
+                    "salescast_forecast_coverage_ratio",
+                    "Rolling share of actuals inside their one-step p10-p90 band (target 0.8)"
+                ),
+                &["level"]
+            )),
+            forecast_interval_width: reg!(GaugeVec::new(
+                Opts::new(
+                    "salescast_forecast_interval_width_units",
+                    "Rolling mean width of one-step p10-p90 bands, in units"
+                ),
+                &["level"]
+            )),
+            model_version: reg!(IntGauge::new(
+                "salescast_model_version",
+                "Version of the learning model's parameters (accepted online updates)"
+            )),
+            model_training_steps: reg!(counter(
+                "salescast_model_training_steps_total",
+                "Online training steps attempted"
+            )),
+            model_updates_rejected: reg!(counter(
+                "salescast_model_updates_rejected_total",
+                "Online updates rolled back by the guard (NaN or loss jump)"
+            )),
+            model_training_loss: reg!(Gauge::new(
+                "salescast_model_training_loss",
+                "Running training pinball loss of the learning model, scaled units"
             )),
             registry,
         }

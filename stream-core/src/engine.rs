@@ -135,6 +135,8 @@ struct Slot {
 struct SeriesMeta {
     level: Level,
     key: Arc<str>,
+    /// Key of the parent series (none for the total).
+    parent: Option<Arc<str>>,
     /// Highest event time seen for the series.
     last_seen: i64,
     /// Evicted: the id is free for reuse.
@@ -162,14 +164,16 @@ struct Interner {
 impl Interner {
     fn new() -> Self {
         let mut i = Interner::default();
-        i.total = i.push(Level::Total, TOTAL_KEY.into());
+        i.total = i.push(Level::Total, TOTAL_KEY.into(), None);
         i
     }
 
-    fn push(&mut self, level: Level, key: String) -> u32 {
+    fn push(&mut self, level: Level, key: String, parent: Option<u32>) -> u32 {
+        let parent = parent.map(|p| self.meta[p as usize].key.clone());
         let meta = SeriesMeta {
             level,
             key: key.into(),
+            parent,
             last_seen: i64::MIN,
             free: false,
         };
@@ -211,6 +215,7 @@ impl Interner {
             if !m.free && m.level != Level::Total && m.last_seen < before {
                 m.free = true;
                 m.key = Arc::from("");
+                m.parent = None;
                 self.free_ids.push(id as u32);
                 n += 1;
             }
@@ -218,11 +223,15 @@ impl Interner {
         n
     }
 
-    fn cat_store_id(&mut self, category: &str, store: &str) -> u32 {
+    fn cat_store_id(&mut self, category: &str, store: &str, store_id: u32) -> u32 {
         if let Some(id) = self.cat_store.get(store).and_then(|m| m.get(category)) {
             return *id;
         }
-        let id = self.push(Level::CategoryStore, format!("{category}|{store}"));
+        let id = self.push(
+            Level::CategoryStore,
+            format!("{category}|{store}"),
+            Some(store_id),
+        );
         self.cat_store
             .entry(store.into())
             .or_default()
@@ -236,7 +245,7 @@ impl Interner {
         let store_id = match self.stores.get(store) {
             Some(id) => *id,
             None => {
-                let id = self.push(Level::Store, store.to_string());
+                let id = self.push(Level::Store, store.to_string(), Some(self.total));
                 self.stores.insert(store.into(), id);
                 id
             }
@@ -247,15 +256,19 @@ impl Interner {
             }
         }
         // Slow path: a new SKU in this store, or its category changed.
-        let cat_store = self.cat_store_id(category, store);
+        let cat_store = self.cat_store_id(category, store, store_id);
         let existing = self
             .sku_store
             .get(store)
             .and_then(|m| m.get(sku))
             .map(|e| e.sku_store);
         let sku_store = match existing {
-            Some(id) => id,
-            None => self.push(Level::SkuStore, format!("{sku}|{store}")),
+            Some(id) => {
+                // The SKU moved category: its parent follows.
+                self.meta[id as usize].parent = Some(self.meta[cat_store as usize].key.clone());
+                id
+            }
+            None => self.push(Level::SkuStore, format!("{sku}|{store}"), Some(cat_store)),
         };
         self.sku_store.entry(store.into()).or_default().insert(
             sku.into(),
@@ -562,6 +575,7 @@ impl WindowEngine {
                             start_ms: start,
                             end_ms: start + w,
                             revision: *next_rev,
+                            parent: m.parent.clone(),
                             agg: *agg,
                         });
                         // A series new to a fired window gets its first emission.
@@ -583,6 +597,7 @@ impl WindowEngine {
                             start_ms: start,
                             end_ms: start + w,
                             revision: 0,
+                            parent: m.parent.clone(),
                             agg: *agg,
                         });
                         *next_rev = 1;

@@ -104,6 +104,9 @@ pub struct WindowRecord {
     pub end_ms: i64,
     /// 0 for the first emission; each late update re-emits with the next number.
     pub revision: u32,
+    /// Key of the series one level up (sku x store -> category x store ->
+    /// store -> total); `None` for the total.
+    pub parent: Option<Arc<str>>,
     /// The aggregate.
     pub agg: WindowAgg,
 }
@@ -143,6 +146,7 @@ pub fn window_schema() -> SchemaRef {
             Field::new("revenue", DataType::Float64, false),
             Field::new("avg_price", DataType::Float64, true),
             Field::new("promo_share", DataType::Float64, false),
+            Field::new("parent", DataType::Utf8, true),
         ]))
     })
     .clone()
@@ -208,6 +212,9 @@ impl WindowBatch {
         cols.push(Arc::new(Float64Array::from_iter_values(
             records.iter().map(|r| r.agg.promo_share()),
         )));
+        cols.push(Arc::new(StringArray::from_iter(
+            records.iter().map(|r| r.parent.as_deref()),
+        )));
         let batch = RecordBatch::try_new(window_schema(), cols).expect("columns match schema");
         debug_assert_eq!(batch.num_rows(), n);
         WindowBatch { batch }
@@ -250,6 +257,10 @@ impl WindowBatch {
             start_ms: column!(self, 2, TimestampMillisecondArray).value(i),
             end_ms: column!(self, 3, TimestampMillisecondArray).value(i),
             revision: column!(self, 4, UInt32Array).value(i),
+            parent: {
+                let p = column!(self, 15, StringArray);
+                p.is_valid(i).then(|| Arc::from(p.value(i)))
+            },
             agg: WindowAgg {
                 units: g(5),
                 returns: g(6),
@@ -314,6 +325,7 @@ mod tests {
                 start_ms: 60_000,
                 end_ms: 120_000,
                 revision: 1,
+                parent: None,
                 agg,
             },
             WindowRecord {
@@ -322,6 +334,7 @@ mod tests {
                 start_ms: 60_000,
                 end_ms: 120_000,
                 revision: 0,
+                parent: None,
                 agg: WindowAgg::default(),
             },
         ];
