@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod eval;
+pub mod eval_nab;
 pub mod history;
 pub mod pipeline;
 pub mod topics;

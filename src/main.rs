@@ -48,6 +48,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Score the forecasting models on generated and Walmart sales.
     Eval(salescast::eval::EvalArgs),
+    /// Run the alerting detector over the Numenta Anomaly Benchmark and
+    /// print its NAB scores.
+    EvalNab(salescast::eval_nab::NabArgs),
     /// Fold sale events into windows and write them to an Arrow IPC file
     /// (window history for `train`).
     ExportWindows(salescast::history::ExportArgs),
@@ -234,6 +237,11 @@ async fn cli_main() -> anyhow::Result<()> {
             let cfg = cfg.clone();
             let args = args.clone();
             tokio::task::spawn_blocking(move || salescast::eval::run(&cfg, &args)).await??
+        }
+        Cmd::EvalNab(args) => {
+            let cfg = cfg.clone();
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || salescast::eval_nab::run(&cfg, &args)).await??
         }
         Cmd::ExportWindows(args) => salescast::history::export(&cfg, args)?,
         Cmd::Train(args) => salescast::history::train(&cfg, args)?,

@@ -59,6 +59,9 @@ pub struct Forecast {
     pub window_end_ms: i64,
     /// Revision of the window (0 first, then one per late update).
     pub revision: u32,
+    /// Key of the series one level up (absent for the total).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Arc<str>>,
     /// The window's actuals.
     pub actual: Actual,
     /// What the previous forecast of this series said about this window, if
@@ -97,6 +100,7 @@ impl Forecast {
             window_start_ms: w.start_ms,
             window_end_ms: w.end_ms,
             revision: w.revision,
+            parent: w.parent.clone(),
             actual: Actual {
                 units: w.agg.units,
                 returns: w.agg.returns,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use salescast_alerting::{Alert, AlertKind, Severity};
+use salescast_alerting::{Alert, AlertKind, Direction, Severity, Status};
 use salescast_inference::{Actual, Forecast, HorizonPoint};
 use salescast_metrics::Metrics;
 use salescast_stream_core::Level;
@@ -34,6 +34,7 @@ fn forecast(level: Level, key: &str, start: i64, points: usize) -> Forecast {
         history_windows: 1,
         model: "ewma".into(),
         model_version: 0,
+        parent: None,
         horizon: (0..points)
             .map(|h| HorizonPoint {
                 start_ms: start + 60_000 * (h as i64 + 1),
@@ -145,6 +146,11 @@ async fn subscriptions_filter_and_backfill() {
         score: 3.0,
         model: "ewma".into(),
         model_version: 0,
+        status: Status::Open,
+        direction: Direction::Up,
+        robust_z: 5.0,
+        revenue_at_stake: 70.0,
+        children: Vec::new(),
         explanation: "spike".into(),
     };
     let low = alert(Severity::Low);
