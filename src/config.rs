@@ -39,6 +39,8 @@ pub struct Config {
     pub inference: salescast_inference::Config,
     /// Alerts.
     pub alerting: salescast_alerting::Config,
+    /// Alert webhooks.
+    pub webhooks: crate::webhook::Config,
     /// WebSocket gateway and HTTP endpoints.
     pub gateway: salescast_ws_gateway::Config,
     /// Event generator (`produce`, `demo`, `bench`).

@@ -12,9 +12,11 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod eval;
+pub mod eval_alerts;
 pub mod eval_nab;
 pub mod history;
 pub mod pipeline;
 pub mod topics;
+pub mod webhook;
 
 pub use config::Config;

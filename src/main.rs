@@ -48,6 +48,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Score the forecasting models on generated and Walmart sales.
     Eval(salescast::eval::EvalArgs),
+    /// Score the alerting on generated scenarios with labeled anomalies.
+    EvalAlerts(salescast::eval_alerts::EvalAlertsArgs),
     /// Run the alerting detector over the Numenta Anomaly Benchmark and
     /// print its NAB scores.
     EvalNab(salescast::eval_nab::NabArgs),
@@ -237,6 +239,11 @@ async fn cli_main() -> anyhow::Result<()> {
             let cfg = cfg.clone();
             let args = args.clone();
             tokio::task::spawn_blocking(move || salescast::eval::run(&cfg, &args)).await??
+        }
+        Cmd::EvalAlerts(args) => {
+            let cfg = cfg.clone();
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || salescast::eval_alerts::run(&cfg, &args)).await??
         }
         Cmd::EvalNab(args) => {
             let cfg = cfg.clone();

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use salescast_alerting::{Alert, Alerting};
+
+use crate::webhook::Webhooks;
 use salescast_inference::{Forecast, Inference, TrainStats};
 use salescast_ingest::{Committer, Ingest, IngestEvent, KafkaSink, OutRecord, TopicRole};
 use salescast_metrics::Metrics;
@@ -155,6 +157,7 @@ pub async fn start(cfg: Config, metrics: Metrics) -> anyhow::Result<Running> {
     let engine = WindowEngine::new(cfg.windows.clone())?;
     let inference = Inference::new(cfg.inference.clone(), cfg.windows.window_ms)?;
     let alerting = Alerting::new(cfg.alerting.clone())?;
+    let webhooks = Webhooks::start(&cfg.webhooks, metrics.clone(), cancel.child_token())?;
 
     let (win_tx, win_rx) = mpsc::channel(cap);
     let (inf_tx, inf_rx) = mpsc::channel(cap);
@@ -178,7 +181,7 @@ pub async fn start(cfg: Config, metrics: Metrics) -> anyhow::Result<Running> {
     tasks.spawn(async move {
         (
             "sink",
-            sink_stage(sink, publisher, topic, al_rx, commit_tx, m).await,
+            sink_stage(sink, publisher, webhooks, topic, al_rx, commit_tx, m).await,
         )
     });
     let interval = Duration::from_millis(cfg.pipeline.commit_interval_ms);
@@ -445,6 +448,7 @@ struct Pending {
 async fn sink_stage(
     sink: KafkaSink,
     publisher: Publisher,
+    webhooks: Webhooks,
     source_topic: String,
     mut rx: mpsc::Receiver<Envelope>,
     tx: mpsc::Sender<Pending>,
@@ -471,6 +475,7 @@ async fn sink_stage(
         for a in &env.alerts {
             let json = serde_json::to_string(a)?;
             publisher.alert(a, &json);
+            webhooks.offer(a, &json);
             records.push(OutRecord {
                 role: TopicRole::Alerts,
                 key: Some(format!("{}:{}", a.level, a.key).into_bytes()),

@@ -76,6 +76,12 @@ pub struct Metrics {
     pub model_updates_rejected: IntCounter,
     /// Running training pinball loss of the learning model (scaled units).
     pub model_training_loss: Gauge,
+    /// Alerts delivered to webhooks.
+    pub webhook_deliveries: IntCounter,
+    /// Webhook delivery attempts that failed and were retried.
+    pub webhook_retries: IntCounter,
+    /// Webhook deliveries dead-lettered, by reason.
+    pub webhook_dead_letters: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -235,6 +241,19 @@ impl Metrics {
             model_updates_rejected: reg!(counter(
                 "salescast_model_updates_rejected_total",
                 "Online updates rolled back by the guard (NaN or loss jump)"
+            )),
+            webhook_deliveries: reg!(counter(
+                "salescast_webhook_deliveries_total",
+                "Alerts delivered to webhooks"
+            )),
+            webhook_retries: reg!(counter(
+                "salescast_webhook_retries_total",
+                "Webhook delivery attempts that failed and were retried"
+            )),
+            webhook_dead_letters: reg!(counter_vec(
+                "salescast_webhook_dead_letters_total",
+                "Webhook deliveries dead-lettered (queue_full, rejected, retries_exhausted, shutdown)",
+                "reason"
             )),
             model_training_loss: reg!(Gauge::new(
                 "salescast_model_training_loss",
