@@ -88,14 +88,14 @@ impl Default for Config {
         Config {
             band_margin: 0.5,
             min_units_outside: 3.0,
-            min_expected_for_zero: 5.0,
+            min_expected_for_zero: 20.0,
             cooldown_windows: 5,
             min_level: Level::SkuStore,
             min_history_windows: 30,
-            z_threshold: 3.0,
+            z_threshold: 6.0,
             residual_window: 60,
-            cusum_k: 1.0,
-            cusum_h: 8.0,
+            cusum_k: 1.5,
+            cusum_h: 12.0,
             medium_revenue: 500.0,
             high_revenue: 5000.0,
             revision_memory_windows: 120,
@@ -895,7 +895,7 @@ mod tests {
         // the change detector this would alert every cooldown period.
         for i in 0..200 {
             let y = if i >= 80 {
-                140 + wobble(i)
+                180 + wobble(i)
             } else {
                 100 + wobble(i)
             };
@@ -928,7 +928,7 @@ mod tests {
         let mut a = Alerting::new(Config::default()).unwrap();
         let window = |i: i64, broken: bool| {
             let mut v = Vec::new();
-            let f = if broken { 0.2 } else { 1.0 };
+            let f = if broken { 0.0 } else { 1.0 };
             let cats = ["toys|web", "food|web", "home|web"];
             let mut store = 0;
             for (c, cat) in cats.iter().enumerate() {

@@ -57,6 +57,11 @@ pub struct Config {
     /// so state stays bounded as the catalogue churns (default 604800000:
     /// seven days; 0 keeps every series forever).
     pub series_ttl_ms: i64,
+    /// A series that had events in at least this many of its last 8 windows
+    /// gets an explicit zero window when a window closes without its events
+    /// (a store that stops selling is seen, not silent); 0 turns it off.
+    /// Zero windows exist only for windows in which some event arrived.
+    pub zero_fill_min_active: u32,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             allowed_lateness_ms: 60_000,
             max_ahead_ms: 3_600_000,
             series_ttl_ms: 7 * 86_400_000,
+            zero_fill_min_active: 6,
         }
     }
 }
@@ -137,6 +143,8 @@ struct SeriesMeta {
     key: Arc<str>,
     /// Key of the parent series (none for the total).
     parent: Option<Arc<str>>,
+    /// Bit i set: the series had events in the i-th most recent fired window.
+    activity: u8,
     /// Highest event time seen for the series.
     last_seen: i64,
     /// Evicted: the id is free for reuse.
@@ -174,6 +182,7 @@ impl Interner {
             level,
             key: key.into(),
             parent,
+            activity: 0,
             last_seen: i64::MIN,
             free: false,
         };
@@ -216,6 +225,7 @@ impl Interner {
                 m.free = true;
                 m.key = Arc::from("");
                 m.parent = None;
+                m.activity = 0;
                 self.free_ids.push(id as u32);
                 n += 1;
             }
@@ -602,6 +612,29 @@ impl WindowEngine {
                         });
                         *next_rev = 1;
                         fired += 1;
+                    }
+                    // Zero windows for series that usually sell here.
+                    let min_active = self.cfg.zero_fill_min_active;
+                    for (id, m) in self.series.meta.iter_mut().enumerate() {
+                        if m.free {
+                            continue;
+                        }
+                        let id = id as u32;
+                        let active = slot.aggs.contains_key(&id);
+                        if !active && min_active > 0 && m.activity.count_ones() >= min_active {
+                            records.push(WindowRecord {
+                                level: m.level,
+                                key: m.key.clone(),
+                                start_ms: start,
+                                end_ms: start + w,
+                                revision: 0,
+                                parent: m.parent.clone(),
+                                agg: WindowAgg::default(),
+                            });
+                            slot.aggs.insert(id, (WindowAgg::default(), 1));
+                            fired += 1;
+                        }
+                        m.activity = (m.activity << 1) | active as u8;
                     }
                 } else {
                     break;
