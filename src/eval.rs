@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use salescast_inference::features::days_from_civil;
 use salescast_inference::score::{Scorer, Scores};
 use salescast_inference::{Config as InfConfig, Inference};
 use salescast_loadgen::{Expect, GenConfig, Generator};
@@ -172,17 +173,6 @@ fn dense_levels(w: &WindowBatch) -> WindowBatch {
     WindowBatch::from_records(&recs)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// The Walmart file: one `store` series per store, one window per week, the
 /// week's sales in dollars as the value.
 fn walmart(path: &PathBuf, bench: &mut Bench) -> anyhow::Result<usize> {
@@ -212,7 +202,7 @@ fn walmart(path: &PathBuf, bench: &mut Bench) -> anyhow::Result<usize> {
             i + 1,
             f[1]
         );
-        let start = days_from_civil(d[2], d[1], d[0]) * 86_400_000;
+        let start = days_from_civil(d[2], d[1] as u32, d[0] as u32) * 86_400_000;
         let sales: f64 = f[2]
             .parse()
             .with_context(|| format!("line {}: sales", i + 1))?;

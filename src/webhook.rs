@@ -106,13 +106,11 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let tag = mac.finalize().into_bytes();
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256=");
-    for b in tag {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Job {
@@ -384,25 +382,14 @@ mod tests {
         // impossible, so check the primitive and the framing separately).
         let mut mac = HmacSha256::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         assert_eq!(
-            hex,
+            hex(&mac.finalize().into_bytes()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // The framing: the signature covers "<timestamp>.<body>".
         let mut mac = HmacSha256::new_from_slice(b"s3cret").unwrap();
         mac.update(b"1700000000.{\"id\":\"x\"}");
-        let want: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = hex(&mac.finalize().into_bytes());
         assert_eq!(
             signature(b"s3cret", 1_700_000_000, b"{\"id\":\"x\"}"),
             format!("sha256={want}")

@@ -30,6 +30,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use salescast_inference::features::civil_from_days;
 use salescast_inference::Forecast;
 use salescast_stream_core::Level;
 use serde::{Deserialize, Serialize};
@@ -257,18 +258,8 @@ pub struct Alert {
 /// Format epoch ms as `YYYY-MM-DD HH:MM` (UTC).
 pub fn fmt_utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}",
         sod / 3600,
@@ -453,17 +444,19 @@ impl Alerting {
         } else {
             None
         };
-        if f.revision > 0 {
-            // Re-score only: the detector state moved on with later windows.
-            return verdict
-                .filter(|_| eligible)
+        let candidate = |v: Option<(AlertKind, Direction, f64)>| {
+            v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
                     idx,
                     kind,
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                });
+                })
+        };
+        if f.revision > 0 {
+            // Re-score only: the detector state moved on with later windows.
+            return candidate(verdict);
         }
         st.last_start = f.window_start_ms;
         // CUSUM over the robust z-scores.
@@ -513,15 +506,7 @@ impl Alerting {
         while st.residuals.len() > cfg.residual_window.max(10) {
             st.residuals.pop_front();
         }
-        verdict
-            .filter(|_| eligible)
-            .map(|(kind, direction, score)| Candidate {
-                idx,
-                kind,
-                direction,
-                score,
-                z: z.unwrap_or(0.0),
-            })
+        candidate(verdict)
     }
 
     /// All forecasts of one window start.

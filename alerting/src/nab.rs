@@ -179,13 +179,7 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     let time = time.split('.').next()?;
     let mut t = time.split(':').map(|x| x.parse::<i64>());
     let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = salescast_inference::features::days_from_civil(y, m as u32, dd as u32);
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 

@@ -151,6 +151,21 @@ struct SeriesMeta {
     free: bool,
 }
 
+impl SeriesMeta {
+    /// The emitted record of this series for one window.
+    fn record(&self, start: i64, width: i64, revision: u32, agg: WindowAgg) -> WindowRecord {
+        WindowRecord {
+            level: self.level,
+            key: self.key.clone(),
+            start_ms: start,
+            end_ms: start + width,
+            revision,
+            parent: self.parent.clone(),
+            agg,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct SkuEntry {
     sku_store: u32,
@@ -579,15 +594,7 @@ impl WindowEngine {
                         let (agg, next_rev) =
                             slot.aggs.get_mut(&id).expect("dirty series has state");
                         let m = &self.series.meta[id as usize];
-                        records.push(WindowRecord {
-                            level: m.level,
-                            key: m.key.clone(),
-                            start_ms: start,
-                            end_ms: start + w,
-                            revision: *next_rev,
-                            parent: m.parent.clone(),
-                            agg: *agg,
-                        });
+                        records.push(m.record(start, w, *next_rev, *agg));
                         // A series new to a fired window gets its first emission.
                         if *next_rev == 0 {
                             fired += 1;
@@ -601,15 +608,7 @@ impl WindowEngine {
                     slot.min_offsets.clear();
                     for (id, (agg, next_rev)) in slot.aggs.iter_mut() {
                         let m = &self.series.meta[*id as usize];
-                        records.push(WindowRecord {
-                            level: m.level,
-                            key: m.key.clone(),
-                            start_ms: start,
-                            end_ms: start + w,
-                            revision: 0,
-                            parent: m.parent.clone(),
-                            agg: *agg,
-                        });
+                        records.push(m.record(start, w, 0, *agg));
                         *next_rev = 1;
                         fired += 1;
                     }
@@ -622,15 +621,7 @@ impl WindowEngine {
                         let id = id as u32;
                         let active = slot.aggs.contains_key(&id);
                         if !active && min_active > 0 && m.activity.count_ones() >= min_active {
-                            records.push(WindowRecord {
-                                level: m.level,
-                                key: m.key.clone(),
-                                start_ms: start,
-                                end_ms: start + w,
-                                revision: 0,
-                                parent: m.parent.clone(),
-                                agg: WindowAgg::default(),
-                            });
+                            records.push(m.record(start, w, 0, WindowAgg::default()));
                             slot.aggs.insert(id, (WindowAgg::default(), 1));
                             fired += 1;
                         }
