@@ -76,8 +76,9 @@ pub struct Config {
     /// consequence: the child is alerted as the root cause.
     pub root_cause_share: f64,
     /// A spike in a window where at least this share of lines was on
-    /// promotion is the promotion working, not an anomaly (1.0 or more: no
-    /// spike is explained away).
+    /// promotion is the promotion working, not an anomaly: it raises nothing,
+    /// and a parent that moved only because of it raises nothing either
+    /// (1.0 or more: no spike is explained away).
     pub promo_share_explains_spike: f64,
     /// Windows after any alert on a series during which it raises no other
     /// alert of any kind (0: only the per-kind cooldown applies).
@@ -321,6 +322,9 @@ struct Candidate {
     direction: Direction,
     score: f64,
     z: f64,
+    /// A promotion explains it: it takes part in root-cause grouping (a
+    /// parent that moved because of it defers to it) but raises nothing.
+    explained: bool,
 }
 
 /// Alerts remembered for retraction: (level, key, window start) -> kinds.
@@ -431,13 +435,10 @@ impl Alerting {
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
         // Zero sales: nothing sold (returns alone can make net units negative).
+        let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
         let mut verdict = if y <= 0.0 && e.p50 >= cfg.min_expected_for_zero && e.p10 > 0.0 {
             Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
-        } else if y > e.p90 + margin
-            && y - e.p90 >= cfg.min_units_outside
-            && z_ok(z)
-            && f.actual.promo_share < cfg.promo_share_explains_spike
-        {
+        } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
             Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
         } else if y < e.p10 - margin && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
             Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
@@ -452,6 +453,7 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
+                    explained: promo && direction == Direction::Up,
                 })
         };
         if f.revision > 0 {
@@ -459,6 +461,11 @@ impl Alerting {
             return candidate(verdict);
         }
         st.last_start = f.window_start_ms;
+        if promo {
+            // A promotion window tells nothing about the usual level: keep it
+            // out of the residuals and the change detector.
+            return candidate(verdict);
+        }
         // CUSUM over the robust z-scores.
         if let Some(zv) = z {
             // One window adds at most 3/4 of the threshold: a shift needs
@@ -614,6 +621,9 @@ impl Alerting {
                 }
             }
             absorbed[ci] = true;
+            if c.explained {
+                continue;
+            }
             // Cooldown per series and kind.
             let window = f.window_end_ms - f.window_start_ms;
             let k = (f.level, f.key.clone(), c.kind);
@@ -1015,6 +1025,65 @@ mod tests {
         assert_eq!(&*got[0].key, "lego|web");
         assert_eq!(got[0].kind, AlertKind::DropToZero);
         assert!(got[0].children.is_empty());
+    }
+
+    #[test]
+    fn a_promotion_spike_and_the_category_it_lifts_raise_nothing() {
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let window = |i: i64, promo: bool| {
+            let u = if promo { 400 } else { 40 + wobble(i) };
+            let mut sku = node(
+                Level::SkuStore,
+                "lego|web",
+                Some("toys|web"),
+                i * 60_000,
+                u,
+                40.0,
+            );
+            sku.actual.promo_share = if promo { 0.9 } else { 0.0 };
+            let mut cat = node(
+                Level::CategoryStore,
+                "toys|web",
+                Some("web"),
+                i * 60_000,
+                u + 400 + wobble(i),
+                440.0,
+            );
+            cat.actual.promo_share = if promo { 0.3 } else { 0.0 };
+            vec![
+                sku,
+                node(
+                    Level::SkuStore,
+                    "duplo|web",
+                    Some("toys|web"),
+                    i * 60_000,
+                    400 + wobble(i),
+                    400.0,
+                ),
+                cat,
+            ]
+        };
+        for i in 0..40 {
+            assert!(a.process(&window(i, false)).is_empty());
+        }
+        for i in 40..46 {
+            let got = a.process(&window(i, true));
+            assert!(got.is_empty(), "window {i}: {got:#?}");
+        }
+        // The same jump without a promotion is a spike on the SKU.
+        let got = a.process(
+            &window(60, false)
+                .into_iter()
+                .map(|mut f| {
+                    if &*f.key == "lego|web" {
+                        f.actual.units = 400;
+                    }
+                    f
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(&*got[0].key, "lego|web");
     }
 
     #[test]
