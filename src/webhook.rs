@@ -125,11 +125,12 @@ struct DeadLetters {
 }
 
 impl DeadLetters {
-    fn write(&self, url: &str, reason: &str, attempts: u32, body: &str) {
+    fn write(&self, url: &str, reason: DeadReason, attempts: u32, body: &str) {
         self.metrics
             .webhook_dead_letters
-            .with_label_values(&[reason_label(reason)])
+            .with_label_values(&[reason.label()])
             .inc();
+        let reason = reason.to_string();
         tracing::error!(%url, %reason, attempts, "webhook delivery dead-lettered");
         let alert: serde_json::Value =
             serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string()));
@@ -148,15 +149,38 @@ impl DeadLetters {
     }
 }
 
-fn reason_label(reason: &str) -> &'static str {
-    if reason.starts_with("queue full") {
-        "queue_full"
-    } else if reason.starts_with("rejected") {
-        "rejected"
-    } else if reason.starts_with("shutdown") {
-        "shutdown"
-    } else {
-        "retries_exhausted"
+/// Why a delivery was dead-lettered.
+enum DeadReason {
+    /// The webhook's queue was full when the alert was offered.
+    QueueFull,
+    /// The receiver answered with a non-retryable status.
+    Rejected(String),
+    /// Every attempt failed; the last failure.
+    RetriesExhausted(String),
+    /// The process stopped first.
+    Shutdown,
+}
+
+impl DeadReason {
+    /// The metric label.
+    fn label(&self) -> &'static str {
+        match self {
+            DeadReason::QueueFull => "queue_full",
+            DeadReason::Rejected(_) => "rejected",
+            DeadReason::RetriesExhausted(_) => "retries_exhausted",
+            DeadReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeadReason::QueueFull => f.write_str("queue full"),
+            DeadReason::Rejected(why) => write!(f, "rejected: {why}"),
+            DeadReason::RetriesExhausted(why) => write!(f, "retries exhausted: {why}"),
+            DeadReason::Shutdown => f.write_str("shutdown before delivery"),
+        }
     }
 }
 
@@ -232,7 +256,7 @@ async fn post(uri: &hyper::Uri, secret: &[u8], job: &Job, timeout: Duration) -> 
         Ok(Ok(s)) if s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 408 => {
             Attempt::Retry(format!("HTTP {s}"))
         }
-        Ok(Ok(s)) => Attempt::Reject(format!("rejected: HTTP {s}")),
+        Ok(Ok(s)) => Attempt::Reject(format!("HTTP {s}")),
     }
 }
 
@@ -260,7 +284,7 @@ async fn deliver(
                     break;
                 }
                 Attempt::Reject(why) => {
-                    dlq.write(&cfg.url, &why, attempts, &job.body);
+                    dlq.write(&cfg.url, DeadReason::Rejected(why), attempts, &job.body);
                     break;
                 }
                 Attempt::Retry(why) => {
@@ -268,7 +292,7 @@ async fn deliver(
                     if attempts >= cfg.max_attempts {
                         dlq.write(
                             &cfg.url,
-                            &format!("retries exhausted: {why}"),
+                            DeadReason::RetriesExhausted(why),
                             attempts,
                             &job.body,
                         );
@@ -278,7 +302,7 @@ async fn deliver(
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = cancel.cancelled() => {
-                            dlq.write(&cfg.url, "shutdown before delivery", attempts, &job.body);
+                            dlq.write(&cfg.url, DeadReason::Shutdown, attempts, &job.body);
                             break;
                         }
                     }
@@ -290,7 +314,7 @@ async fn deliver(
     // Shutting down: what is still queued is dead-lettered, not lost.
     rx.close();
     while let Ok(job) = rx.try_recv() {
-        dlq.write(&cfg.url, "shutdown before delivery", 0, &job.body);
+        dlq.write(&cfg.url, DeadReason::Shutdown, 0, &job.body);
     }
 }
 
@@ -362,8 +386,8 @@ impl Webhooks {
             };
             if let Err(e) = h.tx.try_send(job) {
                 let reason = match e {
-                    mpsc::error::TrySendError::Full(_) => "queue full",
-                    mpsc::error::TrySendError::Closed(_) => "shutdown before delivery",
+                    mpsc::error::TrySendError::Full(_) => DeadReason::QueueFull,
+                    mpsc::error::TrySendError::Closed(_) => DeadReason::Shutdown,
                 };
                 self.dlq.write(&h.cfg.url, reason, 0, json);
             }

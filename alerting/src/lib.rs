@@ -377,19 +377,11 @@ impl Alerting {
     /// retracted), window start by window start.
     pub fn process(&mut self, forecasts: &[Forecast]) -> Vec<Alert> {
         self.prune(forecasts);
-        let mut order: Vec<usize> = (0..forecasts.len()).collect();
-        order.sort_by_key(|&i| forecasts[i].window_start_ms);
+        let mut sorted: Vec<&Forecast> = forecasts.iter().collect();
+        sorted.sort_by_key(|f| f.window_start_ms);
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < order.len() {
-            let start = forecasts[order[i]].window_start_ms;
-            let mut j = i;
-            while j < order.len() && forecasts[order[j]].window_start_ms == start {
-                j += 1;
-            }
-            let group: Vec<&Forecast> = order[i..j].iter().map(|&k| &forecasts[k]).collect();
-            self.window(&group, &mut out);
-            i = j;
+        for group in sorted.chunk_by(|a, b| a.window_start_ms == b.window_start_ms) {
+            self.window(group, &mut out);
         }
         out
     }

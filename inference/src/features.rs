@@ -23,6 +23,46 @@ pub const PRICE_ALPHA: f64 = 0.05;
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 
+/// An EWMA of units per window for each of `N` calendar slots (hours of
+/// the day, weekdays), with which slots have been seen.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotProfile<const N: usize> {
+    values: [f32; N],
+    seen: u32,
+}
+
+impl<const N: usize> Default for SlotProfile<N> {
+    fn default() -> Self {
+        SlotProfile {
+            values: [0.0; N],
+            seen: 0,
+        }
+    }
+}
+
+impl<const N: usize> SlotProfile<N> {
+    /// Fold `y` into slot `i` (its first value is taken as is).
+    pub fn update(&mut self, i: usize, y: f32) {
+        if self.seen & (1 << i) == 0 {
+            self.values[i] = y;
+            self.seen |= 1 << i;
+        } else {
+            self.values[i] += PROFILE_ALPHA * (y - self.values[i]);
+        }
+    }
+
+    /// Slot `i`, if seen.
+    pub fn get(&self, i: usize) -> Option<f64> {
+        (self.seen & (1 << i) != 0).then(|| self.values[i] as f64)
+    }
+
+    /// Mean over the seen slots, if any.
+    pub fn mean(&self) -> Option<f64> {
+        let seen = self.seen.count_ones();
+        (seen > 0).then(|| (0..N).filter_map(|i| self.get(i)).sum::<f64>() / seen as f64)
+    }
+}
+
 /// Incremental features of one series.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesFeatures {
@@ -31,14 +71,10 @@ pub struct SeriesFeatures {
     m2: f64,
     /// EWMA levels at [`EWMA_ALPHAS`], in units.
     pub ewma: [f64; 3],
-    /// Units per window by hour of day (UTC), EWMA per slot.
-    pub hour_profile: [f32; 24],
-    /// Bit `i` set once hour slot `i` has been seen.
-    pub hour_seen: u32,
-    /// Units per window by weekday (Monday first), EWMA per slot.
-    pub dow_profile: [f32; 7],
-    /// Bit `i` set once weekday `i` has been seen.
-    pub dow_seen: u8,
+    /// Units per window by hour of day (UTC).
+    pub hours: SlotProfile<24>,
+    /// Units per window by weekday (Monday first).
+    pub weekdays: SlotProfile<7>,
     /// Reference price: EWMA of the average price of windows with sales.
     pub ref_price: f64,
     /// Last window's average price over the reference price (1 without
@@ -98,22 +134,8 @@ impl SeriesFeatures {
         for (e, a) in self.ewma.iter_mut().zip(EWMA_ALPHAS) {
             *e = if first { y } else { a * y + (1.0 - a) * *e };
         }
-        let (hour, dow) = (hour_of(start_ms), weekday_of(start_ms));
-        let yf = y as f32;
-        if self.hour_seen & (1 << hour) == 0 {
-            self.hour_profile[hour] = yf;
-            self.hour_seen |= 1 << hour;
-        } else {
-            let p = &mut self.hour_profile[hour];
-            *p += PROFILE_ALPHA * (yf - *p);
-        }
-        if self.dow_seen & (1 << dow) == 0 {
-            self.dow_profile[dow] = yf;
-            self.dow_seen |= 1 << dow;
-        } else {
-            let p = &mut self.dow_profile[dow];
-            *p += PROFILE_ALPHA * (yf - *p);
-        }
+        self.hours.update(hour_of(start_ms), y as f32);
+        self.weekdays.update(weekday_of(start_ms), y as f32);
     }
 
     /// Fold a window's price and promo share in.
@@ -134,48 +156,44 @@ impl SeriesFeatures {
     /// The hour-of-day profile at the hour of `start_ms`, or `fallback`
     /// when that slot has not been seen.
     pub fn hour_at(&self, start_ms: i64, fallback: f64) -> f64 {
-        let h = hour_of(start_ms);
-        if self.hour_seen & (1 << h) != 0 {
-            self.hour_profile[h] as f64
-        } else {
-            fallback
-        }
-    }
-
-    /// Expected units per window at `t` from the profiles: the hour-of-day
-    /// profile times the weekday's factor (its profile over the weekdays'
-    /// mean), `fallback` for unseen slots.
-    pub fn profile_at(&self, t: i64, fallback: f64) -> f64 {
-        let dow_mean = self.dow_mean(fallback);
-        let factor = if dow_mean > 0.0 {
-            (self.dow_at(t, dow_mean) / dow_mean).min(10.0)
-        } else {
-            1.0
-        };
-        self.hour_at(t, fallback) * factor
-    }
-
-    /// Mean of the seen day-of-week slots, or `fallback` with none.
-    pub fn dow_mean(&self, fallback: f64) -> f64 {
-        let seen = self.dow_seen.count_ones();
-        if seen == 0 {
-            return fallback;
-        }
-        let sum: f64 = (0..7)
-            .filter(|d| self.dow_seen & (1 << d) != 0)
-            .map(|d| self.dow_profile[d] as f64)
-            .sum();
-        sum / seen as f64
+        self.hours.get(hour_of(start_ms)).unwrap_or(fallback)
     }
 
     /// The day-of-week profile at the weekday of `start_ms`, or `fallback`.
     pub fn dow_at(&self, start_ms: i64, fallback: f64) -> f64 {
-        let d = weekday_of(start_ms);
-        if self.dow_seen & (1 << d) != 0 {
-            self.dow_profile[d] as f64
-        } else {
-            fallback
+        self.weekdays.get(weekday_of(start_ms)).unwrap_or(fallback)
+    }
+
+    /// The multiplicative hour x weekday profile, with the weekday mean
+    /// computed once for all its lookups (see [`Profile::at`]).
+    pub fn profile(&self, fallback: f64) -> Profile<'_> {
+        Profile {
+            f: self,
+            fallback,
+            dow_mean: self.weekdays.mean().unwrap_or(fallback),
         }
+    }
+}
+
+/// A series' hour x weekday profile, ready for lookups.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile<'a> {
+    f: &'a SeriesFeatures,
+    fallback: f64,
+    dow_mean: f64,
+}
+
+impl Profile<'_> {
+    /// Expected units per window at `t`: the hour-of-day profile times the
+    /// weekday's factor (its profile over the weekdays' mean), the fallback
+    /// for unseen slots.
+    pub fn at(&self, t: i64) -> f64 {
+        let factor = if self.dow_mean > 0.0 {
+            (self.f.dow_at(t, self.dow_mean) / self.dow_mean).min(10.0)
+        } else {
+            1.0
+        };
+        self.f.hour_at(t, self.fallback) * factor
     }
 }
 

@@ -352,23 +352,17 @@ impl Inference {
         // jumped, a replay): forecast window by window so that no forecast
         // sees a later window of its own series. Each window start is one
         // pass of the model over all series that closed it.
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by_key(|&i| records[i].start_ms);
-        let mut out: Vec<Option<Forecast>> = vec![None; records.len()];
-        let mut records: Vec<Option<WindowRecord>> = records.into_iter().map(Some).collect();
-        let mut i = 0;
-        while i < order.len() {
-            let start = records[order[i]].as_ref().map(|r| r.start_ms);
-            let mut j = i;
-            let mut group = Vec::new();
-            while j < order.len() && records[order[j]].as_ref().map(|r| r.start_ms) == start {
-                group.push(records[order[j]].take().expect("each index once"));
-                j += 1;
-            }
-            for (k, f) in order[i..j].iter().zip(self.process_group(group)) {
+        let n = records.len();
+        let mut indexed: Vec<(usize, WindowRecord)> = records.into_iter().enumerate().collect();
+        indexed.sort_by_key(|(_, r)| r.start_ms);
+        let (order, records): (Vec<usize>, Vec<WindowRecord>) = indexed.into_iter().unzip();
+        let mut out: Vec<Option<Forecast>> = vec![None; n];
+        let mut at = 0;
+        for group in records.chunk_by(|a, b| a.start_ms == b.start_ms) {
+            for (k, f) in order[at..].iter().zip(self.process_group(group)) {
                 out[*k] = Some(f);
             }
-            i = j;
+            at += group.len();
         }
         out.into_iter()
             .map(|f| f.expect("one forecast per window"))
@@ -376,25 +370,25 @@ impl Inference {
     }
 
     /// Observe and forecast windows that share one start.
-    fn process_group(&mut self, records: Vec<WindowRecord>) -> Vec<Forecast> {
+    fn process_group(&mut self, records: &[WindowRecord]) -> Vec<Forecast> {
         let mut expected = Vec::with_capacity(records.len());
         let keys: Vec<(Level, Arc<str>)> =
             records.iter().map(|r| (r.level, r.key.clone())).collect();
         let mut examples = Vec::new();
-        for r in &records {
+        for r in records {
             expected.push(self.observe(r, &mut examples));
         }
         let histories: Vec<&SeriesHistory> = keys.iter().map(|k| &self.series[k]).collect();
         let mut paths = self.model.forecast(&histories, self.cfg.horizon);
         drop(histories);
-        self.cold_start(&records, &keys, &mut paths);
+        self.cold_start(records, &keys, &mut paths);
         if !examples.is_empty() {
             self.model.learn(examples);
         }
         let version = self.model.version();
         let mut out = Vec::with_capacity(records.len());
         for ((r, exp), (key, path)) in records
-            .into_iter()
+            .iter()
             .zip(expected)
             .zip(keys.into_iter().zip(paths))
         {
@@ -420,7 +414,7 @@ impl Inference {
                 }
             }
             let seen = hist.observed;
-            out.push(Forecast::new(&r, exp, seen, path.model, version, horizon));
+            out.push(Forecast::new(r, exp, seen, path.model, version, horizon));
         }
         out
     }
@@ -456,11 +450,9 @@ impl Inference {
                 continue;
             }
             let share = (own / theirs).clamp(0.0, 1.0);
-            let fallback = parent.feat.ewma[1];
-            let p50s = (0..path.quantiles.len()).map(|s| {
-                let t = h.last_start + (s as i64 + 1) * self.window_ms;
-                share * parent.feat.profile_at(t, fallback)
-            });
+            let profile = parent.feat.profile(parent.feat.ewma[1]);
+            let p50s = (0..path.quantiles.len())
+                .map(|s| share * profile.at(h.last_start + (s as i64 + 1) * self.window_ms));
             path.quantiles = baseline::poisson_band(p50s);
             path.model = "cold_start";
         }

@@ -183,17 +183,17 @@ pub fn feature_row(h: &SeriesHistory, ctx: &FeatureContext, out: &mut Vec<f32>) 
     for s in 0..horizon {
         out.push(ctx.calendar.is_holiday(target(s)) as u8 as f32);
     }
+    let profile = f.profile(fallback);
     for s in 0..horizon {
-        out.push((f.profile_at(target(s), fallback) * inv) as f32);
+        out.push((profile.at(target(s)) * inv) as f32);
     }
     // The same profile, scaled by how far the last windows ran above or
     // below their own profile (a promotion or shift that persists), the
     // deviation fading with the step.
-    let pp = |t: i64| f.profile_at(t, fallback);
     let (mut got, mut usual) = (0.0, 0.0);
     for back in 0..3usize.min(n) {
         got += h.values[n - 1 - back];
-        usual += pp(h.last_start - back as i64 * ctx.window_ms);
+        usual += profile.at(h.last_start - back as i64 * ctx.window_ms);
     }
     let ratio = if usual > 0.0 {
         ((got + 1.0) / (usual + 1.0)).clamp(0.2, 5.0)
@@ -202,7 +202,7 @@ pub fn feature_row(h: &SeriesHistory, ctx: &FeatureContext, out: &mut Vec<f32>) 
     };
     for s in 0..horizon {
         let fade = 0.8f64.powi(s as i32);
-        out.push((pp(target(s)) * (1.0 + (ratio - 1.0) * fade) * inv) as f32);
+        out.push((profile.at(target(s)) * (1.0 + (ratio - 1.0) * fade) * inv) as f32);
     }
     for e in f.ewma {
         out.push((e * inv) as f32);
@@ -580,10 +580,15 @@ impl Neural {
 
     /// One guarded AdamW step on a batch. Returns whether it was accepted.
     pub fn train_step(&mut self, batch: &[&Example]) -> Result<bool, Error> {
-        self.stats.steps += 1;
         let (x, b, y) = self.batch_tensors(batch)?;
-        let pred = self.forward(&x, &b)?;
-        let loss = Self::pinball_loss(&pred, &y)?;
+        self.step_on(&x, &b, &y)
+    }
+
+    /// [`Neural::train_step`] on a batch already in tensors.
+    fn step_on(&mut self, x: &Tensor, b: &Tensor, y: &Tensor) -> Result<bool, Error> {
+        self.stats.steps += 1;
+        let pred = self.forward(x, b)?;
+        let loss = Self::pinball_loss(&pred, y)?;
         let before = loss.to_scalar::<f32>()? as f64;
         if !before.is_finite() {
             self.stats.rejected += 1;
@@ -637,8 +642,8 @@ impl Neural {
             self.m[i] = m;
             self.v[i] = v;
         }
-        let pred = self.forward(&x, &b)?;
-        let after = Self::pinball_loss(&pred, &y)?.to_scalar::<f32>()? as f64;
+        let pred = self.forward(x, b)?;
+        let after = Self::pinball_loss(&pred, y)?.to_scalar::<f32>()? as f64;
         let reference = if self.stats.loss > 0.0 {
             self.stats.loss.max(before)
         } else {
@@ -915,11 +920,10 @@ impl Model for Neural {
             (self.fresh - steps * self.cfg.examples_per_step).min(self.cfg.examples_per_step - 1);
         for _ in 0..steps {
             let idx = self.sample_batch();
-            let items = std::mem::take(&mut self.replay.items);
-            let batch: Vec<&Example> = idx.iter().map(|&i| &items[i]).collect();
-            let r = self.train_step(&batch);
-            drop(batch);
-            self.replay.items = items;
+            let batch: Vec<&Example> = idx.iter().map(|&i| &self.replay.items[i]).collect();
+            let r = self
+                .batch_tensors(&batch)
+                .and_then(|(x, b, y)| self.step_on(&x, &b, &y));
             if let Err(e) = r {
                 tracing::warn!(error = %e, "neural model: training step failed");
                 self.stats.rejected += 1;
