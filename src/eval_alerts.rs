@@ -28,9 +28,14 @@ pub struct EvalAlertsArgs {
     /// Seeds (scenarios) to replay.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Simulated days per seed; the first is warm-up (not scored).
-    #[arg(long, default_value_t = 3)]
+    /// Simulated days per seed, warm-up included.
+    #[arg(long, default_value_t = 4)]
     pub days: i64,
+    /// Days of warm-up (not scored): the models need a season of history
+    /// before they forecast seasonally, and a second before the first
+    /// day's rough forecasts stop echoing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_days: i64,
     /// Window width, ms.
     #[arg(long, default_value_t = 300_000)]
     pub window_ms: i64,
@@ -134,12 +139,30 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
     let mut alerts = Vec::new();
     let mut rows = Vec::with_capacity(50_000);
     let mut offset = 0i64;
+    // SALESCAST_EVAL_TRACE=<key> prints that series' windows and forecasts.
+    let trace = std::env::var("SALESCAST_EVAL_TRACE").ok();
     let mut step = |rows: &mut Vec<salescast_stream_core::EventRow>,
                     engine: &mut WindowEngine|
      -> anyhow::Result<()> {
         let out = engine.process(&batch_from_rows(rows))?;
         rows.clear();
         let f = inference.process(&out.windows);
+        if let Some(k) = trace.as_deref() {
+            for x in f.iter().filter(|x| &*x.key == k) {
+                let e = x.expected.map_or([f64::NAN; 3], |e| [e.p10, e.p50, e.p90]);
+                eprintln!(
+                    "trace {} {} units {} promo {:.2} expected {:.1} ({:.1}-{:.1}) {}",
+                    salescast_alerting::fmt_utc(x.window_start_ms),
+                    x.key,
+                    x.actual.units,
+                    x.actual.promo_share,
+                    e[1],
+                    e[0],
+                    e[2],
+                    x.model
+                );
+            }
+        }
         alerts.extend(alerting.process(&f));
         Ok(())
     };
@@ -165,7 +188,7 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
     Ok(SeedRun {
         alerts,
         labels,
-        scored_from: start + 86_400_000,
+        scored_from: start + args.warmup_days * 86_400_000,
     })
 }
 
@@ -184,6 +207,10 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 /// Run the evaluation and print the report.
 pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.warmup_days >= 0 && args.days > args.warmup_days,
+        "--days must exceed --warmup-days"
+    );
     let t0 = std::time::Instant::now();
     let w = args.window_ms;
     let mut per_kind: BTreeMap<&'static str, (KindScore, Vec<f64>)> = BTreeMap::new();
@@ -220,6 +247,29 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .filter(|a| !labels.iter().any(|l| matches(a, l)))
             .count();
         if std::env::var_os("SALESCAST_EVAL_DEBUG").is_some() {
+            let mut by: BTreeMap<String, usize> = BTreeMap::new();
+            for a in alerts
+                .iter()
+                .filter(|a| !labels.iter().any(|l| matches(a, l)))
+            {
+                *by.entry(format!("{}/{}", a.level, a.kind.as_str()))
+                    .or_default() += 1;
+                if std::env::var("SALESCAST_EVAL_DEBUG").as_deref() == Ok("all")
+                    || by.values().sum::<usize>() % 40 == 1
+                {
+                    eprintln!(
+                        "unmatched {}:{} {} z={:.1} score={:.2} children={} {}",
+                        a.level,
+                        a.key,
+                        a.kind.as_str(),
+                        a.robust_z,
+                        a.score,
+                        a.children.len(),
+                        a.explanation
+                    );
+                }
+            }
+            eprintln!("unmatched by level/kind: {by:?}");
             for l in &labels {
                 let near: Vec<String> = alerts
                     .iter()
@@ -238,7 +288,14 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     })
                     .take(6)
                     .collect();
-                eprintln!("{} {} {} -> {:?}", l.kind, l.level, l.key, near);
+                eprintln!(
+                    "{} {} {} {} -> {:?}",
+                    l.kind,
+                    l.level,
+                    l.key,
+                    salescast_alerting::fmt_utc(l.start_ms),
+                    near
+                );
             }
         }
         for l in &labels {
@@ -308,7 +365,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         "eval-alerts: {} seeds x {} days ({} scored), {}-minute windows, model {:?}, {:.1}s",
         args.seeds,
         args.days,
-        args.days - 1,
+        args.days - args.warmup_days,
         w / 60_000,
         args.model,
         t0.elapsed().as_secs_f64()

@@ -36,6 +36,7 @@ use salescast_stream_core::Level;
 use serde::{Deserialize, Serialize};
 
 pub mod nab;
+pub mod tails;
 
 /// Configuration of alerting (`[alerting]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +269,9 @@ pub fn fmt_utc(ms: i64) -> String {
     )
 }
 
+/// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
+const MEAN_ALPHA: f64 = 0.05;
+
 /// Per-series detector state.
 #[derive(Debug, Clone, Default)]
 struct SeriesState {
@@ -281,6 +285,9 @@ struct SeriesState {
     /// Consecutive settled windows while a shift is in progress.
     settled: u32,
     last_start: i64,
+    /// Exponentially weighted mean of the actuals (promotion windows left
+    /// out): the floor of the expected mean of a sparse series.
+    mean_y: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -294,8 +301,13 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl SeriesState {
-    /// Robust z of `r` against the stored residuals (None with too few).
-    fn robust_z(&self, r: f64, expected: f64, scratch: &mut Vec<f64>) -> Option<f64> {
+    /// Normal-equivalent score of `y` against what was expected (None with
+    /// too few residuals). The forecast's median is corrected by the median
+    /// of the recent residuals (a forecast running high or low is not an
+    /// anomaly every window); the spread is the residuals' robust one
+    /// (1.4826 MAD) expressed as a dispersion over the series' level, never
+    /// below Poisson's; the tail is a quasi-Poisson's (see [`tails`]).
+    fn score_z(&self, y: f64, p50: f64, scratch: &mut Vec<f64>) -> Option<f64> {
         if self.residuals.len() < 10 {
             return None;
         }
@@ -305,12 +317,11 @@ impl SeriesState {
         for x in scratch.iter_mut() {
             *x = (*x - med).abs();
         }
-        let mad = median(scratch);
-        // Sales are counts: the spread is at least the Poisson one at the
-        // expected level, so a quiet series' wobble of a unit or two is not
-        // an outlier.
-        let sigma = (1.4826 * mad).max(expected.abs().max(1.0).sqrt());
-        Some((r - med) / sigma)
+        let sigma = 1.4826 * median(scratch);
+        // A sparse series' median forecast is often 0; its mean is not.
+        let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
+        let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
+        Some(tails::count_z(y, mu, phi))
     }
 }
 
@@ -322,9 +333,11 @@ struct Candidate {
     direction: Direction,
     score: f64,
     z: f64,
-    /// A promotion explains it: it takes part in root-cause grouping (a
-    /// parent that moved because of it defers to it) but raises nothing.
-    explained: bool,
+    /// It takes part in root-cause grouping (a parent that moved because
+    /// of it defers to it; its children are its consequence) but raises
+    /// nothing: a promotion explains it, or it continues a level shift
+    /// already called.
+    silent: bool,
 }
 
 /// Alerts remembered for retraction: (level, key, window start) -> kinds.
@@ -421,7 +434,7 @@ impl Alerting {
         let r = y - e.p50;
         let cfg = &self.cfg;
         let st = self.series.entry((f.level, f.key.clone())).or_default();
-        let z = st.robust_z(r, e.p50, &mut self.scratch);
+        let z = st.score_z(y, e.p50, &mut self.scratch);
         let width = (e.p90 - e.p10).max(1.0);
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
@@ -437,7 +450,7 @@ impl Alerting {
         } else {
             None
         };
-        let candidate = |v: Option<(AlertKind, Direction, f64)>| {
+        let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
                     idx,
@@ -445,18 +458,19 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                    explained: promo && direction == Direction::Up,
+                    silent: silent || (promo && direction == Direction::Up),
                 })
         };
+        let mut silent = false;
         if f.revision > 0 {
             // Re-score only: the detector state moved on with later windows.
-            return candidate(verdict);
+            return candidate(verdict, false);
         }
         st.last_start = f.window_start_ms;
         if promo {
             // A promotion window tells nothing about the usual level: keep it
             // out of the residuals and the change detector.
-            return candidate(verdict);
+            return candidate(verdict, false);
         }
         // CUSUM over the robust z-scores.
         if let Some(zv) = z {
@@ -479,9 +493,13 @@ impl Alerting {
                         st.shift = None;
                         st.cusum_up = 0.0;
                         st.cusum_down = 0.0;
-                    } else if verdict.is_some_and(|v| v.1 == d && v.0 != AlertKind::DropToZero) {
-                        // Part of the shift already called.
-                        verdict = None;
+                    } else if verdict.is_none_or(|v| v.1 == d && v.0 != AlertKind::DropToZero)
+                        && same
+                    {
+                        // Part of the shift already called: silent, but the
+                        // series below that move with it are its consequence.
+                        silent = true;
+                        verdict = Some((AlertKind::LevelShift, d, 0.0));
                     }
                 }
                 None => {
@@ -502,10 +520,15 @@ impl Alerting {
             }
         }
         st.residuals.push_back(r);
+        if st.residuals.len() == 1 {
+            st.mean_y = y;
+        } else {
+            st.mean_y += MEAN_ALPHA * (y - st.mean_y);
+        }
         while st.residuals.len() > cfg.residual_window.max(10) {
             st.residuals.pop_front();
         }
-        candidate(verdict)
+        candidate(verdict, silent)
     }
 
     /// All forecasts of one window start.
@@ -597,7 +620,9 @@ impl Alerting {
             while let Some(node) = stack.pop() {
                 for &k in by_parent.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
                     let d = &cands[k];
-                    if absorbed[k] || d.direction != c.direction {
+                    // A silent parent does not hide a child's own outage.
+                    let own = c.silent && d.kind == AlertKind::DropToZero;
+                    if absorbed[k] || d.direction != c.direction || own {
                         continue;
                     }
                     absorbed[k] = true;
@@ -613,7 +638,7 @@ impl Alerting {
                 }
             }
             absorbed[ci] = true;
-            if c.explained {
+            if c.silent {
                 continue;
             }
             // Cooldown per series and kind.
@@ -858,6 +883,47 @@ mod tests {
             })
             .sum();
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_sparse_series_wobble_is_not_a_spike_but_a_real_burst_is() {
+        // A series selling about one unit a window, forecast at its median 0.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..200 {
+            let y = match i {
+                100 => 7, // one lucky window: 1 in a few thousand, not 6 sigma
+                150 => 40,
+                _ => [0, 1, 2, 0, 1, 3, 0, 1][i as usize % 8],
+            };
+            got.extend(a.process(&[fc(i * 60_000, y, 0.0, 0.0, 3.0)]));
+        }
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].window_start_ms, 150 * 60_000);
+        assert_eq!(got[0].kind, AlertKind::Spike);
+    }
+
+    #[test]
+    fn the_series_below_a_shift_already_called_stay_quiet() {
+        // A store shifts down (its forecast keeps the old level); its
+        // category follows a few windows later, but the store's shift
+        // already explains it.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..140i64 {
+            let t = i * 60_000;
+            let store = if i >= 80 { 600 } else { 1000 } + wobble(i);
+            let cat = if i >= 84 { 150 } else { 300 } + wobble(i + 3);
+            got.extend(a.process(&[
+                node(Level::Store, "s", Some("total"), t, store, 1000.0),
+                node(Level::CategoryStore, "c|s", Some("s"), t, cat, 300.0),
+            ]));
+        }
+        let on_cat: Vec<&Alert> = got.iter().filter(|a| &*a.key == "c|s").collect();
+        assert!(on_cat.is_empty(), "{on_cat:#?}");
+        assert!(got
+            .iter()
+            .any(|a| &*a.key == "s" && a.kind == AlertKind::LevelShift));
     }
 
     #[test]

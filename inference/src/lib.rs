@@ -72,6 +72,15 @@ pub struct Config {
     /// Step size of the adaptive conformal correction of each series' band
     /// (0 turns it off: the band is the raw p10-p90 of residuals).
     pub calibration_rate: f64,
+    /// Robust history: a window outside its one-step band is stored for
+    /// forecasting clipped to the band (widened by half its width),
+    /// so a spike, an outage or a promotion does not echo a season later or
+    /// drag the level. After this many consecutive windows outside on the
+    /// same side the new level is real and stored as is. A window mostly on
+    /// promotion keeps at most its forecast median: the lift is the
+    /// promotion's, not the series'. The windows published keep the actual
+    /// values. 0 turns cleaning off.
+    pub outlier_persistence_windows: u32,
     /// The neural model (used by `neural` and `ensemble`).
     pub neural: NeuralConfig,
 }
@@ -87,6 +96,7 @@ impl Default for Config {
             calibration_rate: 0.01,
             model: "ensemble".into(),
             series_ttl_ms: 7 * 86_400_000,
+            outlier_persistence_windows: 36,
             neural: NeuralConfig::default(),
         }
     }
@@ -144,6 +154,9 @@ pub struct SeriesHistory {
     /// Feature rows waiting for their horizon's actuals to become training
     /// pairs, oldest first.
     pub pending: VecDeque<Pending>,
+    /// Consecutive windows outside the one-step band: positive above,
+    /// negative below (robust history).
+    pub outlier_run: i32,
 }
 
 /// One series' forecast path from a [`Model`].
@@ -466,6 +479,7 @@ impl Inference {
         let alpha = self.cfg.ewma_alpha;
         let w = self.window_ms;
         let y = r.agg.units as f64;
+        let persist = self.cfg.outlier_persistence_windows as i32;
         let h = self
             .series
             .entry((r.level, r.key.clone()))
@@ -484,6 +498,7 @@ impl Inference {
                 level_kind: r.level,
                 key_hash: neural::key_hash(r.level, &r.key),
                 pending: VecDeque::new(),
+                outlier_run: 0,
             });
         let first = h.observed == 0;
         let expected = h
@@ -511,13 +526,20 @@ impl Inference {
         // Windows with no sales in between are zeros.
         let gap = ((r.start_ms - h.last_start) / w - 1).max(0) as usize;
         for g in 0..gap.min(cap) {
-            h.values.push_back(0.0);
-            h.feat.add(0.0);
             let t = r.start_ms - (gap.min(cap) - g) as i64 * w;
-            h.feat.observe(t, 0.0, false);
-            h.level *= 1.0 - alpha;
+            // An outage's missing windows are outliers like any other.
+            let z = match h.last_forecast.iter().find(|p| p.start_ms == t) {
+                Some(e) if persist > 0 && h.observed >= WARM_UP_WINDOWS => {
+                    clean(e, 0.0, false, persist, &mut h.outlier_run)
+                }
+                _ => 0.0,
+            };
+            h.values.push_back(z);
+            h.feat.add(z);
+            h.feat.observe(t, z, false);
+            h.level = alpha * z + (1.0 - alpha) * h.level;
             if let Some(hw) = h.hw.as_mut() {
-                hw.update(0.0);
+                hw.update(z);
             }
             h.observed += 1;
         }
@@ -539,11 +561,14 @@ impl Inference {
         }
         // Residuals of the first windows (a partial first window, a level
         // still settling) would widen the band long after they stop mattering.
+        // Nor do promotion windows: the forecast is of base demand, and a
+        // promotion's lift missing it says nothing about the band.
         let warm = h.observed >= WARM_UP_WINDOWS;
+        let promo = r.agg.promo_share() >= 0.5;
         if let Some(e) = h
             .last_forecast
             .first()
-            .filter(|p| warm && p.start_ms == r.start_ms)
+            .filter(|p| warm && !promo && p.start_ms == r.start_ms)
         {
             h.residuals.push_back(y - e.p50);
             // Adaptive conformal inference (Gibbs & Candes, 2021): widen the
@@ -555,6 +580,11 @@ impl Inference {
                 h.residuals.pop_front();
             }
         }
+        // What the history keeps for forecasting (see outlier-persistence-windows).
+        let y = match expected.filter(|_| warm && persist > 0) {
+            Some(e) => clean(&e, y, promo, persist, &mut h.outlier_run),
+            None => y,
+        };
         h.values.push_back(y);
         h.feat.add(y);
         h.feat.observe(r.start_ms, y, first);
@@ -598,6 +628,37 @@ impl Inference {
             }
         }
         expected
+    }
+}
+
+/// The value a series' history keeps for actual `y` given its one-step
+/// forecast `e`: `y` clipped to the band widened by half its width,
+/// unless it has been outside on the same side for more than `persist`
+/// windows in a row (a new level). A window mostly on promotion above its
+/// median keeps the median: the lift is the promotion's, not the series'.
+fn clean(e: &HorizonPoint, y: f64, promo: bool, persist: i32, run: &mut i32) -> f64 {
+    if promo && y > e.p50 {
+        // Base demand, not the promotion's lift, is what later windows see.
+        return e.p50.max(0.0);
+    }
+    let margin = 0.5 * (e.p90 - e.p10).max(1.0);
+    let (lo, hi) = ((e.p10 - margin).max(0.0), e.p90 + margin);
+    let side = if y > hi {
+        1
+    } else if y < lo {
+        -1
+    } else {
+        0
+    };
+    *run = match side {
+        0 => 0,
+        s if run.signum() == s => run.saturating_add(s),
+        s => s,
+    };
+    if side == 0 || run.abs() > persist {
+        y
+    } else {
+        y.clamp(lo, hi)
     }
 }
 
@@ -646,6 +707,78 @@ mod tests {
         assert!(f.horizon.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
         assert_eq!(f.expected.unwrap().p50, 40.0);
         assert_eq!(f.horizon[0].start_ms, 40 * 60_000);
+    }
+
+    /// A noisy seasonal series (period 8) with a spike, a promotion and an
+    /// outage in its third season: what does the fourth season forecast?
+    fn echo_after_outliers(persist: u32) -> Vec<(f64, f64)> {
+        let cfg = Config {
+            season_windows: 8,
+            horizon: 1,
+            model: "seasonal_naive".into(),
+            outlier_persistence_windows: persist,
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let base = |i: i64| 100 + 40 * (i % 8) + [3, -2, 4, -5, 1, 0, -3, 2][(i % 5) as usize];
+        let mut got = Vec::new();
+        for i in 0..32i64 {
+            let mut r = rec(i * 60_000, base(i));
+            match i {
+                17 => r.agg.units *= 5, // a spike
+                19 => r.agg.units = 0,  // an outage
+                21 => {
+                    r.agg.units *= 3; // a promotion
+                    r.agg.promo_lines = r.agg.lines;
+                }
+                _ => {}
+            }
+            let f = inf.process(&WindowBatch::from_records(&[r]));
+            if i >= 24 {
+                got.push((f[0].expected.unwrap().p50, base(i) as f64));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn outliers_do_not_echo_a_season_later() {
+        for (p50, y) in echo_after_outliers(36) {
+            assert!((p50 - y).abs() < 0.5 * y, "expected {p50} for {y}");
+        }
+        // Without cleaning, all three echo.
+        let raw = echo_after_outliers(0);
+        let off = raw
+            .iter()
+            .filter(|(p50, y)| (p50 - y).abs() >= 0.5 * y)
+            .count();
+        assert_eq!(off, 3, "{raw:?}");
+    }
+
+    #[test]
+    fn a_lasting_shift_is_adopted_after_the_persistence() {
+        let mut run = 0;
+        let e = HorizonPoint {
+            start_ms: 0,
+            end_ms: 1,
+            p10: 90.0,
+            p50: 100.0,
+            p90: 110.0,
+        };
+        // Outside above: clipped to p90 + half the width, three times...
+        for _ in 0..3 {
+            assert_eq!(clean(&e, 200.0, false, 3, &mut run), 120.0);
+        }
+        // ...then the new level is real.
+        assert_eq!(clean(&e, 200.0, false, 3, &mut run), 200.0);
+        // Inside resets; below clips at p10 - half the width.
+        assert_eq!(clean(&e, 100.0, false, 3, &mut run), 100.0);
+        assert_eq!(clean(&e, 0.0, false, 3, &mut run), 80.0);
+        assert_eq!(run, -1);
+        // A promotion's lift keeps the median and does not count as a run.
+        assert_eq!(clean(&e, 105.0, true, 3, &mut run), 100.0);
+        assert_eq!(clean(&e, 300.0, true, 3, &mut run), 100.0);
+        assert_eq!(run, -1);
     }
 
     #[test]
