@@ -45,9 +45,10 @@ pub struct EvalAlertsArgs {
     /// Sale lines per simulated second.
     #[arg(long, default_value_t = 50.0)]
     pub events_per_second: f64,
-    /// Forecasting model behind the detector (`inference.model` values).
-    #[arg(long, default_value = "baseline")]
-    pub model: String,
+    /// Forecasting model behind the detector (`inference.model` values;
+    /// default: the configured one, `ensemble` out of the box).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -109,6 +110,7 @@ struct SeedRun {
 }
 
 fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Result<SeedRun> {
+    let model = args.model.as_deref().unwrap_or(&cfg.inference.model);
     // Monday 2026-11-02 00:00 UTC.
     let start = 1_793_577_600_000;
     let end = start + args.days * 86_400_000;
@@ -129,7 +131,7 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
     })?;
     let mut inference = Inference::new(
         salescast_inference::Config {
-            model: args.model.clone(),
+            model: model.to_string(),
             season_windows: 0,
             ..cfg.inference.clone()
         },
@@ -207,6 +209,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 /// Run the evaluation and print the report.
 pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
+    let model = args.model.as_deref().unwrap_or(&cfg.inference.model);
     anyhow::ensure!(
         args.warmup_days >= 0 && args.days > args.warmup_days,
         "--days must exceed --warmup-days"
@@ -356,7 +359,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 "alerts_matching_no_label": unmatched,
                 "alerts_per_hierarchy_wide_incident": per_incident,
                 "hierarchy_wide_incidents": incident_alerts.len(),
-                "model": args.model,
+                "model": model,
             })
         );
         return Ok(());
@@ -367,7 +370,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         args.days,
         args.days - args.warmup_days,
         w / 60_000,
-        args.model,
+        model,
         t0.elapsed().as_secs_f64()
     );
     println!(

@@ -61,10 +61,13 @@ pub struct Config {
     pub z_threshold: f64,
     /// Recent residuals kept per series for the robust z-score.
     pub residual_window: usize,
-    /// CUSUM slack, in robust z units.
+    /// CUSUM slack, in score units.
     pub cusum_k: f64,
-    /// CUSUM decision threshold, in robust z units.
+    /// CUSUM decision threshold, in score units.
     pub cusum_h: f64,
+    /// Smallest change a level shift must show, as a fraction of the
+    /// series' recent mean (0.1: a tenth).
+    pub level_shift_min_change: f64,
     /// Revenue at stake (|observed - expected| x average price) above which
     /// an alert is at least `medium`.
     pub medium_revenue: f64,
@@ -99,6 +102,7 @@ impl Default for Config {
             residual_window: 60,
             cusum_k: 1.5,
             cusum_h: 12.0,
+            level_shift_min_change: 0.1,
             medium_revenue: 500.0,
             high_revenue: 5000.0,
             revision_memory_windows: 120,
@@ -307,7 +311,7 @@ impl SeriesState {
     /// anomaly every window); the spread is the residuals' robust one
     /// (1.4826 MAD) expressed as a dispersion over the series' level, never
     /// below Poisson's; the tail is a quasi-Poisson's (see [`tails`]).
-    fn score_z(&self, y: f64, p50: f64, scratch: &mut Vec<f64>) -> Option<f64> {
+    fn score_z(&self, y: f64, p50: f64, scratch: &mut Vec<f64>) -> Option<(f64, f64)> {
         if self.residuals.len() < 10 {
             return None;
         }
@@ -321,7 +325,7 @@ impl SeriesState {
         // A sparse series' median forecast is often 0; its mean is not.
         let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
         let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
-        Some(tails::count_z(y, mu, phi))
+        Some((tails::count_z(y, mu, phi), med))
     }
 }
 
@@ -434,7 +438,11 @@ impl Alerting {
         let r = y - e.p50;
         let cfg = &self.cfg;
         let st = self.series.entry((f.level, f.key.clone())).or_default();
-        let z = st.score_z(y, e.p50, &mut self.scratch);
+        let scored = st.score_z(y, e.p50, &mut self.scratch);
+        let z = scored.map(|s| s.0);
+        // How far this window is from the bias-corrected forecast, relative
+        // to the series' level (a level shift must be material).
+        let change = scored.map_or(0.0, |s| (r - s.1).abs() / st.mean_y.max(1.0));
         let width = (e.p90 - e.p10).max(1.0);
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
@@ -505,7 +513,12 @@ impl Alerting {
                 None => {
                     let up = st.cusum_up > cfg.cusum_h;
                     let down = st.cusum_down > cfg.cusum_h;
-                    if up || down {
+                    if (up || down) && change < cfg.level_shift_min_change {
+                        // Statistically sure, practically nothing: a big
+                        // series' forecast drifting by a percent.
+                        st.cusum_up = 0.0;
+                        st.cusum_down = 0.0;
+                    } else if up || down {
                         let d = if up { Direction::Up } else { Direction::Down };
                         let stat = st.cusum_up.max(st.cusum_down);
                         st.shift = Some(d);
@@ -588,6 +601,10 @@ impl Alerting {
             (f.actual.units as f64 - f.expected.map_or(0.0, |e| e.p50)).abs()
         };
         let mut explains: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
+        // Deferred to a child: not alerted on its own, but still part of an
+        // ancestor's subtree when the ancestor is the root (a store-wide
+        // outage where each category's move shows in one big SKU).
+        let mut deferred = vec![false; cands.len()];
         for &ci in &top {
             let f = group[cands[ci].idx];
             // Only a child that broke alone among its siblings is a root
@@ -602,14 +619,14 @@ impl Alerting {
             let best = (broken.len() == 1).then(|| broken[0]);
             let share = self.cfg.root_cause_share;
             if let Some(k) = best.filter(|&k| deviation(k) >= share * deviation(ci)) {
-                absorbed[ci] = true;
+                deferred[ci] = true;
                 let mut chain = explains.remove(&ci).unwrap_or_default();
                 chain.push(ci);
                 explains.entry(k).or_default().extend(chain);
             }
         }
         for ci in top {
-            if absorbed[ci] {
+            if absorbed[ci] || deferred[ci] {
                 continue;
             }
             let c = cands[ci].clone();
@@ -976,61 +993,69 @@ mod tests {
             .any(|a| a.kind == AlertKind::LevelShift && a.direction == Direction::Down));
     }
 
+    /// One window of a store `web` with three categories of two SKUs each
+    /// (the second SKU sells `second` units a window), and a total that
+    /// other stores dominate; `broken`: the store sells nothing.
+    fn store_window(i: i64, broken: bool, second: i64) -> Vec<Forecast> {
+        let mut v = Vec::new();
+        let f = if broken { 0.0 } else { 1.0 };
+        let cats = ["toys|web", "food|web", "home|web"];
+        let (mut store, mut store_p50) = (0, 0.0);
+        for (c, cat) in cats.iter().enumerate() {
+            let mut cat_units = 0;
+            for (s, base) in [40, second].iter().enumerate() {
+                let noise = if *base >= 10 { wobble(i + c as i64) } else { 0 };
+                let u = ((base + noise) as f64 * f) as i64;
+                cat_units += u;
+                let key = format!("sku{c}{s}|web");
+                v.push(node(
+                    Level::SkuStore,
+                    &key,
+                    Some(cat),
+                    i * 60_000,
+                    u,
+                    *base as f64,
+                ));
+            }
+            let cat_p50 = (40 + second) as f64;
+            store += cat_units;
+            store_p50 += cat_p50;
+            v.push(node(
+                Level::CategoryStore,
+                cat,
+                Some("web"),
+                i * 60_000,
+                cat_units,
+                cat_p50,
+            ));
+        }
+        v.push(node(
+            Level::Store,
+            "web",
+            Some("total"),
+            i * 60_000,
+            store,
+            store_p50,
+        ));
+        let total = 10_000 + store - store_p50 as i64;
+        v.push(node(
+            Level::Total,
+            "total",
+            None,
+            i * 60_000,
+            total,
+            10_000.0,
+        ));
+        v
+    }
+
     #[test]
     fn a_store_wide_drop_is_one_alert_with_its_children() {
         let mut a = Alerting::new(Config::default()).unwrap();
-        let window = |i: i64, broken: bool| {
-            let mut v = Vec::new();
-            let f = if broken { 0.0 } else { 1.0 };
-            let cats = ["toys|web", "food|web", "home|web"];
-            let mut store = 0;
-            for (c, cat) in cats.iter().enumerate() {
-                let mut cat_units = 0;
-                for s in 0..2 {
-                    let u = ((40 + 10 * s + wobble(i + c as i64)) as f64 * f) as i64;
-                    cat_units += u;
-                    v.push(node(
-                        Level::SkuStore,
-                        &format!("sku{c}{s}|web"),
-                        Some(cat),
-                        i * 60_000,
-                        u,
-                        (40 + 10 * s) as f64,
-                    ));
-                }
-                store += cat_units;
-                v.push(node(
-                    Level::CategoryStore,
-                    cat,
-                    Some("web"),
-                    i * 60_000,
-                    cat_units,
-                    90.0,
-                ));
-            }
-            v.push(node(
-                Level::Store,
-                "web",
-                Some("total"),
-                i * 60_000,
-                store,
-                270.0,
-            ));
-            // The total is dominated by other stores: it barely moves.
-            v.push(node(
-                Level::Total,
-                "total",
-                None,
-                i * 60_000,
-                10_000 + store - 270,
-                10_000.0,
-            ));
-            v
-        };
         for i in 0..40 {
-            assert!(a.process(&window(i, false)).is_empty());
+            assert!(a.process(&store_window(i, false, 50)).is_empty());
         }
-        let got = a.process(&window(40, true));
+        let got = a.process(&store_window(40, true, 50));
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(got[0].level, Level::Store);
         assert_eq!(&*got[0].key, "web");
@@ -1041,6 +1066,21 @@ mod tests {
             got[0].explanation
         );
         assert!(got[0].revenue_at_stake > 0.0);
+    }
+
+    #[test]
+    fn a_store_wide_drop_seen_in_one_big_sku_per_category_is_one_alert() {
+        // Each category's move shows in one SKU (its sibling sells too little
+        // to break): the categories defer to those SKUs, but the store broke
+        // as a whole and its alert takes the whole subtree.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&store_window(i, false, 2)).is_empty());
+        }
+        let got = a.process(&store_window(40, true, 2));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(&*got[0].key, "web");
+        assert_eq!(got[0].children.len(), 6, "3 categories and their big SKUs");
     }
 
     #[test]
