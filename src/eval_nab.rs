@@ -34,6 +34,10 @@ pub struct NabArgs {
     /// labels; one alert per incident is what it rewards).
     #[arg(long, default_value_t = 0.03)]
     pub quiet_fraction: f64,
+    /// Only the files whose name contains this (scores then cover those
+    /// files alone; for looking into one series).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// Detections for one file: true where an alert was raised on the row.
@@ -42,6 +46,7 @@ fn detect(
     values: &[f64],
     step_ms: i64,
     quiet_fraction: f64,
+    kinds: &mut BTreeMap<&'static str, usize>,
 ) -> anyhow::Result<Vec<bool>> {
     let n = values.len();
     let probation = nab::probation(n).max(1);
@@ -80,10 +85,24 @@ fn detect(
             },
         };
         let forecasts = inference.process(&WindowBatch::from_records(&[rec]));
-        out[i] = alerting
-            .process(&forecasts)
-            .iter()
-            .any(|a| a.status == Status::Open);
+        for a in alerting.process(&forecasts) {
+            if a.status == Status::Open {
+                if std::env::var_os("SALESCAST_EVAL_DEBUG").is_some() {
+                    eprintln!(
+                        "row {i}/{n} {} z={:.1} score={:.2} observed {} expected {:.0} ({:.0}-{:.0})",
+                        a.kind.as_str(),
+                        a.robust_z,
+                        a.score,
+                        a.observed,
+                        a.expected,
+                        a.band[0],
+                        a.band[1]
+                    );
+                }
+                out[i] = true;
+                *kinds.entry(a.kind.as_str()).or_default() += 1;
+            }
+        }
     }
     Ok(out)
 }
@@ -123,8 +142,19 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     let mut per_profile: Vec<Vec<FileScore>> = vec![Vec::new(); PROFILES.len()];
     let mut rows = 0;
     let mut per_file = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
     for (file, wins) in &windows {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !file.contains(o.as_str()))
+        {
+            continue;
+        }
         let (ts, vals) = read_file(&args.dir.join("data").join(file))?;
+        if std::env::var_os("SALESCAST_EVAL_DEBUG").is_some() {
+            eprintln!("file {file} windows {wins:?}");
+        }
         anyhow::ensure!(!vals.is_empty(), "{file}: no rows");
         rows += vals.len();
         // The nominal step: the median of the probationary steps (seconds).
@@ -136,7 +166,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             .collect();
         steps.sort_unstable();
         let step_ms = steps.get(steps.len() / 2).copied().unwrap_or(300) * 1000;
-        let det = detect(cfg, &vals, step_ms, args.quiet_fraction)?;
+        let det = detect(cfg, &vals, step_ms, args.quiet_fraction, &mut kinds)?;
         let w: Vec<(i64, i64)> = wins
             .iter()
             .map(|[a, b]| {
@@ -170,6 +200,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "windows_caught": tp,
                 "windows_missed": fn_,
                 "false_positives": fp,
+                "alerts_by_kind": kinds,
                 "model": cfg.inference.model,
             })
         );
@@ -186,6 +217,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
         println!("{:<22} {:>8.2}", p.name, score(k));
     }
     println!("windows caught {tp}, missed {fn_}; false positives {fp} (standard profile)");
+    println!("alerts by kind {kinds:?}");
     println!("published for reference: numenta HTM 70.10, randomCutForest 51.72, windowedGaussian 39.65 (standard)");
     Ok(())
 }
