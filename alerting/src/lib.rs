@@ -292,6 +292,8 @@ struct SeriesState {
     /// Exponentially weighted mean of the actuals (promotion windows left
     /// out): the floor of the expected mean of a sparse series.
     mean_y: f64,
+    /// The newest window's anomaly strength (see [`Alerting::strength`]).
+    strength: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -390,6 +392,17 @@ impl Alerting {
         self.series.len()
     }
 
+    /// How anomalous a series' newest window looked to the detector, as a
+    /// continuous strength: the larger of its score over `z-threshold` and
+    /// its CUSUM statistic over `cusum-h` (1 is where alerts begin). For
+    /// benchmarks that sweep a threshold over a score (NAB); alerts do not
+    /// depend on it.
+    pub fn strength(&self, level: Level, key: &str) -> Option<f64> {
+        self.series
+            .get(&(level, Arc::from(key)))
+            .map(|s| s.strength)
+    }
+
     /// Score a batch of forecasts and return the alerts raised (and
     /// retracted), window start by window start.
     pub fn process(&mut self, forecasts: &[Forecast]) -> Vec<Alert> {
@@ -470,6 +483,7 @@ impl Alerting {
                 })
         };
         let mut silent = false;
+        let mut shift_stat = 0.0f64;
         if f.revision > 0 {
             // Re-score only: the detector state moved on with later windows.
             return candidate(verdict, false);
@@ -521,6 +535,7 @@ impl Alerting {
                     } else if up || down {
                         let d = if up { Direction::Up } else { Direction::Down };
                         let stat = st.cusum_up.max(st.cusum_down);
+                        shift_stat = stat;
                         st.shift = Some(d);
                         st.settled = 0;
                         st.cusum_up = 0.0;
@@ -532,6 +547,9 @@ impl Alerting {
                 }
             }
         }
+        st.strength = z
+            .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
+            .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h);
         st.residuals.push_back(r);
         if st.residuals.len() == 1 {
             st.mean_y = y;
@@ -941,6 +959,22 @@ mod tests {
         assert!(got
             .iter()
             .any(|a| &*a.key == "s" && a.kind == AlertKind::LevelShift));
+    }
+
+    #[test]
+    fn strength_is_below_one_on_a_clean_series_and_above_on_a_spike() {
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut quiet_max: f64 = 0.0;
+        for i in 0..100 {
+            a.process(&[fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0)]);
+            if i >= 20 {
+                quiet_max = quiet_max.max(a.strength(Level::Store, "web-uk").unwrap());
+            }
+        }
+        assert!(quiet_max < 1.0, "{quiet_max}");
+        a.process(&[fc(100 * 60_000, 200, 90.0, 100.0, 110.0)]);
+        assert!(a.strength(Level::Store, "web-uk").unwrap() > 1.0);
+        assert_eq!(a.strength(Level::Store, "nope"), None);
     }
 
     #[test]
