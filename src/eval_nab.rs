@@ -66,7 +66,13 @@ fn detect(
     };
     let mut inference = Inference::new(inf_cfg, step_ms)?;
     let mut alerting = Alerting::new(salescast_alerting::Config {
-        min_history_windows: (probation as u64).min(cfg.alerting.min_history_windows.max(30)),
+        // No alerts before the forecast has seen a season (its shape is
+        // unknown until then), nor after the probation (NAB scores from there).
+        min_history_windows: (probation as u64).min(
+            cfg.alerting
+                .min_history_windows
+                .max(inference.season() as u64),
+        ),
         incident_cooldown_windows: cfg
             .alerting
             .incident_cooldown_windows

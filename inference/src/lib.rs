@@ -78,8 +78,9 @@ pub struct Config {
     /// drag the level. After this many consecutive windows outside on the
     /// same side the new level is real and stored as is. A window mostly on
     /// promotion keeps at most its forecast median: the lift is the
-    /// promotion's, not the series'. The windows published keep the actual
-    /// values. 0 turns cleaning off.
+    /// promotion's, not the series'. Cleaning starts once a series has a
+    /// season of history. The windows published keep the actual values.
+    /// 0 turns cleaning off.
     pub outlier_persistence_windows: u32,
     /// The neural model (used by `neural` and `ensemble`).
     pub neural: NeuralConfig,
@@ -480,6 +481,7 @@ impl Inference {
         let w = self.window_ms;
         let y = r.agg.units as f64;
         let persist = self.cfg.outlier_persistence_windows as i32;
+        let season = (self.season as u64).max(WARM_UP_WINDOWS);
         let h = self
             .series
             .entry((r.level, r.key.clone()))
@@ -529,7 +531,7 @@ impl Inference {
             let t = r.start_ms - (gap.min(cap) - g) as i64 * w;
             // An outage's missing windows are outliers like any other.
             let z = match h.last_forecast.iter().find(|p| p.start_ms == t) {
-                Some(e) if persist > 0 && h.observed >= WARM_UP_WINDOWS => {
+                Some(e) if persist > 0 && h.observed >= season => {
                     clean(e, 0.0, false, persist, &mut h.outlier_run)
                 }
                 _ => 0.0,
@@ -581,7 +583,10 @@ impl Inference {
             }
         }
         // What the history keeps for forecasting (see outlier-persistence-windows).
-        let y = match expected.filter(|_| warm && persist > 0) {
+        // Only once a season of history exists: before it the forecast does
+        // not know the series' shape, and its daily peak would look like an
+        // outlier and be clipped for good.
+        let y = match expected.filter(|_| persist > 0 && h.observed >= season) {
             Some(e) => clean(&e, y, promo, persist, &mut h.outlier_run),
             None => y,
         };
@@ -753,6 +758,31 @@ mod tests {
             .filter(|(p50, y)| (p50 - y).abs() >= 0.5 * y)
             .count();
         assert_eq!(off, 3, "{raw:?}");
+    }
+
+    #[test]
+    fn the_first_season_is_kept_as_is() {
+        // Before a season of history the forecast (EWMA) cannot know the
+        // daily peak; clipping it then would lose the peak for good.
+        let cfg = Config {
+            season_windows: 8,
+            horizon: 1,
+            model: "baseline".into(),
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let pattern = [10, 10, 10, 10, 10, 10, 100, 10];
+        let mut peaks = Vec::new();
+        for i in 0..40i64 {
+            let f = inf.process(&WindowBatch::from_records(&[rec(
+                i * 60_000,
+                pattern[i as usize % 8],
+            )]));
+            if i % 8 == 6 && i >= 8 {
+                peaks.push(f[0].expected.unwrap().p50);
+            }
+        }
+        assert!(peaks.iter().all(|p| *p == 100.0), "{peaks:?}");
     }
 
     #[test]
