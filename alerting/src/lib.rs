@@ -4,13 +4,16 @@
 //! previous forecast expected, and raises alerts an operator can act on:
 //!
 //! - `spike` / `drop`: the actual falls well outside the calibrated p10-p90
-//!   band *and* its residual is extreme against the series' own recent
-//!   residuals (a robust z-score, median/MAD scaled);
+//!   band *and* its score is extreme: the actual's tail probability under a
+//!   quasi-Poisson around the bias-corrected forecast (dispersion from the
+//!   series' recent residuals, median/MAD), as a normal z ([`tails`]),
+//!   divided by the series' tail scale (bursty series need bigger jumps);
 //! - `drop_to_zero`: nothing sold where the series normally sells, raised in
 //!   the window it happens;
-//! - `level_shift`: a two-sided CUSUM over the robust z-scores; a shift is
-//!   called once, and the windows that follow in the same direction are part
-//!   of it (no spike or drop per window) until the residuals settle.
+//! - `level_shift`: a two-sided CUSUM over those scores, for material
+//!   changes only; a shift is called once, and the windows that follow in
+//!   the same direction are part of it (no spike or drop per window) until
+//!   the residuals settle.
 //!
 //! **Root cause across the hierarchy.** Candidates of one window are
 //! grouped top-down (total, store, category x store, SKU x store): a
@@ -276,6 +279,13 @@ pub fn fmt_utc(ms: i64) -> String {
 /// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
 const MEAN_ALPHA: f64 = 0.05;
 
+/// A normal's rate of |z| >= 2.
+const TAIL_P0: f64 = 0.0455;
+/// Weight of the newest window in [`SeriesState::exceed`] (about 300 windows).
+const TAIL_ALPHA: f64 = 1.0 / 300.0;
+/// Windows before the tail scale applies.
+const TAIL_MIN_WINDOWS: u32 = 100;
+
 /// Per-series detector state.
 #[derive(Debug, Clone, Default)]
 struct SeriesState {
@@ -294,6 +304,11 @@ struct SeriesState {
     mean_y: f64,
     /// The newest window's anomaly strength (see [`Alerting::strength`]).
     strength: f64,
+    /// Exponentially weighted rate of windows scoring |z| >= 2 (before the
+    /// tail scale), over windows that raised nothing.
+    exceed: f64,
+    /// Windows folded into `exceed`.
+    exceed_seen: u32,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -307,6 +322,18 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl SeriesState {
+    /// How much heavier than the model the series' tails have been: the
+    /// scale that brings the observed rate of |score| >= 2 back to the
+    /// normal's 4.55% (1 when it is at or below it). Scores are divided by
+    /// it, so a bursty series (tweets, CPU) needs a bigger jump to alert.
+    fn tail_scale(&self) -> f64 {
+        if self.exceed_seen < TAIL_MIN_WINDOWS || self.exceed <= TAIL_P0 {
+            return 1.0;
+        }
+        let q = tails::normal_isf_ln((self.exceed / 2.0).ln());
+        (2.0 / q.max(1e-6)).max(1.0)
+    }
+
     /// Normal-equivalent score of `y` against what was expected (None with
     /// too few residuals). The forecast's median is corrected by the median
     /// of the recent residuals (a forecast running high or low is not an
@@ -327,7 +354,7 @@ impl SeriesState {
         // A sparse series' median forecast is often 0; its mean is not.
         let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
         let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
-        Some((tails::count_z(y, mu, phi), med))
+        Some((tails::count_z(y, mu, phi) / self.tail_scale(), med))
     }
 }
 
@@ -462,15 +489,17 @@ impl Alerting {
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
         // Zero sales: nothing sold (returns alone can make net units negative).
         let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
-        let mut verdict = if y <= 0.0 && e.p50 >= cfg.min_expected_for_zero && e.p10 > 0.0 {
-            Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
-        } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
-            Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
-        } else if y < e.p10 - margin && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
-            Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
-        } else {
-            None
-        };
+        let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
+        let mut verdict =
+            if y <= 0.0 && e.p50 >= cfg.min_expected_for_zero && e.p10 > 0.0 && zero_ok {
+                Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
+            } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
+                Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
+            } else if y < e.p10 - margin && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
+                Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
+            } else {
+                None
+            };
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -550,6 +579,12 @@ impl Alerting {
         st.strength = z
             .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
             .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h);
+        if let Some(zv) = z.filter(|_| verdict.is_none()) {
+            // Raw score: undo the current scale.
+            let hit = (zv.abs() * st.tail_scale() >= 2.0) as u8 as f64;
+            st.exceed += TAIL_ALPHA * (hit - st.exceed);
+            st.exceed_seen = st.exceed_seen.saturating_add(1);
+        }
         st.residuals.push_back(r);
         if st.residuals.len() == 1 {
             st.mean_y = y;
@@ -975,6 +1010,29 @@ mod tests {
         a.process(&[fc(100 * 60_000, 200, 90.0, 100.0, 110.0)]);
         assert!(a.strength(Level::Store, "web-uk").unwrap() > 1.0);
         assert_eq!(a.strength(Level::Store, "nope"), None);
+    }
+
+    #[test]
+    fn a_bursty_series_needs_a_bigger_jump_to_alert() {
+        // The same +70 window alerts on a calm series but not on one whose
+        // +40 bursts every eighth window show its tails are heavier than
+        // the model's.
+        let run = |bursty: bool| {
+            let mut a = Alerting::new(Config::default()).unwrap();
+            for i in 0..400 {
+                let burst = if bursty && i >= 40 && i % 8 == 0 {
+                    40
+                } else {
+                    0
+                };
+                let got = a.process(&[fc(i * 60_000, 100 + wobble(i) + burst, 90.0, 100.0, 110.0)]);
+                assert!(got.is_empty(), "window {i}: {got:#?}");
+            }
+            a.process(&[fc(400 * 60_000, 170, 90.0, 100.0, 110.0)])
+                .len()
+        };
+        assert_eq!(run(false), 1);
+        assert_eq!(run(true), 0);
     }
 
     #[test]
