@@ -1141,13 +1141,19 @@ mod tests {
         v
     }
 
-    #[test]
-    fn a_store_wide_drop_is_one_alert_with_its_children() {
+    /// Forty quiet windows of [`store_window`], then the alerts of the
+    /// window where the store sells nothing.
+    fn store_outage_alerts(second: i64) -> Vec<Alert> {
         let mut a = Alerting::new(Config::default()).unwrap();
         for i in 0..40 {
-            assert!(a.process(&store_window(i, false, 50)).is_empty());
+            assert!(a.process(&store_window(i, false, second)).is_empty());
         }
-        let got = a.process(&store_window(40, true, 50));
+        a.process(&store_window(40, true, second))
+    }
+
+    #[test]
+    fn a_store_wide_drop_is_one_alert_with_its_children() {
+        let got = store_outage_alerts(50);
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(got[0].level, Level::Store);
         assert_eq!(&*got[0].key, "web");
@@ -1165,11 +1171,7 @@ mod tests {
         // Each category's move shows in one SKU (its sibling sells too little
         // to break): the categories defer to those SKUs, but the store broke
         // as a whole and its alert takes the whole subtree.
-        let mut a = Alerting::new(Config::default()).unwrap();
-        for i in 0..40 {
-            assert!(a.process(&store_window(i, false, 2)).is_empty());
-        }
-        let got = a.process(&store_window(40, true, 2));
+        let got = store_outage_alerts(2);
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "web");
         assert_eq!(got[0].children.len(), 6, "3 categories and their big SKUs");
