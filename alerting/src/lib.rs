@@ -334,8 +334,9 @@ impl SeriesState {
         (2.0 / q.max(1e-6)).max(1.0)
     }
 
-    /// Normal-equivalent score of `y` against what was expected (None with
-    /// too few residuals). The forecast's median is corrected by the median
+    /// Normal-equivalent score of `y` against what was expected, before the
+    /// tail scale, and the residuals' median (None with too few residuals).
+    /// The forecast's median is corrected by the median
     /// of the recent residuals (a forecast running high or low is not an
     /// anomaly every window); the spread is the residuals' robust one
     /// (1.4826 MAD) expressed as a dispersion over the series' level, never
@@ -354,7 +355,7 @@ impl SeriesState {
         // A sparse series' median forecast is often 0; its mean is not.
         let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
         let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
-        Some((tails::count_z(y, mu, phi) / self.tail_scale(), med))
+        Some((tails::count_z(y, mu, phi), med))
     }
 }
 
@@ -479,7 +480,8 @@ impl Alerting {
         let cfg = &self.cfg;
         let st = self.series.entry((f.level, f.key.clone())).or_default();
         let scored = st.score_z(y, e.p50, &mut self.scratch);
-        let z = scored.map(|s| s.0);
+        let raw_z = scored.map(|s| s.0);
+        let z = raw_z.map(|z| z / st.tail_scale());
         // How far this window is from the bias-corrected forecast, relative
         // to the series' level (a level shift must be material).
         let change = scored.map_or(0.0, |s| (r - s.1).abs() / st.mean_y.max(1.0));
@@ -579,9 +581,8 @@ impl Alerting {
         st.strength = z
             .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
             .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h);
-        if let Some(zv) = z.filter(|_| verdict.is_none()) {
-            // Raw score: undo the current scale.
-            let hit = (zv.abs() * st.tail_scale() >= 2.0) as u8 as f64;
+        if let Some(zv) = raw_z.filter(|_| verdict.is_none()) {
+            let hit = (zv.abs() >= 2.0) as u8 as f64;
             st.exceed += TAIL_ALPHA * (hit - st.exceed);
             st.exceed_seen = st.exceed_seen.saturating_add(1);
         }
@@ -1180,35 +1181,8 @@ mod tests {
     #[test]
     fn one_sku_breaking_alone_alerts_on_that_sku() {
         let mut a = Alerting::new(Config::default()).unwrap();
-        let window = |i: i64, broken: bool| {
-            let u = if broken { 0 } else { 40 + wobble(i) };
-            vec![
-                node(
-                    Level::SkuStore,
-                    "lego|web",
-                    Some("toys|web"),
-                    i * 60_000,
-                    u,
-                    40.0,
-                ),
-                node(
-                    Level::SkuStore,
-                    "duplo|web",
-                    Some("toys|web"),
-                    i * 60_000,
-                    400 + wobble(i),
-                    400.0,
-                ),
-                node(
-                    Level::CategoryStore,
-                    "toys|web",
-                    Some("web"),
-                    i * 60_000,
-                    u + 400 + wobble(i),
-                    440.0,
-                ),
-            ]
-        };
+        let window =
+            |i: i64, broken: bool| toys_window(i, if broken { 0 } else { 40 + wobble(i) }, 0.0);
         for i in 0..40 {
             assert!(a.process(&window(i, false)).is_empty());
         }
@@ -1219,41 +1193,43 @@ mod tests {
         assert!(got[0].children.is_empty());
     }
 
+    /// One window of category `toys|web` with SKUs `lego` (`lego` units,
+    /// `promo` of its lines on promotion) and `duplo` (400 units).
+    fn toys_window(i: i64, lego: i64, promo: f64) -> Vec<Forecast> {
+        let t = i * 60_000;
+        let mut sku = node(Level::SkuStore, "lego|web", Some("toys|web"), t, lego, 40.0);
+        sku.actual.promo_share = promo;
+        let duplo = 400 + wobble(i);
+        let other = node(
+            Level::SkuStore,
+            "duplo|web",
+            Some("toys|web"),
+            t,
+            duplo,
+            400.0,
+        );
+        let mut cat = node(
+            Level::CategoryStore,
+            "toys|web",
+            Some("web"),
+            t,
+            lego + duplo,
+            440.0,
+        );
+        // The category's share on promotion: lego's lines among both SKUs'.
+        cat.actual.promo_share = promo / 3.0;
+        vec![sku, other, cat]
+    }
+
     #[test]
     fn a_promotion_spike_and_the_category_it_lifts_raise_nothing() {
         let mut a = Alerting::new(Config::default()).unwrap();
         let window = |i: i64, promo: bool| {
-            let u = if promo { 400 } else { 40 + wobble(i) };
-            let mut sku = node(
-                Level::SkuStore,
-                "lego|web",
-                Some("toys|web"),
-                i * 60_000,
-                u,
-                40.0,
-            );
-            sku.actual.promo_share = if promo { 0.9 } else { 0.0 };
-            let mut cat = node(
-                Level::CategoryStore,
-                "toys|web",
-                Some("web"),
-                i * 60_000,
-                u + 400 + wobble(i),
-                440.0,
-            );
-            cat.actual.promo_share = if promo { 0.3 } else { 0.0 };
-            vec![
-                sku,
-                node(
-                    Level::SkuStore,
-                    "duplo|web",
-                    Some("toys|web"),
-                    i * 60_000,
-                    400 + wobble(i),
-                    400.0,
-                ),
-                cat,
-            ]
+            if promo {
+                toys_window(i, 400, 0.9)
+            } else {
+                toys_window(i, 40 + wobble(i), 0.0)
+            }
         };
         for i in 0..40 {
             assert!(a.process(&window(i, false)).is_empty());

@@ -668,16 +668,17 @@ fn clean(e: &HorizonPoint, y: f64, promo: bool, persist: i32, run: &mut i32) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use salescast_stream_core::WindowAgg;
 
-    fn rec(start: i64, units: i64) -> WindowRecord {
+    /// A store window `width_ms` wide of `units` one-unit lines.
+    pub(crate) fn store_window(key: &str, start: i64, width_ms: i64, units: i64) -> WindowRecord {
         WindowRecord {
             level: Level::Store,
-            key: "web-uk".into(),
+            key: key.into(),
             start_ms: start,
-            end_ms: start + 60_000,
+            end_ms: start + width_ms,
             revision: 0,
             parent: None,
             agg: WindowAgg {
@@ -687,6 +688,10 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    fn rec(start: i64, units: i64) -> WindowRecord {
+        store_window("web-uk", start, 60_000, units)
     }
 
     #[test]

@@ -952,7 +952,7 @@ mod tests {
     use super::*;
     use crate::score::pinball;
     use crate::{Config, Inference};
-    use salescast_stream_core::{WindowAgg, WindowBatch, WindowRecord};
+    use salescast_stream_core::{WindowBatch, WindowRecord};
 
     fn ctx(horizon: usize, season: usize) -> FeatureContext {
         FeatureContext {
@@ -964,20 +964,7 @@ mod tests {
     }
 
     fn rec(key: &str, i: i64, units: i64) -> WindowRecord {
-        WindowRecord {
-            level: Level::Store,
-            key: key.into(),
-            start_ms: i * 3_600_000,
-            end_ms: (i + 1) * 3_600_000,
-            revision: 0,
-            parent: None,
-            agg: WindowAgg {
-                units,
-                lines: units,
-                gross_units: units,
-                ..WindowAgg::default()
-            },
-        }
+        crate::tests::store_window(key, i * 3_600_000, 3_600_000, units)
     }
 
     /// Seasonal series with noise: several series of different sizes.
