@@ -38,6 +38,10 @@ pub struct NabArgs {
     /// files alone; for looking into one series).
     #[arg(long)]
     pub only: Option<String>,
+    /// Also print each file's standard-profile result (windows caught and
+    /// missed, false positives, raw score) for the alerts as raised.
+    #[arg(long)]
+    pub per_file: bool,
 }
 
 /// One file's detector output: where alerts were raised, and each row's
@@ -318,6 +322,18 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     println!(
         "swept strength: NAB's protocol on the detector's continuous strength instead (one threshold per profile over the corpus, same quiet period); standard: caught {stp}, missed {sfn}, false positives {sfp}"
     );
+    if args.per_file {
+        println!(
+            "{:<58} {:>7} {:>6} {:>6} {:>4} {:>8}",
+            "file (standard profile, alerts as raised)", "windows", "caught", "missed", "FP", "raw"
+        );
+        for (file, s) in &per_file {
+            println!(
+                "{file:<58} {:>7} {:>6} {:>6} {:>4} {:>8.2}",
+                s.windows, s.tp, s.fn_, s.fp, s.raw
+            );
+        }
+    }
     println!("published for reference: numenta HTM 70.10, randomCutForest 51.72, windowedGaussian 39.65 (standard)");
     Ok(())
 }

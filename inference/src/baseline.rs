@@ -270,8 +270,8 @@ impl Model for HoltWintersModel {
 
 /// Online ensemble of seasonal naive, Holt-Winters, EWMA and (when given)
 /// the neural model: per series, each member's quantiles are weighted by
-/// `exp(-eta * loss / mean loss)` of its exponentially weighted pinball
-/// loss, and averaged quantile by quantile (so quantiles never cross).
+/// `exp(-eta * (loss - best) / best)` of its exponentially weighted pinball
+/// loss (`best` the lowest member's), and averaged quantile by quantile (so quantiles never cross).
 pub struct Ensemble {
     season: usize,
     band: Band,
@@ -322,10 +322,15 @@ impl Ensemble {
         if mean <= 0.0 || !mean.is_finite() {
             return uniform;
         }
+        // Losses relative to the best member's (a member twice as bad as
+        // the best weighs exp(-eta) of it, however bad the worst one is); a
+        // member with no loss at all (a noise-free series) takes it all.
+        let best = h.member_loss.iter().copied().fold(f64::INFINITY, f64::min);
+        let scale = best.max(1e-3 * mean);
         let w: Vec<f64> = h
             .member_loss
             .iter()
-            .map(|l| (-self.eta * l / mean).exp())
+            .map(|l| (-self.eta * (l - best) / scale).exp())
             .collect();
         let sum: f64 = w.iter().sum();
         w.into_iter().map(|x| x / sum).collect()

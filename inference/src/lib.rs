@@ -155,9 +155,52 @@ pub struct SeriesHistory {
     /// Feature rows waiting for their horizon's actuals to become training
     /// pairs, oldest first.
     pub pending: VecDeque<Pending>,
+    /// Robust-history state: the run of windows outside the band and
+    /// which windows of the last season were clipped.
+    pub robust: Robust,
+}
+
+/// Robust-history state of one series (see `outlier-persistence-windows`).
+#[derive(Debug, Clone, Default)]
+pub struct Robust {
     /// Consecutive windows outside the one-step band: positive above,
-    /// negative below (robust history).
-    pub outlier_run: i32,
+    /// negative below.
+    pub run: i32,
+    /// Per position in the season (window count modulo the season): the
+    /// side a season ago's window was clipped on (+1 above, -1 below, 0 kept).
+    clipped: Vec<i8>,
+}
+
+impl Robust {
+    /// The value the history keeps for actual `y` (see [`clean`]), for the
+    /// window at position `slot` of a season `season` windows long. A window
+    /// outside on the same side as the one a season before it, which was
+    /// clipped, is the series' shape recurring, not an outlier: it is kept,
+    /// so that a sharp feature of the daily shape is not clipped for good.
+    fn keep(
+        &mut self,
+        e: &HorizonPoint,
+        y: f64,
+        promo: bool,
+        persist: i32,
+        slot: usize,
+        season: usize,
+    ) -> f64 {
+        if self.clipped.len() != season {
+            self.clipped = vec![0; season];
+        }
+        let i = slot % season.max(1);
+        let before = self.run;
+        let v = clean(e, y, promo, persist, &mut self.run);
+        let side = if v == y { 0 } else { (y - v).signum() as i8 };
+        if side != 0 && !promo && self.clipped[i] == side {
+            self.clipped[i] = 0;
+            self.run = before;
+            return y;
+        }
+        self.clipped[i] = if promo { 0 } else { side };
+        v
+    }
 }
 
 /// One series' forecast path from a [`Model`].
@@ -500,7 +543,7 @@ impl Inference {
                 level_kind: r.level,
                 key_hash: neural::key_hash(r.level, &r.key),
                 pending: VecDeque::new(),
-                outlier_run: 0,
+                robust: Robust::default(),
             });
         let first = h.observed == 0;
         let expected = h
@@ -532,7 +575,8 @@ impl Inference {
             // An outage's missing windows are outliers like any other.
             let z = match h.last_forecast.iter().find(|p| p.start_ms == t) {
                 Some(e) if persist > 0 && h.observed >= season => {
-                    clean(e, 0.0, false, persist, &mut h.outlier_run)
+                    let slot = h.observed as usize;
+                    h.robust.keep(e, 0.0, false, persist, slot, self.season)
                 }
                 _ => 0.0,
             };
@@ -587,7 +631,10 @@ impl Inference {
         // not know the series' shape, and its daily peak would look like an
         // outlier and be clipped for good.
         let y = match expected.filter(|_| persist > 0 && h.observed >= season) {
-            Some(e) => clean(&e, y, promo, persist, &mut h.outlier_run),
+            Some(e) => {
+                let slot = h.observed as usize;
+                h.robust.keep(&e, y, promo, persist, slot, self.season)
+            }
             None => y,
         };
         h.values.push_back(y);
@@ -749,6 +796,29 @@ pub(crate) mod tests {
             }
         }
         got
+    }
+
+    #[test]
+    fn a_feature_of_the_shape_the_forecast_misses_is_clipped_once_then_kept() {
+        let e = HorizonPoint {
+            start_ms: 0,
+            end_ms: 1,
+            p10: 90.0,
+            p50: 100.0,
+            p90: 110.0,
+        };
+        let mut r = Robust::default();
+        // Slot 2 of a 4-window season is outside above: the first time it
+        // may be an outlier and is clipped.
+        assert_eq!(r.keep(&e, 300.0, false, 36, 2, 4), 120.0);
+        assert_eq!(r.keep(&e, 100.0, false, 36, 3, 4), 100.0);
+        // A season later the same slot is outside on the same side again:
+        // the series' shape, kept (and the forecast can now learn it).
+        assert_eq!(r.keep(&e, 300.0, false, 36, 6, 4), 300.0);
+        // Another slot, or the other side, is clipped as before.
+        assert_eq!(r.keep(&e, 300.0, false, 36, 7, 4), 120.0);
+        assert_eq!(r.keep(&e, 0.0, false, 36, 11, 4), 80.0);
+        assert_eq!(r.keep(&e, 0.0, false, 36, 15, 4), 0.0);
     }
 
     #[test]
@@ -929,6 +999,31 @@ mod ensemble_tests {
         let w = Ensemble::new(6, 20).weights(h);
         assert!(w[2] < w[0] && w[2] < w[1], "weights {w:?}");
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_member_with_no_loss_takes_the_weight_however_bad_the_worst_is() {
+        let ens = Ensemble::new(6, 20);
+        let mut inf = Inference::new(Config::default(), 60_000).unwrap();
+        inf.process(&WindowBatch::from_records(&[tests::store_window(
+            "s", 0, 60_000, 5,
+        )]));
+        let mut h = inf.series[&(Level::Store, Arc::from("s"))].clone();
+        h.member_loss = vec![0.0, 1.0, 1.0];
+        // Before: weights relative to the mean loss gave the two members
+        // with loss 1 about a quarter of the weight each whenever a third
+        // member was far worse; relative to the best, the perfect one wins.
+        let w = ens.weights(&h);
+        assert!(w[0] > 0.999, "weights {w:?}");
+        h.member_loss = vec![0.0, 1.0, 1000.0];
+        assert!(ens.weights(&h)[0] > 0.999);
+        // Comparable members share: 10% worse weighs exp(-0.4) of the best.
+        h.member_loss = vec![1.0, 1.1, 1.0];
+        let w = ens.weights(&h);
+        assert!(
+            (w[1] / w[0] - (-0.4f64).exp()).abs() < 1e-9,
+            "weights {w:?}"
+        );
     }
 }
 
