@@ -5,7 +5,7 @@
 //! Each file becomes one series (level `total`) of windows one row wide, in
 //! row order (NAB's timestamps have gaps, repeats and one step backwards; the
 //! scorer works by row too). Values are scaled by the mean absolute value of
-//! the probationary rows, the part of the file a detector may learn from
+//! the probationary rows (to `--units-per-mean` units), the part of the file a detector may learn from
 //! before it is scored, so the detector's unit thresholds mean the same on
 //! every file. The forecasting model and the alerting rules are the
 //! pipeline's, from the configuration; a row is a detection when an alert is
@@ -42,6 +42,13 @@ pub struct NabArgs {
     /// missed, false positives, raw score) for the alerts as raised.
     #[arg(long)]
     pub per_file: bool,
+    /// Units a value equal to the probationary mean becomes. NAB's values
+    /// are measurements, not counts: at 10,000 the count model's Poisson
+    /// floor (a spread of at least the square root of the level) is 1% of
+    /// the level, so each series' own residual spread decides; at 100 it
+    /// is 10% and hides NAB's subtler shifts (CPU 1.8% -> 2.0%).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub units_per_mean: f64,
 }
 
 /// One file's detector output: where alerts were raised, and each row's
@@ -57,6 +64,7 @@ fn detect(
     values: &[f64],
     step_ms: i64,
     quiet_fraction: f64,
+    units_per_mean: f64,
     kinds: &mut BTreeMap<&'static str, usize>,
 ) -> anyhow::Result<Detected> {
     let n = values.len();
@@ -86,7 +94,7 @@ fn detect(
     let mut out = vec![false; n];
     let mut strength = vec![0.0; n];
     for (i, v) in values.iter().enumerate() {
-        let units = (v / scale * 100.0).round() as i64;
+        let units = (v / scale * units_per_mean).round() as i64;
         let start = i as i64 * step_ms;
         let rec = WindowRecord {
             level: Level::Total,
@@ -234,7 +242,15 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             .collect();
         steps.sort_unstable();
         let step_ms = steps.get(steps.len() / 2).copied().unwrap_or(300) * 1000;
-        let det = detect(cfg, &vals, step_ms, args.quiet_fraction, &mut kinds)?;
+        anyhow::ensure!(args.units_per_mean > 0.0, "--units-per-mean must be > 0");
+        let det = detect(
+            cfg,
+            &vals,
+            step_ms,
+            args.quiet_fraction,
+            args.units_per_mean,
+            &mut kinds,
+        )?;
         let w: Vec<(i64, i64)> = wins
             .iter()
             .map(|[a, b]| {

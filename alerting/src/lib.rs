@@ -285,6 +285,12 @@ const TAIL_P0: f64 = 0.0455;
 const TAIL_ALPHA: f64 = 1.0 / 300.0;
 /// Windows before the tail scale applies.
 const TAIL_MIN_WINDOWS: u32 = 100;
+/// Weight of the newest window in [`SeriesState::zero_rate`] (about 200
+/// windows).
+const ZERO_ALPHA: f64 = 1.0 / 200.0;
+/// A series with zero windows more often than this does not "normally
+/// sell": a zero there is no `drop_to_zero`.
+const ZERO_RATE_MAX: f64 = 0.02;
 
 /// Per-series detector state.
 #[derive(Debug, Clone, Default)]
@@ -309,6 +315,11 @@ struct SeriesState {
     exceed: f64,
     /// Windows folded into `exceed`.
     exceed_seen: u32,
+    /// Exponentially weighted share of the windows that raised nothing in
+    /// which nothing sold (the plain mean over the first 200).
+    zero_rate: f64,
+    /// Windows folded into `zero_rate`.
+    zero_seen: u32,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -492,16 +503,20 @@ impl Alerting {
         // Zero sales: nothing sold (returns alone can make net units negative).
         let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
-        let mut verdict =
-            if y <= 0.0 && e.p50 >= cfg.min_expected_for_zero && e.p10 > 0.0 && zero_ok {
-                Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
-            } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
-                Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
-            } else if y < e.p10 - margin && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
-                Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
-            } else {
-                None
-            };
+        let mut verdict = if y <= 0.0
+            && e.p50 >= cfg.min_expected_for_zero
+            && e.p10 > 0.0
+            && zero_ok
+            && st.zero_rate <= ZERO_RATE_MAX
+        {
+            Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
+        } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
+            Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
+        } else if y < e.p10 - margin && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
+            Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
+        } else {
+            None
+        };
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -581,6 +596,12 @@ impl Alerting {
         st.strength = z
             .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
             .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h);
+        if verdict.is_none() {
+            let zero = (y <= 0.0) as u8 as f64;
+            st.zero_seen = st.zero_seen.saturating_add(1);
+            let a = ZERO_ALPHA.max(1.0 / st.zero_seen as f64);
+            st.zero_rate += a * (zero - st.zero_rate);
+        }
         if let Some(zv) = raw_z.filter(|_| verdict.is_none()) {
             let hit = (zv.abs() >= 2.0) as u8 as f64;
             st.exceed += TAIL_ALPHA * (hit - st.exceed);
@@ -910,6 +931,38 @@ mod tests {
         );
         let d = a.process(&[fc(180_000, 5, 31.0, 42.0, 55.0)]);
         assert_eq!(d[0].kind, AlertKind::Drop);
+    }
+
+    #[test]
+    fn a_zero_is_no_drop_to_zero_where_zeros_are_usual() {
+        // A series that sells in bursts (zero in most windows) whose forecast
+        // still expects the last burst to go on: a zero is business as usual.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut kinds = Vec::new();
+        for i in 0..300i64 {
+            let burst = i % 10 == 0;
+            let y = if burst { 40 } else { 0 };
+            let (p10, p50, p90) = if i % 10 == 1 {
+                (20.0, 40.0, 60.0) // right after a burst
+            } else {
+                (0.0, 4.0, 20.0)
+            };
+            let alerts = a.process(&[fc(i * 60_000, y, p10, p50, p90)]);
+            // (Once its history shows how often it sells nothing.)
+            if i >= 50 {
+                kinds.extend(alerts.iter().map(|x| x.kind));
+            }
+        }
+        assert!(!kinds.contains(&AlertKind::DropToZero), "{kinds:?}");
+        // A series that always sells does get one.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..300i64 {
+            assert!(a
+                .process(&[fc(i * 60_000, 40 + i % 3, 31.0, 41.0, 52.0)])
+                .is_empty());
+        }
+        let z = a.process(&[fc(300 * 60_000, 0, 31.0, 41.0, 52.0)]);
+        assert_eq!(z[0].kind, AlertKind::DropToZero);
     }
 
     #[test]

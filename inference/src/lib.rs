@@ -167,7 +167,8 @@ pub struct Robust {
     /// negative below.
     pub run: i32,
     /// Per position in the season (window count modulo the season): the
-    /// side a season ago's window was clipped on (+1 above, -1 below, 0 kept).
+    /// side a season ago's window was outside its band on (+1 above, -1
+    /// below: clipped; +2, -2: kept as the series' shape; 0 inside).
     clipped: Vec<i8>,
 }
 
@@ -193,8 +194,10 @@ impl Robust {
         let before = self.run;
         let v = clean(e, y, promo, persist, &mut self.run);
         let side = if v == y { 0 } else { (y - v).signum() as i8 };
-        if side != 0 && !promo && self.clipped[i] == side {
-            self.clipped[i] = 0;
+        if side != 0 && !promo && self.clipped[i].signum() == side {
+            // Marked 2x the side: kept as the shape, so the next season's
+            // window on the same side is kept too.
+            self.clipped[i] = 2 * side;
             self.run = before;
             return y;
         }
@@ -815,6 +818,9 @@ pub(crate) mod tests {
         // A season later the same slot is outside on the same side again:
         // the series' shape, kept (and the forecast can now learn it).
         assert_eq!(r.keep(&e, 300.0, false, 36, 6, 4), 300.0);
+        // ...and every season after while it recurs (a forecast that misses
+        // it again does not get it clipped every other day).
+        assert_eq!(r.keep(&e, 300.0, false, 36, 10, 4), 300.0);
         // Another slot, or the other side, is clipped as before.
         assert_eq!(r.keep(&e, 300.0, false, 36, 7, 4), 120.0);
         assert_eq!(r.keep(&e, 0.0, false, 36, 11, 4), 80.0);
