@@ -385,6 +385,9 @@ struct Candidate {
     silent: bool,
 }
 
+/// A series: its level and key.
+type SeriesKey = (Level, Arc<str>);
+
 /// Alerts remembered for retraction: (level, key, window start) -> kinds.
 type Raised = FxHashMap<(Level, Arc<str>, i64), Vec<Alert>>;
 
@@ -657,12 +660,34 @@ impl Alerting {
                 false
             });
         }
-        // Root cause: index candidates by their parent, then walk top-down.
+        // Root cause: index candidates by their nearest ancestor that is a
+        // candidate too (a SKU that spiked with its store, in a category
+        // that moved too little to be a candidate itself, is still the
+        // store's), then walk top-down.
+        let is_cand: FxHashSet<(Level, Arc<str>)> = cands
+            .iter()
+            .map(|c| (group[c.idx].level, group[c.idx].key.clone()))
+            .collect();
+        let mut parent_of: Option<FxHashMap<SeriesKey, Arc<str>>> = None;
         let mut by_parent: FxHashMap<(Level, Arc<str>), Vec<usize>> = FxHashMap::default();
         for (ci, c) in cands.iter().enumerate() {
             let f = group[c.idx];
-            if let (Some(p), Some(pl)) = (&f.parent, parent_level(f.level)) {
-                by_parent.entry((pl, p.clone())).or_default().push(ci);
+            let mut node = f.parent.clone().zip(parent_level(f.level));
+            while let Some((p, pl)) = node {
+                let key = (pl, p);
+                if is_cand.contains(&key) {
+                    by_parent.entry(key).or_default().push(ci);
+                    break;
+                }
+                // Up through a series that is no candidate, by the parents
+                // the window's forecasts name (looked up only when needed).
+                let map = parent_of.get_or_insert_with(|| {
+                    group
+                        .iter()
+                        .filter_map(|g| Some(((g.level, g.key.clone()), g.parent.clone()?)))
+                        .collect()
+                });
+                node = map.get(&key).cloned().zip(parent_level(key.0));
             }
         }
         let mut absorbed = vec![false; cands.len()];
@@ -1229,6 +1254,34 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "web");
         assert_eq!(got[0].children.len(), 6, "3 categories and their big SKUs");
+    }
+
+    #[test]
+    fn a_sku_spiking_with_its_store_through_a_quiet_category_is_the_stores_child() {
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&store_window(i, false, 50)).is_empty());
+        }
+        // The store sells three times its usual; one SKU's share of that
+        // is big enough to alert on its own, while its category's total
+        // stays inside its band (it is no candidate).
+        let mut w = store_window(40, false, 50);
+        for f in w.iter_mut() {
+            let units = match (f.level, &*f.key) {
+                (Level::Store, _) => 810,
+                (Level::Total, _) => 10_540,
+                (Level::SkuStore, "sku00|web") => 200,
+                _ => continue,
+            };
+            f.actual.units = units;
+        }
+        let got = a.process(&w);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(&*got[0].key, "web");
+        assert!(
+            got[0].children.iter().any(|c| &*c.key == "sku00|web"),
+            "{got:#?}"
+        );
     }
 
     #[test]
