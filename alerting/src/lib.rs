@@ -320,6 +320,10 @@ struct SeriesState {
     zero_rate: f64,
     /// Windows folded into `zero_rate`.
     zero_seen: u32,
+    /// The current run of windows in which nothing sold: their summed
+    /// expected median, the log-probability of selling nothing in all of
+    /// them, and whether the run already raised its `drop_to_zero`.
+    zero_run: (f64, f64, bool),
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -352,7 +356,8 @@ impl SeriesState {
     /// anomaly every window); the spread is the residuals' robust one
     /// (1.4826 MAD) expressed as a dispersion over the series' level, never
     /// below Poisson's; the tail is a quasi-Poisson's (see [`tails`]).
-    fn score_z(&self, y: f64, p50: f64, scratch: &mut Vec<f64>) -> Option<(f64, f64)> {
+    /// Also returns the log-probability of selling nothing in the window.
+    fn score_z(&self, y: f64, p50: f64, scratch: &mut Vec<f64>) -> Option<(f64, f64, f64)> {
         if self.residuals.len() < 10 {
             return None;
         }
@@ -366,7 +371,7 @@ impl SeriesState {
         // A sparse series' median forecast is often 0; its mean is not.
         let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
         let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
-        Some((tails::count_z(y, mu, phi), med))
+        Some((tails::count_z(y, mu, phi), med, -(mu / phi)))
     }
 }
 
@@ -506,12 +511,27 @@ impl Alerting {
         // Zero sales: nothing sold (returns alone can make net units negative).
         let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
-        let mut verdict = if y <= 0.0
-            && e.p50 >= cfg.min_expected_for_zero
-            && e.p10 > 0.0
-            && zero_ok
-            && st.zero_rate <= ZERO_RATE_MAX
-        {
+        // A run of zero windows is judged as a whole: three windows that
+        // each expected 8 are an outage as sure as one that expected 24.
+        let (run_expected, run_lnp, run_alerted) = st.zero_run;
+        let run = (y <= 0.0).then(|| {
+            let lnp = scored.map_or(0.0, |s| s.2);
+            (run_expected + e.p50.max(0.0), run_lnp + lnp)
+        });
+        let run_ok = run.is_some_and(|(m, lnp)| {
+            m >= cfg.min_expected_for_zero
+                && e.p50 >= 1.0
+                && !run_alerted
+                && scored.is_some()
+                && -tails::normal_isf_ln(lnp) / st.tail_scale() <= -0.5 * cfg.z_threshold
+        });
+        let single_ok =
+            e.p50 >= cfg.min_expected_for_zero && e.p10 > 0.0 && zero_ok && !run_alerted;
+        // An outage already called goes on: one alert for all of it.
+        let in_outage = run.is_some() && run_alerted;
+        let mut verdict = if in_outage {
+            Some((AlertKind::DropToZero, Direction::Down, 0.0))
+        } else if y <= 0.0 && (single_ok || run_ok) && st.zero_rate <= ZERO_RATE_MAX {
             Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
         } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
             Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
@@ -531,19 +551,28 @@ impl Alerting {
                     silent: silent || (promo && direction == Direction::Up),
                 })
         };
-        let mut silent = false;
+        let mut silent = in_outage;
         let mut shift_stat = 0.0f64;
         if f.revision > 0 {
             // Re-score only: the detector state moved on with later windows.
-            return candidate(verdict, false);
+            return candidate(verdict, in_outage);
         }
         st.last_start = f.window_start_ms;
+        st.zero_run = match run {
+            Some((m, lnp)) => (
+                m,
+                lnp,
+                run_alerted || verdict.is_some_and(|v| v.0 == AlertKind::DropToZero),
+            ),
+            None => (0.0, 0.0, false),
+        };
         if promo {
             // A promotion window tells nothing about the usual level: keep it
             // out of the residuals and the change detector.
             return candidate(verdict, false);
         }
-        // CUSUM over the robust z-scores.
+        // CUSUM over the robust z-scores (an outage's windows are its
+        // `drop_to_zero`, never a level shift of their own).
         if let Some(zv) = z {
             // One window adds at most 3/4 of the threshold: a shift needs
             // two windows or more, a lone spike never calls one.
@@ -599,7 +628,7 @@ impl Alerting {
         st.strength = z
             .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
             .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h);
-        if verdict.is_none() {
+        if verdict.is_none() || in_outage {
             let zero = (y <= 0.0) as u8 as f64;
             st.zero_seen = st.zero_seen.saturating_add(1);
             let a = ZERO_ALPHA.max(1.0 / st.zero_seen as f64);
@@ -738,7 +767,9 @@ impl Alerting {
                 for &k in by_parent.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
                     let d = &cands[k];
                     // A silent parent does not hide a child's own outage.
-                    let own = c.silent && d.kind == AlertKind::DropToZero;
+                    let own = c.silent
+                        && c.kind != AlertKind::DropToZero
+                        && d.kind == AlertKind::DropToZero;
                     if absorbed[k] || d.direction != c.direction || own {
                         continue;
                     }
@@ -988,6 +1019,30 @@ mod tests {
         }
         let z = a.process(&[fc(300 * 60_000, 0, 31.0, 41.0, 52.0)]);
         assert_eq!(z[0].kind, AlertKind::DropToZero);
+    }
+
+    #[test]
+    fn a_run_of_zeros_is_one_drop_to_zero_once_the_run_is_sure() {
+        // A series that sells about 8 a window: one zero window is a 1-in-
+        // 3,000 event, not an outage (each alone expects less than the
+        // 20 `min-expected-for-zero` asks); three in a row are one.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..200i64 {
+            assert!(a
+                .process(&[fc(i * 60_000, 7 + i % 3, 5.0, 8.0, 11.0)])
+                .is_empty());
+        }
+        let mut at = Vec::new();
+        for i in 200..210i64 {
+            for x in a.process(&[fc(i * 60_000, 0, 5.0, 8.0, 11.0)]) {
+                at.push((i - 200, x.kind));
+            }
+        }
+        assert_eq!(
+            at,
+            vec![(2, AlertKind::DropToZero)],
+            "one alert, on the third window"
+        );
     }
 
     #[test]
