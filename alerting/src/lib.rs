@@ -50,7 +50,8 @@ pub struct Config {
     /// Smallest absolute difference from the band, in units, worth an alert
     /// (keeps tiny series quiet).
     pub min_units_outside: f64,
-    /// A `drop_to_zero` needs the expected median to be at least this.
+    /// A `drop_to_zero` needs the expected median to be at least this, in
+    /// one window or summed over a run of zero windows.
     pub min_expected_for_zero: f64,
     /// Windows after an alert during which the same series and kind stay quiet.
     pub cooldown_windows: i64,
@@ -389,6 +390,11 @@ struct Candidate {
     /// already called.
     silent: bool,
 }
+
+/// How far (in Poisson standard deviations) the rest of a parent must move
+/// with its one broken child for the parent, not the child, to be the root
+/// cause.
+const REST_MOVED_Z: f64 = 3.0;
 
 /// A series: its level and key.
 type SeriesKey = (Level, Arc<str>);
@@ -747,7 +753,23 @@ impl Alerting {
                 .collect();
             let best = (broken.len() == 1).then(|| broken[0]);
             let share = self.cfg.root_cause_share;
-            if let Some(k) = best.filter(|&k| deviation(k) >= share * deviation(ci)) {
+            // The rest of the parent (all but that child) moving the same
+            // way, beyond what a count's noise explains, means the parent
+            // moved as a whole: the child was only the one big enough to
+            // break (a category-wide shift seen in its best seller).
+            let rest_moved = |k: usize| {
+                let (p, c) = (group[cands[ci].idx], group[cands[k].idx]);
+                let p50 = |f: &Forecast| f.expected.map_or(0.0, |e| e.p50);
+                let rest_dev = (p.actual.units - c.actual.units) as f64 - (p50(p) - p50(c));
+                let rest_z = rest_dev / (p50(p) - p50(c)).max(1.0).sqrt();
+                match cands[ci].direction {
+                    Direction::Up => rest_z >= REST_MOVED_Z,
+                    Direction::Down => rest_z <= -REST_MOVED_Z,
+                }
+            };
+            if let Some(k) =
+                best.filter(|&k| deviation(k) >= share * deviation(ci) && !rest_moved(k))
+            {
                 deferred[ci] = true;
                 let mut chain = explains.remove(&ci).unwrap_or_default();
                 chain.push(ci);
@@ -1380,6 +1402,54 @@ mod tests {
         // The category's share on promotion: lego's lines among both SKUs'.
         cat.actual.promo_share = promo / 3.0;
         vec![sku, other, cat]
+    }
+
+    #[test]
+    fn a_category_shift_seen_only_in_its_best_seller_is_the_categorys() {
+        // Toys: lego sells 300 a window, duplo 10, and SKUs too small to be
+        // forecast here 190 more. When the category halves, lego is the one
+        // SKU that breaks and accounts for 60% of the move; but the rest
+        // fell by half too, so the category is the root cause, not lego.
+        let window = |i: i64, f: f64| {
+            let t = i * 60_000;
+            let lego = ((300 + wobble(i)) as f64 * f) as i64;
+            let duplo = (10.0 * f) as i64;
+            let rest = ((190 + wobble(i + 3)) as f64 * f) as i64;
+            vec![
+                node(
+                    Level::SkuStore,
+                    "lego|web",
+                    Some("toys|web"),
+                    t,
+                    lego,
+                    300.0,
+                ),
+                node(
+                    Level::SkuStore,
+                    "duplo|web",
+                    Some("toys|web"),
+                    t,
+                    duplo,
+                    10.0,
+                ),
+                node(
+                    Level::CategoryStore,
+                    "toys|web",
+                    Some("web"),
+                    t,
+                    lego + duplo + rest,
+                    500.0,
+                ),
+            ]
+        };
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&window(i, 1.0)).is_empty());
+        }
+        let got = a.process(&window(40, 0.5));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(&*got[0].key, "toys|web", "{got:#?}");
+        assert!(got[0].children.iter().any(|c| &*c.key == "lego|web"));
     }
 
     #[test]
