@@ -392,8 +392,8 @@ struct Candidate {
 }
 
 /// How far (in Poisson standard deviations) the rest of a parent must move
-/// with its one broken child for the parent, not the child, to be the root
-/// cause.
+/// with its one broken child (and by at least half the child's relative
+/// move) for the parent, not the child, to be the root cause.
 const REST_MOVED_Z: f64 = 3.0;
 
 /// A series: its level and key.
@@ -760,11 +760,17 @@ impl Alerting {
             let rest_moved = |k: usize| {
                 let (p, c) = (group[cands[ci].idx], group[cands[k].idx]);
                 let p50 = |f: &Forecast| f.expected.map_or(0.0, |e| e.p50);
+                let rest_p50 = (p50(p) - p50(c)).max(1.0);
                 let rest_dev = (p.actual.units - c.actual.units) as f64 - (p50(p) - p50(c));
-                let rest_z = rest_dev / (p50(p) - p50(c)).max(1.0).sqrt();
+                let rest_z = rest_dev / rest_p50.sqrt();
+                // ...and by at least half as much, relative to its level, as
+                // the child did (a lone SKU's outage is -100% against a few
+                // percent of noise in the rest).
+                let rel = rest_dev / rest_p50;
+                let child_rel = (c.actual.units as f64 - p50(c)) / p50(c).max(1.0);
                 match cands[ci].direction {
-                    Direction::Up => rest_z >= REST_MOVED_Z,
-                    Direction::Down => rest_z <= -REST_MOVED_Z,
+                    Direction::Up => rest_z >= REST_MOVED_Z && rel >= 0.5 * child_rel,
+                    Direction::Down => rest_z <= -REST_MOVED_Z && rel <= 0.5 * child_rel,
                 }
             };
             if let Some(k) =
