@@ -744,15 +744,21 @@ pub(crate) mod tests {
         store_window("web-uk", start, 60_000, units)
     }
 
-    #[test]
-    fn seasonal_series_is_forecast_by_last_season() {
+    /// The baseline model over one-minute windows with the given season
+    /// and horizon (in windows).
+    fn baseline(season_windows: usize, horizon: usize) -> Inference {
         let cfg = Config {
-            season_windows: 4,
-            horizon: 4,
+            season_windows,
+            horizon,
             model: "baseline".into(),
             ..Config::default()
         };
-        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        Inference::new(cfg, 60_000).unwrap()
+    }
+
+    #[test]
+    fn seasonal_series_is_forecast_by_last_season() {
+        let mut inf = baseline(4, 4);
         let pattern = [10, 20, 30, 40];
         let mut last = Vec::new();
         for i in 0..40 {
@@ -845,13 +851,7 @@ pub(crate) mod tests {
     fn the_first_season_is_kept_as_is() {
         // Before a season of history the forecast (EWMA) cannot know the
         // daily peak; clipping it then would lose the peak for good.
-        let cfg = Config {
-            season_windows: 8,
-            horizon: 1,
-            model: "baseline".into(),
-            ..Config::default()
-        };
-        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let mut inf = baseline(8, 1);
         let pattern = [10, 10, 10, 10, 10, 10, 100, 10];
         let mut peaks = Vec::new();
         for i in 0..40i64 {
