@@ -93,6 +93,7 @@ fn detect(
     })?;
     let mut out = vec![false; n];
     let mut strength = vec![0.0; n];
+    let debug = std::env::var_os("SALESCAST_EVAL_DEBUG").is_some();
     for (i, v) in values.iter().enumerate() {
         let units = (v / scale * units_per_mean).round() as i64;
         let start = i as i64 * step_ms;
@@ -113,7 +114,7 @@ fn detect(
         let forecasts = inference.process(&WindowBatch::from_records(&[rec]));
         for a in alerting.process(&forecasts) {
             if a.status == Status::Open {
-                if std::env::var_os("SALESCAST_EVAL_DEBUG").is_some() {
+                if debug {
                     eprintln!(
                         "row {i}/{n} {} z={:.1} score={:.2} observed {} expected {:.0} ({:.0}-{:.0})",
                         a.kind.as_str(),
@@ -182,6 +183,13 @@ fn sweep(runs: &[FileRun], p: &nab::Profile) -> (f64, f64, Vec<FileScore>) {
     best.expect("the grid is not empty")
 }
 
+/// Windows caught, false positives and windows missed over some files.
+fn totals(files: &[FileScore]) -> (usize, usize, usize) {
+    files
+        .iter()
+        .fold((0, 0, 0), |a, s| (a.0 + s.tp, a.1 + s.fp, a.2 + s.fn_))
+}
+
 fn read_file(path: &Path) -> anyhow::Result<(Vec<i64>, Vec<f64>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -205,6 +213,7 @@ fn read_file(path: &Path) -> anyhow::Result<(Vec<i64>, Vec<f64>)> {
 
 /// Run the benchmark and print the scores.
 pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.units_per_mean > 0.0, "--units-per-mean must be > 0");
     let t0 = std::time::Instant::now();
     let labels = args.dir.join("labels/combined_windows.json");
     let windows: BTreeMap<String, Vec<[String; 2]>> =
@@ -242,7 +251,6 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             .collect();
         steps.sort_unstable();
         let step_ms = steps.get(steps.len() / 2).copied().unwrap_or(300) * 1000;
-        anyhow::ensure!(args.units_per_mean > 0.0, "--units-per-mean must be > 0");
         let det = detect(
             cfg,
             &vals,
@@ -276,14 +284,9 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     }
     // NAB's protocol: one threshold per profile over the corpus.
     let swept: Vec<(f64, f64, Vec<FileScore>)> = PROFILES.iter().map(|p| sweep(&runs, p)).collect();
-    let (stp, sfp, sfn) = swept[0]
-        .2
-        .iter()
-        .fold((0, 0, 0), |a, s| (a.0 + s.tp, a.1 + s.fp, a.2 + s.fn_));
+    let (stp, sfp, sfn) = totals(&swept[0].2);
     let score = |k: usize| nab::normalized(&per_profile[k], &PROFILES[k]);
-    let (tp, fp, fn_): (usize, usize, usize) = per_profile[0]
-        .iter()
-        .fold((0, 0, 0), |a, s| (a.0 + s.tp, a.1 + s.fp, a.2 + s.fn_));
+    let (tp, fp, fn_) = totals(&per_profile[0]);
     if args.json {
         println!(
             "{}",

@@ -407,8 +407,8 @@ type Raised = FxHashMap<(Level, Arc<str>, i64), Vec<Alert>>;
 pub struct Alerting {
     cfg: Config,
     last: FxHashMap<(Level, Arc<str>, AlertKind), i64>,
-    incident: FxHashMap<(Level, Arc<str>), i64>,
-    series: FxHashMap<(Level, Arc<str>), SeriesState>,
+    incident: FxHashMap<SeriesKey, i64>,
+    series: FxHashMap<SeriesKey, SeriesState>,
     raised: Raised,
     newest: i64,
     pruned_at: i64,
@@ -699,12 +699,12 @@ impl Alerting {
         // candidate too (a SKU that spiked with its store, in a category
         // that moved too little to be a candidate itself, is still the
         // store's), then walk top-down.
-        let is_cand: FxHashSet<(Level, Arc<str>)> = cands
+        let is_cand: FxHashSet<SeriesKey> = cands
             .iter()
             .map(|c| (group[c.idx].level, group[c.idx].key.clone()))
             .collect();
         let mut parent_of: Option<FxHashMap<SeriesKey, Arc<str>>> = None;
-        let mut by_parent: FxHashMap<(Level, Arc<str>), Vec<usize>> = FxHashMap::default();
+        let mut by_parent: FxHashMap<SeriesKey, Vec<usize>> = FxHashMap::default();
         for (ci, c) in cands.iter().enumerate() {
             let f = group[c.idx];
             let mut node = f.parent.clone().zip(parent_level(f.level));
@@ -715,10 +715,13 @@ impl Alerting {
                     break;
                 }
                 // Up through a series that is no candidate, by the parents
-                // the window's forecasts name (looked up only when needed).
+                // the window's forecasts name (looked up only when needed,
+                // and only for the levels that are someone's parent: not
+                // the thousands of SKUs).
                 let map = parent_of.get_or_insert_with(|| {
                     group
                         .iter()
+                        .filter(|g| g.level > Level::SkuStore)
                         .filter_map(|g| Some(((g.level, g.key.clone()), g.parent.clone()?)))
                         .collect()
                 });

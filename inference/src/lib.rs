@@ -160,6 +160,31 @@ pub struct SeriesHistory {
     pub robust: Robust,
 }
 
+impl SeriesHistory {
+    /// The value the history keeps for the next window's actual `y`, given
+    /// the one-step forecast `e` that covered it (see [`Robust::keep`]):
+    /// `y` itself without a forecast, with cleaning off (`persist` 0), or
+    /// before `from` windows of history (the first season: the forecast
+    /// does not know the series' shape yet).
+    fn kept(
+        &mut self,
+        e: Option<HorizonPoint>,
+        y: f64,
+        promo: bool,
+        persist: i32,
+        from: u64,
+        season: usize,
+    ) -> f64 {
+        match e.filter(|_| persist > 0 && self.observed >= from) {
+            Some(e) => {
+                let slot = self.observed as usize;
+                self.robust.keep(&e, y, promo, persist, slot, season)
+            }
+            None => y,
+        }
+    }
+}
+
 /// Robust-history state of one series (see `outlier-persistence-windows`).
 #[derive(Debug, Clone, Default)]
 pub struct Robust {
@@ -576,13 +601,8 @@ impl Inference {
         for g in 0..gap.min(cap) {
             let t = r.start_ms - (gap.min(cap) - g) as i64 * w;
             // An outage's missing windows are outliers like any other.
-            let z = match h.last_forecast.iter().find(|p| p.start_ms == t) {
-                Some(e) if persist > 0 && h.observed >= season => {
-                    let slot = h.observed as usize;
-                    h.robust.keep(e, 0.0, false, persist, slot, self.season)
-                }
-                _ => 0.0,
-            };
+            let e = h.last_forecast.iter().find(|p| p.start_ms == t).copied();
+            let z = h.kept(e, 0.0, false, persist, season, self.season);
             h.values.push_back(z);
             h.feat.add(z);
             h.feat.observe(t, z, false);
@@ -633,13 +653,7 @@ impl Inference {
         // Only once a season of history exists: before it the forecast does
         // not know the series' shape, and its daily peak would look like an
         // outlier and be clipped for good.
-        let y = match expected.filter(|_| persist > 0 && h.observed >= season) {
-            Some(e) => {
-                let slot = h.observed as usize;
-                h.robust.keep(&e, y, promo, persist, slot, self.season)
-            }
-            None => y,
-        };
+        let y = h.kept(expected, y, promo, persist, season, self.season);
         h.values.push_back(y);
         h.feat.add(y);
         h.feat.observe(r.start_ms, y, first);
@@ -744,6 +758,17 @@ pub(crate) mod tests {
         store_window("web-uk", start, 60_000, units)
     }
 
+    /// A one-step forecast of 100 with a 90-110 band.
+    fn band_90_110() -> HorizonPoint {
+        HorizonPoint {
+            start_ms: 0,
+            end_ms: 1,
+            p10: 90.0,
+            p50: 100.0,
+            p90: 110.0,
+        }
+    }
+
     /// The baseline model over one-minute windows with the given season
     /// and horizon (in windows).
     fn baseline(season_windows: usize, horizon: usize) -> Inference {
@@ -809,13 +834,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_feature_of_the_shape_the_forecast_misses_is_clipped_once_then_kept() {
-        let e = HorizonPoint {
-            start_ms: 0,
-            end_ms: 1,
-            p10: 90.0,
-            p50: 100.0,
-            p90: 110.0,
-        };
+        let e = band_90_110();
         let mut r = Robust::default();
         // Slot 2 of a 4-window season is outside above: the first time it
         // may be an outlier and is clipped.
@@ -869,13 +888,7 @@ pub(crate) mod tests {
     #[test]
     fn a_lasting_shift_is_adopted_after_the_persistence() {
         let mut run = 0;
-        let e = HorizonPoint {
-            start_ms: 0,
-            end_ms: 1,
-            p10: 90.0,
-            p50: 100.0,
-            p90: 110.0,
-        };
+        let e = band_90_110();
         // Outside above: clipped to p90 + half the width, three times...
         for _ in 0..3 {
             assert_eq!(clean(&e, 200.0, false, 3, &mut run), 120.0);
