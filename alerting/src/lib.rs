@@ -91,6 +91,16 @@ pub struct Config {
     /// Windows after any alert on a series during which it raises no other
     /// alert of any kind (0: only the per-kind cooldown applies).
     pub incident_cooldown_windows: i64,
+    /// The longest a spike (or drop) lasts, in windows. A move that broke
+    /// out of the band must outlast this before it is called a level
+    /// shift, and one that ends within it was a spike: its windows are
+    /// taken back out of the change detector. A 3-window spike is then one
+    /// `spike` alert, not a spike and a level shift; a shift that starts
+    /// with a jump is called on its `spike-max-windows + 1`-th window (its
+    /// first window already raised the spike or drop). A gradual shift,
+    /// never outside the band, is called as soon as the CUSUM is sure.
+    /// 0 turns the rule off.
+    pub spike_max_windows: u32,
 }
 
 impl Default for Config {
@@ -113,6 +123,7 @@ impl Default for Config {
             promo_share_explains_spike: 0.5,
             root_cause_share: 0.5,
             incident_cooldown_windows: 0,
+            spike_max_windows: 3,
         }
     }
 }
@@ -325,6 +336,60 @@ struct SeriesState {
     /// expected median, the log-probability of selling nothing in all of
     /// them, and whether the run already raised its `drop_to_zero`.
     zero_run: (f64, f64, bool),
+    /// The current excursion: consecutive windows scoring beyond 1 in one
+    /// direction, and whether one of them broke out of the band (a spike
+    /// or drop verdict); see [`Config::spike_max_windows`].
+    excursion: Option<Excursion>,
+    /// The direction of the last alerted excursion and the window start at
+    /// which it ended (for recoveries).
+    ended: Option<(Direction, i64)>,
+}
+
+/// Whether an excursion is part of an alert already raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Cover {
+    /// Not alerted.
+    #[default]
+    None,
+    /// The series' own alert.
+    Own,
+    /// Another series' alert (as a child, or a parent that deferred to it).
+    Other,
+    /// Another series' `drop_to_zero`: this series moves because of an
+    /// outage, and no level shift of its own is called for it.
+    Outage,
+}
+
+/// Consecutive windows of one series scoring beyond 1 in one direction.
+#[derive(Debug, Clone, Copy)]
+struct Excursion {
+    direction: Direction,
+    windows: u32,
+    /// One of them broke out of the band (a spike or drop verdict).
+    outside: bool,
+    /// One of them was a `drop_to_zero` (an outage is no level shift).
+    outage: bool,
+    cover: Cover,
+    /// It began right after an alerted excursion the other way ended.
+    recovery: bool,
+}
+
+impl Excursion {
+    /// A jump: out of the band, part of an alert, or a recovery from one
+    /// (a gradual drift is none of these).
+    fn jump(&self) -> bool {
+        self.outside || self.cover != Cover::None || self.recovery
+    }
+
+    /// How long it may last and still be a spike (or a recovery: the
+    /// forecast takes a while to forget what it followed).
+    fn limit(&self, cfg: &Config) -> u32 {
+        if self.recovery {
+            2 * cfg.spike_max_windows
+        } else {
+            cfg.spike_max_windows
+        }
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -563,6 +628,7 @@ impl Alerting {
             // Re-score only: the detector state moved on with later windows.
             return candidate(verdict, in_outage);
         }
+        let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
         st.zero_run = match run {
             Some((m, lnp)) => (
@@ -586,6 +652,75 @@ impl Alerting {
             let zc = zv.clamp(-cap, cap);
             st.cusum_up = (st.cusum_up + zc - cfg.cusum_k).max(0.0);
             st.cusum_down = (st.cusum_down - zc - cfg.cusum_k).max(0.0);
+            // Excursions: a jump out of the band that ends within
+            // spike-max-windows was a spike, and its windows leave the
+            // change detector; one still going on is no shift yet.
+            let dir = if zv > 1.0 {
+                Some(Direction::Up)
+            } else if zv < -1.0 {
+                Some(Direction::Down)
+            } else {
+                None
+            };
+            let outside = verdict.is_some_and(|v| {
+                matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
+            });
+            let width_ms = f.window_end_ms - f.window_start_ms;
+            st.excursion = match (st.excursion.take(), dir) {
+                (Some(mut e), Some(nd)) if e.direction == nd => {
+                    // A drift that now jumps: its spike clock starts here.
+                    e.windows = if !e.jump() && outside {
+                        1
+                    } else {
+                        e.windows + 1
+                    };
+                    e.outside |= outside;
+                    e.outage |= verdict.is_some_and(|v| v.0 == AlertKind::DropToZero);
+                    Some(e)
+                }
+                (prev, nd) => {
+                    if let Some(e) = prev {
+                        if e.jump() && e.windows <= e.limit(cfg) && st.shift.is_none() {
+                            match e.direction {
+                                Direction::Up => st.cusum_up = 0.0,
+                                Direction::Down => st.cusum_down = 0.0,
+                            }
+                        }
+                        if e.cover != Cover::None {
+                            // It ended after the series' previous window
+                            // (a sparse series may have skipped some since).
+                            st.ended = Some((e.direction, prev_start + width_ms));
+                        }
+                    }
+                    nd.map(|d| {
+                        // Coming back right after an alerted move (a total
+                        // whose forecast followed a store's spike, an outage
+                        // ending) is the recovery, not a new anomaly.
+                        let recovery = st
+                            .ended
+                            .is_some_and(|(ed, at)| ed != d && f.window_start_ms - at <= width_ms);
+                        Excursion {
+                            direction: d,
+                            windows: 1,
+                            outside: outside && !recovery,
+                            outage: verdict.is_some_and(|v| v.0 == AlertKind::DropToZero),
+                            cover: Cover::None,
+                            recovery,
+                        }
+                    })
+                }
+            };
+            // A jump (out of the band, alerted, or a recovery) is no shift
+            // while it is young, nor on a window that only lingers near the
+            // band after it.
+            let young_jump = |d: Direction| {
+                st.excursion.as_ref().is_some_and(|e| {
+                    e.direction == d
+                        && e.jump()
+                        && cfg.spike_max_windows > 0
+                        && e.windows <= e.limit(cfg)
+                })
+            };
             match st.shift {
                 Some(d) => {
                     // The shift lasts while residuals keep its direction;
@@ -609,8 +744,17 @@ impl Alerting {
                     }
                 }
                 None => {
-                    let up = st.cusum_up > cfg.cusum_h;
-                    let down = st.cusum_down > cfg.cusum_h;
+                    // Called on a window that itself clearly moved the
+                    // shift's way (not one that lingers near the band).
+                    let clear = zv.abs() >= 0.5 * cfg.z_threshold;
+                    let up = st.cusum_up > cfg.cusum_h
+                        && clear
+                        && dir == Some(Direction::Up)
+                        && !young_jump(Direction::Up);
+                    let down = st.cusum_down > cfg.cusum_h
+                        && clear
+                        && dir == Some(Direction::Down)
+                        && !young_jump(Direction::Down);
                     if (up || down) && change < cfg.level_shift_min_change {
                         // Statistically sure, practically nothing: a big
                         // series' forecast drifting by a percent.
@@ -628,6 +772,25 @@ impl Alerting {
                             verdict = Some((AlertKind::LevelShift, d, stat));
                         }
                     }
+                }
+            }
+        }
+        // Windows that continue a move already alerted belong to that alert:
+        // silent, but still the root cause of what moves below them. A
+        // level shift is still called once the move outlasts a spike (a new
+        // alert: the spike was the start of a new level, here or below),
+        // but not on a series that only moved with another's outage. A
+        // recovery stays silent while it is no longer than a spike.
+        if cfg.spike_max_windows > 0 {
+            if let (Some(e), Some(v)) = (&st.excursion, verdict) {
+                let continues = v.1 == e.direction && v.0 != AlertKind::DropToZero;
+                let shift_call = v.0 == AlertKind::LevelShift && !silent;
+                if continues
+                    && e.cover != Cover::None
+                    && (!shift_call || e.cover == Cover::Outage || e.outage)
+                    || (e.recovery && v.1 == e.direction && e.windows <= e.limit(cfg))
+                {
+                    silent = true;
                 }
             }
         }
@@ -718,13 +881,7 @@ impl Alerting {
                 // the window's forecasts name (looked up only when needed,
                 // and only for the levels that are someone's parent: not
                 // the thousands of SKUs).
-                let map = parent_of.get_or_insert_with(|| {
-                    group
-                        .iter()
-                        .filter(|g| g.level > Level::SkuStore)
-                        .filter_map(|g| Some(((g.level, g.key.clone()), g.parent.clone()?)))
-                        .collect()
-                });
+                let map = parent_of.get_or_insert_with(|| parents(group));
                 node = map.get(&key).cloned().zip(parent_level(key.0));
             }
         }
@@ -817,8 +974,30 @@ impl Alerting {
                 }
             }
             absorbed[ci] = true;
+            // Whatever this candidate explains is part of its incident.
+            let by = if c.kind == AlertKind::DropToZero {
+                Cover::Outage
+            } else {
+                Cover::Other
+            };
+            for ch in &children {
+                self.cover(ch.level, &ch.key, c.direction, by);
+            }
+            for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
+                let g = group[cands[k].idx];
+                self.cover(g.level, &g.key, c.direction, by);
+            }
             if c.silent {
                 continue;
+            }
+            // Its own move is alerted now, or was (cooldown); ancestors
+            // moving the same way moved because of it.
+            self.cover(f.level, &f.key, c.direction, Cover::Own);
+            let map = parent_of.get_or_insert_with(|| parents(group));
+            let mut node = f.parent.clone().zip(parent_level(f.level));
+            while let Some((p, pl)) = node {
+                self.cover(pl, &p, c.direction, by);
+                node = map.get(&(pl, p)).cloned().zip(parent_level(pl));
             }
             // Cooldown per series and kind.
             let window = f.window_end_ms - f.window_start_ms;
@@ -861,6 +1040,23 @@ impl Alerting {
                 .or_default()
                 .push(a.clone());
             out.push(a);
+        }
+    }
+
+    /// Record that a series' current excursion in `direction` is part of
+    /// an alert (never downgrading its own alert to another's).
+    fn cover(&mut self, level: Level, key: &Arc<str>, direction: Direction, cover: Cover) {
+        let Some(st) = self.series.get_mut(&(level, key.clone())) else {
+            return;
+        };
+        if let Some(e) = st.excursion.as_mut() {
+            if e.direction == direction && e.cover != Cover::Own {
+                if !e.jump() {
+                    // A drift that now jumps: its spike clock starts here.
+                    e.windows = 1;
+                }
+                e.cover = cover;
+            }
         }
     }
 
@@ -954,6 +1150,16 @@ impl Alerting {
             explanation,
         }
     }
+}
+
+/// The parent of every series of a window above the SKU level, by the
+/// parents its forecasts name (not the thousands of SKUs: no SKU is a parent).
+fn parents(group: &[&Forecast]) -> FxHashMap<SeriesKey, Arc<str>> {
+    group
+        .iter()
+        .filter(|g| g.level > Level::SkuStore)
+        .filter_map(|g| Some(((g.level, g.key.clone()), g.parent.clone()?)))
+        .collect()
 }
 
 /// The level one up from `l` (none above the total).
@@ -1234,9 +1440,11 @@ mod tests {
             .collect();
         assert_eq!(shifts.len(), 1, "{got:#?}");
         assert_eq!(shifts[0].direction, Direction::Up);
-        assert!(
-            shifts[0].window_start_ms <= 82 * 60_000,
-            "called within 2 windows of its start"
+        // The jump must outlast a spike (spike-max-windows) to be a shift.
+        assert_eq!(
+            shifts[0].window_start_ms,
+            83 * 60_000,
+            "called on the window after spike-max-windows"
         );
         // At most the first window is called a spike before the shift is clear.
         assert!(got.len() <= 2, "{got:#?}");
@@ -1254,8 +1462,12 @@ mod tests {
     /// (the second SKU sells `second` units a window), and a total that
     /// other stores dominate; `broken`: the store sells nothing.
     fn store_window(i: i64, broken: bool, second: i64) -> Vec<Forecast> {
+        store_window_at(i, if broken { 0.0 } else { 1.0 }, second)
+    }
+
+    /// [`store_window`] with every SKU of the store selling `f` times its usual.
+    fn store_window_at(i: i64, f: f64, second: i64) -> Vec<Forecast> {
         let mut v = Vec::new();
-        let f = if broken { 0.0 } else { 1.0 };
         let cats = ["toys|web", "food|web", "home|web"];
         let (mut store, mut store_p50) = (0, 0.0);
         for (c, cat) in cats.iter().enumerate() {
@@ -1492,6 +1704,60 @@ mod tests {
         );
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "lego|web");
+    }
+
+    #[test]
+    fn a_three_window_store_spike_is_one_spike_alert() {
+        // Before spike-max-windows, the second window of the spike crossed
+        // the CUSUM and called a level shift as well.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..80 {
+            let f = if (40..43).contains(&i) { 3.0 } else { 1.0 };
+            got.extend(a.process(&store_window_at(i, f, 50)));
+        }
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].kind, AlertKind::Spike);
+        assert_eq!(got[0].window_start_ms, 40 * 60_000);
+    }
+
+    #[test]
+    fn a_jump_that_lasts_is_a_spike_then_one_level_shift() {
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..80 {
+            let f = if i >= 40 { 3.0 } else { 1.0 };
+            got.extend(a.process(&store_window_at(i, f, 50)));
+        }
+        let kinds: Vec<(AlertKind, i64)> = got
+            .iter()
+            .map(|a| (a.kind, a.window_start_ms / 60_000))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![(AlertKind::Spike, 40), (AlertKind::LevelShift, 43)],
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_spike_the_forecast_followed_is_no_drop() {
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..40 {
+            got.extend(a.process(&[fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0)]));
+        }
+        for i in 40..43 {
+            got.extend(a.process(&[fc(i * 60_000, 300 + wobble(i), 90.0, 100.0, 110.0)]));
+        }
+        // The forecast has followed the spike up; sales are back to usual.
+        got.extend(a.process(&[fc(43 * 60_000, 100, 280.0, 300.0, 320.0)]));
+        got.extend(a.process(&[fc(44 * 60_000, 101, 180.0, 200.0, 220.0)]));
+        for i in 45..60 {
+            got.extend(a.process(&[fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0)]));
+        }
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].kind, AlertKind::Spike);
     }
 
     #[test]
