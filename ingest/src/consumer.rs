@@ -267,6 +267,10 @@ impl Ingest {
         let n = cfg.decode_threads.max(1);
         let mut work = Vec::with_capacity(n);
         let mut decode_threads = Vec::with_capacity(n);
+        // Decoded batches' buffers go back to the poll thread for reuse, so
+        // it does not fault in fresh pages for every micro-batch. Bounded:
+        // a full queue drops the buffer.
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<RawBatch>(2 * n);
         for i in 0..n {
             let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
             let mut decode = DecodeWorker {
@@ -274,6 +278,7 @@ impl Ingest {
                 dedup: Dedup::new(cfg.dedup_capacity.div_ceil(n)),
                 tx: tx.clone(),
                 metrics: metrics.clone(),
+                spare: spare_tx.clone(),
             };
             let h = std::thread::Builder::new()
                 .name(format!("ingest-decode-{i}"))
@@ -289,6 +294,7 @@ impl Ingest {
             tx,
             cancel,
             raw: (0..n).map(|_| RawBatch::default()).collect(),
+            spare: spare_rx,
             assigned: BTreeSet::new(),
             eof_since: BTreeMap::new(),
             idle: BTreeSet::new(),
@@ -361,6 +367,13 @@ impl RawBatch {
     fn is_empty(&self) -> bool {
         self.msgs.is_empty()
     }
+
+    /// Empty it, keeping its allocations.
+    fn clear(&mut self) {
+        self.data.clear();
+        self.msgs.clear();
+        self.newest_ms = None;
+    }
 }
 
 enum Work {
@@ -374,6 +387,8 @@ struct DecodeWorker {
     dedup: Dedup,
     tx: mpsc::Sender<IngestEvent>,
     metrics: Metrics,
+    /// Where emptied raw batches go back to the poll thread.
+    spare: std::sync::mpsc::SyncSender<RawBatch>,
 }
 
 impl DecodeWorker {
@@ -384,11 +399,14 @@ impl DecodeWorker {
                     let _ = ack.send(());
                     continue;
                 }
-                Work::Batch(raw) => {
+                Work::Batch(mut raw) => {
                     let slice = |r: Span| r.map(|(a, b)| &raw.data[a..b]);
                     for (p, o, k, v) in &raw.msgs {
                         self.decoder.push(*p, *o, slice(*k), slice(*v))?;
                     }
+                    let newest_message_ms = raw.newest_ms;
+                    raw.clear();
+                    let _ = self.spare.try_send(raw);
                     let decoded = self.decoder.finish(&mut self.dedup)?;
                     self.metrics.events_received.inc_by(decoded.messages as u64);
                     self.metrics.ingest_bytes.inc_by(decoded.bytes as u64);
@@ -397,7 +415,7 @@ impl DecodeWorker {
                         .inc_by(decoded.duplicates as u64);
                     IngestEvent::Batch(Box::new(IngestBatch {
                         decoded,
-                        newest_message_ms: raw.newest_ms,
+                        newest_message_ms,
                     }))
                 }
             };
@@ -417,6 +435,8 @@ struct Worker {
     cancel: CancellationToken,
     /// The micro-batch being filled for each decode thread.
     raw: Vec<RawBatch>,
+    /// Emptied batches handed back by the decode threads.
+    spare: std::sync::mpsc::Receiver<RawBatch>,
     assigned: BTreeSet<i32>,
     /// Partitions read to their end, and since when.
     eof_since: BTreeMap<i32, Instant>,
@@ -429,9 +449,16 @@ impl Worker {
         if self.raw[i].is_empty() {
             return Ok(());
         }
-        let raw = std::mem::take(&mut self.raw[i]);
-        self.raw[i].data.reserve(raw.data.capacity());
-        self.raw[i].msgs.reserve(raw.msgs.capacity());
+        let next = match self.spare.try_recv() {
+            Ok(b) => b,
+            Err(_) => {
+                let mut b = RawBatch::default();
+                b.data.reserve(self.raw[i].data.capacity());
+                b.msgs.reserve(self.raw[i].msgs.capacity());
+                b
+            }
+        };
+        let raw = std::mem::replace(&mut self.raw[i], next);
         self.work[i]
             .send(Work::Batch(raw))
             .map_err(|_| Error::Closed)
@@ -497,7 +524,10 @@ impl Worker {
         let mut batch_started = Instant::now();
         let mut last_idle_check = Instant::now();
         let mut since_clock = 0u32;
-        while !self.cancel.is_cancelled() {
+        // The token takes a lock to read: while messages stream in, look
+        // at it with the clock, every 256 messages.
+        let mut cancelled = false;
+        while !cancelled {
             let timeout = if self.is_empty() {
                 Duration::from_millis(100)
             } else {
@@ -555,6 +585,7 @@ impl Worker {
                 continue;
             }
             since_clock = 0;
+            cancelled = self.cancel.is_cancelled();
             if !self.is_empty() && batch_started.elapsed() >= max_wait {
                 self.flush()?;
             }
