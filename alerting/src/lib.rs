@@ -98,7 +98,8 @@ pub struct Config {
     /// `spike` alert, not a spike and a level shift; a shift that starts
     /// with a jump is called on its `spike-max-windows + 1`-th window (its
     /// first window already raised the spike or drop). A gradual shift,
-    /// never outside the band, is called as soon as the CUSUM is sure.
+    /// never outside the band, is called as soon as the CUSUM is sure (on
+    /// a window scoring at least z-threshold / 2 its way, as every shift).
     /// 0 turns the rule off.
     pub spike_max_windows: u32,
 }
@@ -711,8 +712,7 @@ impl Alerting {
                 }
             };
             // A jump (out of the band, alerted, or a recovery) is no shift
-            // while it is young, nor on a window that only lingers near the
-            // band after it.
+            // while it is young.
             let young_jump = |d: Direction| {
                 st.excursion.as_ref().is_some_and(|e| {
                     e.direction == d
