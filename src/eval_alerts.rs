@@ -132,18 +132,23 @@ struct SeedRun {
     scored_from: i64,
 }
 
-/// The forecasts of one seed, in the batches the pipeline would see them.
-struct SeedForecasts {
-    steps: Vec<Vec<salescast_inference::Forecast>>,
-    labels: Vec<AnomalyLabel>,
+/// The forecasting model behind the detector.
+fn model_of<'a>(cfg: &'a crate::Config, args: &'a EvalAlertsArgs) -> &'a str {
+    args.model.as_deref().unwrap_or(&cfg.inference.model)
 }
 
+/// One batch of forecasts, as the pipeline would hand it to the detector.
+type Step = Vec<salescast_inference::Forecast>;
+
+/// Generate one seed's events and forecast them, handing each batch's
+/// forecasts to `on_step` as they are made; returns the seed's labels.
 fn forecast_seed(
     cfg: &crate::Config,
     args: &EvalAlertsArgs,
     seed: u64,
-) -> anyhow::Result<SeedForecasts> {
-    let model = args.model.as_deref().unwrap_or(&cfg.inference.model);
+    mut on_step: impl FnMut(Step) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<AnomalyLabel>> {
+    let model = model_of(cfg, args);
     let end = START_MS + args.days * 86_400_000;
     let mut gen = Generator::new(gen_config(cfg, args, seed));
     let mut engine = WindowEngine::new(salescast_stream_core::Config {
@@ -159,7 +164,6 @@ fn forecast_seed(
         },
         args.window_ms,
     )?;
-    let mut steps = Vec::new();
     let mut rows = Vec::with_capacity(50_000);
     let mut offset = 0i64;
     // SALESCAST_EVAL_TRACE=<key> prints that series' windows and forecasts.
@@ -190,8 +194,7 @@ fn forecast_seed(
         for x in &mut f {
             x.horizon = Vec::new();
         }
-        steps.push(f);
-        Ok(())
+        on_step(f)
     };
     for r in gen.by_ref() {
         if r.sim_ms >= end {
@@ -206,13 +209,12 @@ fn forecast_seed(
         }
     }
     step(&mut rows, &mut engine)?;
-    let labels = gen
+    Ok(gen
         .labels()
         .iter()
         .filter(|l| l.start_ms < end)
         .cloned()
-        .collect();
-    Ok(SeedForecasts { steps, labels })
+        .collect())
 }
 
 /// Monday 2026-11-02 00:00 UTC.
@@ -231,6 +233,9 @@ fn gen_config(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> GenConfi
     }
 }
 
+/// Version of the cache file layout (part of the file name's digest).
+const CACHE_FORMAT: u32 = 2;
+
 /// Where a seed's forecasts are cached: the file name carries a digest of
 /// everything that shapes them (generator, windows, inference, the run's
 /// options), so a changed setting never reads stale forecasts.
@@ -243,7 +248,7 @@ fn cache_path(
     let Some(dir) = &args.cache_dir else {
         return Ok(None);
     };
-    let model = args.model.as_deref().unwrap_or(&cfg.inference.model);
+    let model = model_of(cfg, args);
     let shape = serde_json::to_string(&(
         &cfg.windows,
         &cfg.inference,
@@ -251,6 +256,7 @@ fn cache_path(
         model,
         (args.days, args.window_ms),
         env!("CARGO_PKG_VERSION"),
+        CACHE_FORMAT,
     ))?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     shape.hash(&mut h);
@@ -259,68 +265,97 @@ fn cache_path(
     ))
 }
 
-/// One line per forecast; an empty line ends a batch.
-fn write_cache(path: &std::path::Path, run: &SeedForecasts) -> anyhow::Result<()> {
-    use std::io::Write;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    writeln!(w, "{}", serde_json::to_string(&run.labels)?)?;
-    for step in &run.steps {
-        for f in step {
-            serde_json::to_writer(&mut w, f)?;
-            w.write_all(b"\n")?;
-        }
-        w.write_all(b"\n")?;
-    }
-    w.flush()?;
-    drop(w);
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// Writes a seed's forecasts as they are made: one JSON line per forecast,
+/// an empty line after each batch, the labels (a JSON array) last. The file
+/// appears under its name only once complete.
+struct CacheWriter {
+    w: std::io::BufWriter<std::fs::File>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
 }
 
-fn read_cache(path: &std::path::Path) -> anyhow::Result<SeedForecasts> {
+impl CacheWriter {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        Ok(CacheWriter {
+            w,
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn step(&mut self, step: &[salescast_inference::Forecast]) -> anyhow::Result<()> {
+        use std::io::Write;
+        for f in step {
+            serde_json::to_writer(&mut self.w, f)?;
+            self.w.write_all(b"\n")?;
+        }
+        self.w.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn finish(mut self, labels: &[AnomalyLabel]) -> anyhow::Result<()> {
+        use std::io::Write;
+        serde_json::to_writer(&mut self.w, labels)?;
+        self.w.write_all(b"\n")?;
+        self.w.flush()?;
+        drop(self.w);
+        std::fs::rename(&self.tmp, &self.path)?;
+        Ok(())
+    }
+}
+
+/// Replay a cache file written by [`CacheWriter`], batch by batch; returns
+/// the labels.
+fn read_cache(
+    path: &std::path::Path,
+    mut on_step: impl FnMut(Step),
+) -> anyhow::Result<Vec<AnomalyLabel>> {
     use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(std::fs::File::open(path)?).lines();
-    let first = lines
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{}: empty cache file", path.display()))??;
-    let labels = serde_json::from_str(&first)?;
-    let mut steps = Vec::new();
     let mut cur = Vec::new();
-    for line in lines {
+    for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
         let line = line?;
         if line.is_empty() {
-            steps.push(std::mem::take(&mut cur));
+            on_step(std::mem::take(&mut cur));
+        } else if line.starts_with('[') {
+            return Ok(serde_json::from_str(&line)?);
         } else {
             cur.push(serde_json::from_str(&line)?);
         }
     }
-    Ok(SeedForecasts { steps, labels })
+    anyhow::bail!("{}: incomplete cache file (no labels)", path.display())
 }
 
 fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Result<SeedRun> {
-    let cached = cache_path(cfg, args, seed)?;
-    let forecasts = match &cached {
-        Some(p) if p.exists() => read_cache(p)?,
-        _ => {
-            let f = forecast_seed(cfg, args, seed)?;
-            if let Some(p) = &cached {
-                write_cache(p, &f)?;
-            }
-            f
-        }
-    };
     let mut alerting = Alerting::new(cfg.alerting.clone())?;
     let mut alerts = Vec::new();
-    for step in &forecasts.steps {
+    let mut detect = |step: &[salescast_inference::Forecast]| {
         alerts.extend(alerting.process(step));
-    }
+    };
+    let labels = match cache_path(cfg, args, seed)? {
+        Some(p) if p.exists() => read_cache(&p, |step| detect(&step))?,
+        Some(p) => {
+            let mut w = CacheWriter::create(&p)?;
+            let labels = forecast_seed(cfg, args, seed, |step| {
+                w.step(&step)?;
+                detect(&step);
+                Ok(())
+            })?;
+            w.finish(&labels)?;
+            labels
+        }
+        None => forecast_seed(cfg, args, seed, |step| {
+            detect(&step);
+            Ok(())
+        })?,
+    };
     Ok(SeedRun {
         alerts,
-        labels: forecasts.labels,
+        labels,
         scored_from: START_MS + args.warmup_days * 86_400_000,
     })
 }
@@ -340,7 +375,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 /// Run the evaluation and print the report.
 pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
-    let model = args.model.as_deref().unwrap_or(&cfg.inference.model);
+    let model = model_of(cfg, args);
     anyhow::ensure!(
         args.warmup_days >= 0 && args.days > args.warmup_days,
         "--days must exceed --warmup-days"
@@ -474,16 +509,9 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
     }
     let mut kinds = BTreeMap::new();
     for (k, (mut s, delays)) in per_kind {
-        s.precision = if s.alerts > 0 {
-            s.matched_alerts as f64 / s.alerts as f64
-        } else {
-            0.0
-        };
-        s.recall = if s.labels > 0 {
-            s.caught as f64 / s.labels as f64
-        } else {
-            0.0
-        };
+        let ratio = |n: usize, d: usize| if d > 0 { n as f64 / d as f64 } else { 0.0 };
+        s.precision = ratio(s.matched_alerts, s.alerts);
+        s.recall = ratio(s.caught, s.labels);
         let f1 = |p: f64, r: f64| {
             if p + r > 0.0 {
                 2.0 * p * r / (p + r)
@@ -492,11 +520,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             }
         };
         s.f1 = f1(s.precision, s.recall);
-        s.same_kind_precision = if s.alerts > 0 {
-            s.same_kind_alerts as f64 / s.alerts as f64
-        } else {
-            0.0
-        };
+        s.same_kind_precision = ratio(s.same_kind_alerts, s.alerts);
         s.same_kind_f1 = f1(s.same_kind_precision, s.recall);
         s.median_delay_windows = median(delays);
         kinds.insert(k, s);

@@ -382,6 +382,18 @@ impl Excursion {
         self.outside || self.cover != Cover::None || self.recovery
     }
 
+    /// A drift that becomes a jump now: its spike clock starts here.
+    fn start_jump(&mut self) {
+        if !self.jump() {
+            self.windows = 1;
+        }
+    }
+
+    /// A jump still no longer than a spike (or a recovery) may last.
+    fn young(&self, cfg: &Config) -> bool {
+        self.jump() && self.windows <= self.limit(cfg)
+    }
+
     /// How long it may last and still be a spike (or a recovery: the
     /// forecast takes a while to forget what it followed).
     fn limit(&self, cfg: &Config) -> u32 {
@@ -666,22 +678,21 @@ impl Alerting {
             let outside = verdict.is_some_and(|v| {
                 matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
             });
+            let outage = verdict.is_some_and(|v| v.0 == AlertKind::DropToZero);
             let width_ms = f.window_end_ms - f.window_start_ms;
             st.excursion = match (st.excursion.take(), dir) {
                 (Some(mut e), Some(nd)) if e.direction == nd => {
-                    // A drift that now jumps: its spike clock starts here.
-                    e.windows = if !e.jump() && outside {
-                        1
-                    } else {
-                        e.windows + 1
-                    };
+                    e.windows += 1;
+                    if outside {
+                        e.start_jump();
+                    }
                     e.outside |= outside;
-                    e.outage |= verdict.is_some_and(|v| v.0 == AlertKind::DropToZero);
+                    e.outage |= outage;
                     Some(e)
                 }
                 (prev, nd) => {
                     if let Some(e) = prev {
-                        if e.jump() && e.windows <= e.limit(cfg) && st.shift.is_none() {
+                        if e.young(cfg) && st.shift.is_none() {
                             match e.direction {
                                 Direction::Up => st.cusum_up = 0.0,
                                 Direction::Down => st.cusum_down = 0.0,
@@ -704,7 +715,7 @@ impl Alerting {
                             direction: d,
                             windows: 1,
                             outside: outside && !recovery,
-                            outage: verdict.is_some_and(|v| v.0 == AlertKind::DropToZero),
+                            outage,
                             cover: Cover::None,
                             recovery,
                         }
@@ -714,12 +725,9 @@ impl Alerting {
             // A jump (out of the band, alerted, or a recovery) is no shift
             // while it is young.
             let young_jump = |d: Direction| {
-                st.excursion.as_ref().is_some_and(|e| {
-                    e.direction == d
-                        && e.jump()
-                        && cfg.spike_max_windows > 0
-                        && e.windows <= e.limit(cfg)
-                })
+                st.excursion
+                    .as_ref()
+                    .is_some_and(|e| e.direction == d && e.young(cfg))
             };
             match st.shift {
                 Some(d) => {
@@ -788,7 +796,7 @@ impl Alerting {
                 if continues
                     && e.cover != Cover::None
                     && (!shift_call || e.cover == Cover::Outage || e.outage)
-                    || (e.recovery && v.1 == e.direction && e.windows <= e.limit(cfg))
+                    || (e.recovery && v.1 == e.direction && e.young(cfg))
                 {
                     silent = true;
                 }
@@ -1051,10 +1059,7 @@ impl Alerting {
         };
         if let Some(e) = st.excursion.as_mut() {
             if e.direction == direction && e.cover != Cover::Own {
-                if !e.jump() {
-                    // A drift that now jumps: its spike clock starts here.
-                    e.windows = 1;
-                }
+                e.start_jump();
                 e.cover = cover;
             }
         }
