@@ -234,7 +234,7 @@ fn gen_config(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> GenConfi
 }
 
 /// Version of the cache file layout (part of the file name's digest).
-const CACHE_FORMAT: u32 = 2;
+const CACHE_FORMAT: u32 = 3;
 
 /// Where a seed's forecasts are cached: the file name carries a digest of
 /// everything that shapes them (generator, windows, inference, the run's

@@ -61,8 +61,16 @@ pub struct Config {
     /// have unreliable bands).
     pub min_history_windows: u64,
     /// Robust z-score (median/MAD of the series' recent residuals) a spike
-    /// or drop must also reach.
+    /// or drop must also reach, for one series alone (see
+    /// `family-wise-correction`).
     pub z_threshold: f64,
+    /// The z-threshold holds for one series. A level that scores N series
+    /// in one window (a catalog's thousands of SKUs) tests N times, so with
+    /// this on its spikes and drops must reach the score whose tail is 1/N
+    /// of the z-threshold's (Bonferroni): z 6 for one series, about 7.2 for
+    /// 3,000 SKUs in a window. Every level then raises false spikes about as
+    /// rarely as a single series does, however large the catalog.
+    pub family_wise_correction: bool,
     /// Recent residuals kept per series for the robust z-score.
     pub residual_window: usize,
     /// CUSUM slack, in score units.
@@ -114,6 +122,7 @@ impl Default for Config {
             min_level: Level::SkuStore,
             min_history_windows: 30,
             z_threshold: 6.0,
+            family_wise_correction: true,
             residual_window: 60,
             cusum_k: 1.5,
             cusum_h: 12.0,
@@ -467,6 +476,10 @@ struct Candidate {
     /// nothing: a promotion explains it, or it continues a level shift
     /// already called.
     silent: bool,
+    /// It passed the series' z-threshold but not its level's (see
+    /// `family-wise-correction`): it alerts only as the root cause a
+    /// candidate above it defers to, never on its own.
+    weak: bool,
 }
 
 /// How far (in Poisson standard deviations) the rest of a parent must move
@@ -491,6 +504,8 @@ pub struct Alerting {
     newest: i64,
     pruned_at: i64,
     scratch: Vec<f64>,
+    /// ln of the normal tail at `z-threshold` (the per-series false-alarm chance).
+    ln_tail: f64,
 }
 
 impl Alerting {
@@ -507,6 +522,7 @@ impl Alerting {
             ));
         }
         Ok(Alerting {
+            ln_tail: tails::normal_sf_ln(cfg.z_threshold),
             cfg,
             last: FxHashMap::default(),
             incident: FxHashMap::default(),
@@ -576,7 +592,7 @@ impl Alerting {
 
     /// Verdict for one forecast, updating the series' detector state for a
     /// first emission (a revision is re-scored against the state as is).
-    fn candidate(&mut self, idx: usize, f: &Forecast) -> Option<Candidate> {
+    fn candidate(&mut self, idx: usize, f: &Forecast, z_threshold: f64) -> Option<Candidate> {
         let e = f.expected?;
         let y = f.actual.units as f64;
         let r = y - e.p50;
@@ -592,6 +608,9 @@ impl Alerting {
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
+        // Past the series' own threshold but not its level's: only alerted
+        // when a significant ancestor points to it as the root cause.
+        let weak = z.is_some_and(|z| z.abs() < z_threshold);
         // Zero sales: nothing sold (returns alone can make net units negative).
         let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
@@ -633,6 +652,7 @@ impl Alerting {
                     score,
                     z: z.unwrap_or(0.0),
                     silent: silent || (promo && direction == Direction::Up),
+                    weak: weak && matches!(kind, AlertKind::Spike | AlertKind::Drop),
                 })
         };
         let mut silent = in_outage;
@@ -829,10 +849,27 @@ impl Alerting {
     }
 
     /// All forecasts of one window start.
+    /// The z a spike or drop must reach at each level, given how many
+    /// series of each level this window scores (`family-wise-correction`).
+    fn thresholds(&self, group: &[&Forecast]) -> [f64; 4] {
+        let mut n = [0usize; 4];
+        for f in group.iter().filter(|f| f.expected.is_some()) {
+            n[f.level.code() as usize] += 1;
+        }
+        n.map(|n| {
+            if self.cfg.family_wise_correction && n > 1 {
+                tails::normal_isf_ln(self.ln_tail - (n as f64).ln()).max(self.cfg.z_threshold)
+            } else {
+                self.cfg.z_threshold
+            }
+        })
+    }
+
     fn window(&mut self, group: &[&Forecast], out: &mut Vec<Alert>) {
+        let thresholds = self.thresholds(group);
         let mut cands: Vec<Candidate> = Vec::new();
         for (i, f) in group.iter().enumerate() {
-            if let Some(c) = self.candidate(i, f) {
+            if let Some(c) = self.candidate(i, f, thresholds[f.level.code() as usize]) {
                 cands.push(c);
             }
         }
@@ -950,8 +987,16 @@ impl Alerting {
                 explains.entry(k).or_default().extend(chain);
             }
         }
+        // A weak candidate stands only where a candidate above it that is
+        // not weak defers to it: the ancestor's test found the move, the
+        // child explains it.
+        let backed: FxHashSet<usize> = explains
+            .iter()
+            .filter(|(_, up)| up.iter().any(|&u| !cands[u].weak))
+            .map(|(&k, _)| k)
+            .collect();
         for ci in top {
-            if absorbed[ci] || deferred[ci] {
+            if absorbed[ci] || deferred[ci] || (cands[ci].weak && !backed.contains(&ci)) {
                 continue;
             }
             let c = cands[ci].clone();
@@ -1329,6 +1374,106 @@ mod tests {
             })
             .sum();
         assert_eq!(n, 0);
+    }
+
+    /// One window of a catalog: `n` sparse SKUs (about one unit each) and a
+    /// big, noisy one (100 +- 40 + `burst` units against 100) in one category,
+    /// with the category's own forecast if `with_category`.
+    fn catalog(i: i64, n: i64, burst: i64, with_category: bool) -> Vec<Forecast> {
+        let t = i * 60_000;
+        let mut out = Vec::new();
+        // Noisy enough (about +-40) that its category, with the same
+        // absolute noise on a larger base, scores the burst as high.
+        let big = 100 + 10 * wobble(i) + burst;
+        let mut big_f = node(Level::SkuStore, "big|s", Some("c|s"), t, big, 100.0);
+        big_f.expected = Some(HorizonPoint {
+            start_ms: t,
+            end_ms: t + 60_000,
+            p10: 60.0,
+            p50: 100.0,
+            p90: 140.0,
+        });
+        let mut sum = big;
+        out.push(big_f);
+        for j in 0..n {
+            let y = [0, 1, 2, 0, 1, 3, 0, 1][((i + j) % 8) as usize];
+            sum += y;
+            let mut f = fc(t, y, 0.0, 1.0, 3.0);
+            f.level = Level::SkuStore;
+            f.key = format!("sku-{j}|s").into();
+            f.parent = Some("c|s".into());
+            out.push(f);
+        }
+        if with_category {
+            let p50 = 100.0 + n as f64 * 1.0;
+            let mut c = node(Level::CategoryStore, "c|s", Some("s"), t, sum, p50);
+            c.expected = Some(HorizonPoint {
+                start_ms: t,
+                end_ms: t + 60_000,
+                p10: p50 - 45.0,
+                p50,
+                p90: p50 + 45.0,
+            });
+            out.push(c);
+        }
+        out
+    }
+
+    /// Alerts on the big SKU and on the category when window 70 carries
+    /// `burst` extra units of the big SKU.
+    fn catalog_alerts(cfg: &Config, n: i64, burst: i64, with_category: bool) -> (usize, usize) {
+        let mut a = Alerting::new(cfg.clone()).unwrap();
+        let (mut on_big, mut on_cat) = (0, 0);
+        for i in 0..72 {
+            let b = if i == 70 { burst } else { 0 };
+            for x in a.process(&catalog(i, n, b, with_category)) {
+                match &*x.key {
+                    "big|s" => on_big += 1,
+                    "c|s" => on_cat += 1,
+                    _ => {}
+                }
+            }
+        }
+        (on_big, on_cat)
+    }
+
+    /// The smallest burst (in steps of 5) that alerts on the big SKU.
+    fn smallest_alerting_burst(cfg: &Config, n: i64, with_category: bool) -> i64 {
+        (0..=1000)
+            .step_by(5)
+            .find(|&b| catalog_alerts(cfg, n, b, with_category).0 > 0)
+            .expect("a burst of 1000 over 100 alerts")
+    }
+
+    #[test]
+    fn many_series_in_a_level_need_a_higher_score() {
+        // The same SKU and burst: alone in its level, or among 300 SKUs
+        // (300 tests a window: a score that is a 1-in-a-billion event for
+        // one series is a 1-in-3-million event for the level).
+        let on = Config::default();
+        let off = Config {
+            family_wise_correction: false,
+            ..Config::default()
+        };
+        let alone = smallest_alerting_burst(&on, 0, false);
+        let among = smallest_alerting_burst(&on, 300, false);
+        assert!(among > alone, "{among} vs {alone}");
+        assert_eq!(smallest_alerting_burst(&off, 300, false), alone);
+        // A burst far out alerts whatever the catalog's size.
+        assert_eq!(catalog_alerts(&on, 300, 1000, false), (1, 0));
+    }
+
+    #[test]
+    fn a_significant_parent_lets_its_one_broken_child_alert() {
+        // With its category's forecast in the window, the category's own
+        // test (one series at its level) finds a burst the SKU's level
+        // could not call alone; the SKU, which explains it, is alerted.
+        let cfg = Config::default();
+        let without = smallest_alerting_burst(&cfg, 300, false);
+        let with = smallest_alerting_burst(&cfg, 300, true);
+        assert!(with < without, "{with} vs {without}");
+        let (on_big, on_cat) = catalog_alerts(&cfg, 300, with, true);
+        assert_eq!((on_big, on_cat), (1, 0), "the SKU, not the category");
     }
 
     #[test]

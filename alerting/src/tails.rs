@@ -98,6 +98,28 @@ pub fn normal_isf_ln(lp: f64) -> f64 {
     z.max(0.0)
 }
 
+/// The log of the normal upper tail at `z >= 0`: the inverse of
+/// [`normal_isf_ln`] (found by bisection on it, so the two agree exactly).
+pub fn normal_sf_ln(z: f64) -> f64 {
+    let (mut lo, mut hi) = (-1e6f64, -std::f64::consts::LN_2);
+    if z <= 0.0 {
+        return hi;
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        // normal_isf_ln falls as the tail's log rises.
+        if normal_isf_ln(mid) > z {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo < 1e-12 {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// Normal-equivalent score of `y` units against mean `mu` and dispersion
 /// `phi` (>= 1): positive when `y` is high, negative when low, 0 at the
 /// middle. Mid-p: half of `P(Y = y)` counts on each side.
@@ -166,6 +188,10 @@ mod tests {
         ] {
             assert!((normal_isf_ln(p.ln()) - z).abs() < 2e-3, "{p}");
         }
+        for z in [0.5f64, 3.0, 6.0, 7.25, 40.0] {
+            assert!((normal_isf_ln(normal_sf_ln(z)) - z).abs() < 1e-6, "{z}");
+        }
+        assert!((normal_sf_ln(6.0) - 9.866e-10f64.ln()).abs() < 0.02);
         // Far below f64's range still gives a finite, larger score.
         assert!(normal_isf_ln(-5000.0) > 90.0);
     }
