@@ -74,8 +74,9 @@ pub struct Forecast {
     /// Version of that model's parameters.
     pub model_version: u64,
     /// Forecasts for the next windows, nearest first. On the wire it is
-    /// columnar (see [`columnar`]): the windows are contiguous and of one
-    /// width, so one start and a step replace twelve pairs of bounds.
+    /// columnar (`{"start_ms","step_ms","p10","p50","p90"}`, see
+    /// docs/forecasts.md): the windows are contiguous and of one width, so
+    /// one start and a step replace twelve pairs of bounds.
     #[serde(with = "columnar")]
     pub horizon: Vec<HorizonPoint>,
 }
