@@ -592,7 +592,7 @@ impl Alerting {
 
     /// Verdict for one forecast, updating the series' detector state for a
     /// first emission (a revision is re-scored against the state as is).
-    fn candidate(&mut self, idx: usize, f: &Forecast, z_threshold: f64) -> Option<Candidate> {
+    fn candidate(&mut self, idx: usize, f: &Forecast, level_z: f64) -> Option<Candidate> {
         let e = f.expected?;
         let y = f.actual.units as f64;
         let r = y - e.p50;
@@ -608,9 +608,6 @@ impl Alerting {
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
-        // Past the series' own threshold but not its level's: only alerted
-        // when a significant ancestor points to it as the root cause.
-        let weak = z.is_some_and(|z| z.abs() < z_threshold);
         // Zero sales: nothing sold (returns alone can make net units negative).
         let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
@@ -652,7 +649,9 @@ impl Alerting {
                     score,
                     z: z.unwrap_or(0.0),
                     silent: silent || (promo && direction == Direction::Up),
-                    weak: weak && matches!(kind, AlertKind::Spike | AlertKind::Drop),
+                    // Past the series' own threshold but not its level's.
+                    weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
+                        && z.is_some_and(|z| z.abs() < level_z),
                 })
         };
         let mut silent = in_outage;
@@ -848,7 +847,6 @@ impl Alerting {
         candidate(verdict, silent)
     }
 
-    /// All forecasts of one window start.
     /// The z a spike or drop must reach at each level, given how many
     /// series of each level this window scores (`family-wise-correction`).
     fn thresholds(&self, group: &[&Forecast]) -> [f64; 4] {
@@ -865,6 +863,7 @@ impl Alerting {
         })
     }
 
+    /// All forecasts of one window start.
     fn window(&mut self, group: &[&Forecast], out: &mut Vec<Alert>) {
         let thresholds = self.thresholds(group);
         let mut cands: Vec<Candidate> = Vec::new();
@@ -1385,16 +1384,20 @@ mod tests {
         // Noisy enough (about +-40) that its category, with the same
         // absolute noise on a larger base, scores the burst as high.
         let big = 100 + 10 * wobble(i) + burst;
-        let mut big_f = node(Level::SkuStore, "big|s", Some("c|s"), t, big, 100.0);
-        big_f.expected = Some(HorizonPoint {
-            start_ms: t,
-            end_ms: t + 60_000,
-            p10: 60.0,
-            p50: 100.0,
-            p90: 140.0,
-        });
+        let band = |f: Forecast, half: f64| {
+            let p50 = f.expected.map_or(0.0, |e| e.p50);
+            let e = f.expected.map(|e| HorizonPoint {
+                p10: p50 - half,
+                p90: p50 + half,
+                ..e
+            });
+            Forecast { expected: e, ..f }
+        };
         let mut sum = big;
-        out.push(big_f);
+        out.push(band(
+            node(Level::SkuStore, "big|s", Some("c|s"), t, big, 100.0),
+            40.0,
+        ));
         for j in 0..n {
             let y = [0, 1, 2, 0, 1, 3, 0, 1][((i + j) % 8) as usize];
             sum += y;
@@ -1405,16 +1408,11 @@ mod tests {
             out.push(f);
         }
         if with_category {
-            let p50 = 100.0 + n as f64 * 1.0;
-            let mut c = node(Level::CategoryStore, "c|s", Some("s"), t, sum, p50);
-            c.expected = Some(HorizonPoint {
-                start_ms: t,
-                end_ms: t + 60_000,
-                p10: p50 - 45.0,
-                p50,
-                p90: p50 + 45.0,
-            });
-            out.push(c);
+            let p50 = 100.0 + n as f64;
+            out.push(band(
+                node(Level::CategoryStore, "c|s", Some("s"), t, sum, p50),
+                45.0,
+            ));
         }
         out
     }
