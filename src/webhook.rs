@@ -1,4 +1,4 @@
-//! Alert webhooks: every alert (open or retracted) is POSTed as its JSON to
+//! Alert webhooks: every alert (open, retracted or resolved) is POSTed as its JSON to
 //! each configured webhook, signed with HMAC-SHA256.
 //!
 //! Each webhook has its own bounded queue and its own task, so one slow or
@@ -375,8 +375,9 @@ impl Webhooks {
         }
         let body: Arc<str> = json.into();
         for h in self.hooks.iter() {
-            let wanted = a.status == salescast_alerting::Status::Retracted
-                || a.severity >= h.cfg.min_severity;
+            // Follow-ups (retracted, resolved) go wherever the alert went.
+            let wanted =
+                a.status != salescast_alerting::Status::Open || a.severity >= h.cfg.min_severity;
             if !wanted {
                 continue;
             }

@@ -87,14 +87,22 @@ pub struct Config {
     pub high_revenue: f64,
     /// How long (windows) alerts are remembered for retraction on revision.
     pub revision_memory_windows: i64,
+    /// How long (windows) a series' last level shift is remembered: a shift
+    /// the other way within it that undoes it (between half and one and a
+    /// half times the first move, each the log ratio of its window's units
+    /// to the series' recent mean) ends it with a `resolved` message under
+    /// the first shift's id, instead of a new alert.
+    pub level_shift_memory_windows: i64,
     /// A series whose deviation from its forecast is at least this share
     /// explained by one child's (same direction) is that child's
     /// consequence: the child is alerted as the root cause.
     pub root_cause_share: f64,
     /// A spike in a window where at least this share of lines was on
-    /// promotion is the promotion working, not an anomaly: it raises nothing,
-    /// and a parent that moved only because of it raises nothing either
-    /// (1.0 or more: no spike is explained away).
+    /// promotion is the promotion working, not an anomaly, and so is one
+    /// whose units outside promotion lines (units x (1 - promo share)) are
+    /// inside the band plus its margin: it raises nothing, and a parent
+    /// that moved only because of it raises nothing either (1.0 or more: no
+    /// spike is explained away).
     pub promo_share_explains_spike: f64,
     /// Windows after any alert on a series during which it raises no other
     /// alert of any kind (0: only the per-kind cooldown applies).
@@ -130,6 +138,7 @@ impl Default for Config {
             medium_revenue: 500.0,
             high_revenue: 5000.0,
             revision_memory_windows: 120,
+            level_shift_memory_windows: 1440,
             promo_share_explains_spike: 0.5,
             root_cause_share: 0.5,
             incident_cooldown_windows: 0,
@@ -224,6 +233,9 @@ pub enum Status {
     Open,
     /// A revision of the window showed it no longer holds.
     Retracted,
+    /// A level shift that ended: the level moved back (the same id as the
+    /// shift, sent once, when the move back is called).
+    Resolved,
 }
 
 /// A child series that broke with the alerted one (root cause grouping).
@@ -246,7 +258,8 @@ pub struct Child {
 pub struct Alert {
     /// Stable id: `<level>:<key>:<kind>:<window_start_ms>`.
     pub id: String,
-    /// `open`, or `retracted` when a revision undid it.
+    /// `open`; `retracted` when a revision undid it; `resolved` when a
+    /// level shift ended.
     pub status: Status,
     /// Hierarchy level.
     pub level: Level,
@@ -330,6 +343,9 @@ struct SeriesState {
     /// Exponentially weighted mean of the actuals (promotion windows left
     /// out): the floor of the expected mean of a sparse series.
     mean_y: f64,
+    /// Exponentially weighted share of lines on promotion, over the windows
+    /// no promotion explained (what the forecast learned from).
+    promo_mean: f64,
     /// The newest window's anomaly strength (see [`Alerting::strength`]).
     strength: f64,
     /// Exponentially weighted rate of windows scoring |z| >= 2 (before the
@@ -353,6 +369,10 @@ struct SeriesState {
     /// The direction of the last alerted excursion and the window start at
     /// which it ended (for recoveries).
     ended: Option<(Direction, i64)>,
+    /// The last level shift raised on the series (see
+    /// `level-shift-memory-windows`), and its move: the log ratio of its
+    /// window's units to the series' recent mean.
+    shifted: Option<(Box<Alert>, f64)>,
 }
 
 /// Whether an excursion is part of an alert already raised.
@@ -480,6 +500,8 @@ struct Candidate {
     /// `family-wise-correction`): it alerts only as the root cause a
     /// candidate above it defers to, never on its own.
     weak: bool,
+    /// Silent because a promotion explains it.
+    promo: bool,
 }
 
 /// How far (in Poisson standard deviations) the rest of a parent must move
@@ -609,7 +631,16 @@ impl Alerting {
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
         // Zero sales: nothing sold (returns alone can make net units negative).
-        let promo = f.actual.promo_share >= cfg.promo_share_explains_spike;
+        // Promotions explain a move up: most lines on promotion, or more
+        // than usual and the units outside promotion lines no more than
+        // usual (one promoted best seller lifting its category). Units are
+        // split by the share of lines.
+        let (share, usual) = (f.actual.promo_share, st.promo_mean);
+        let promo = cfg.promo_share_explains_spike < 1.0
+            && (share >= cfg.promo_share_explains_spike
+                || (share > usual
+                    && y > e.p90
+                    && y * (1.0 - share) <= (e.p90 + margin) * (1.0 - usual)));
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
         // A run of zero windows is judged as a whole: three windows that
         // each expected 8 are an outage as sure as one that expected 24.
@@ -649,6 +680,7 @@ impl Alerting {
                     score,
                     z: z.unwrap_or(0.0),
                     silent: silent || (promo && direction == Direction::Up),
+                    promo: promo && direction == Direction::Up,
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
                         && z.is_some_and(|z| z.abs() < level_z),
@@ -675,6 +707,11 @@ impl Alerting {
             // out of the residuals and the change detector.
             return candidate(verdict, false);
         }
+        st.promo_mean += if st.residuals.is_empty() {
+            share - st.promo_mean
+        } else {
+            MEAN_ALPHA * (share - st.promo_mean)
+        };
         // CUSUM over the robust z-scores (an outage's windows are its
         // `drop_to_zero`, never a level shift of their own).
         if let Some(zv) = z {
@@ -929,6 +966,21 @@ impl Alerting {
                 node = map.get(&key).cloned().zip(parent_level(key.0));
             }
         }
+        // A move a promotion would explain is no promotion's when series
+        // below it that no promotion explains broke the same way with it (a
+        // store-wide spike while the store happens to sell mostly on
+        // promotion): it is the root cause of theirs.
+        for ci in 0..cands.len() {
+            let f = group[cands[ci].idx];
+            let unexplained = by_parent.get(&(f.level, f.key.clone())).is_some_and(|ks| {
+                ks.iter()
+                    .any(|&k| !cands[k].silent && cands[k].direction == cands[ci].direction)
+            });
+            if cands[ci].promo && unexplained {
+                cands[ci].promo = false;
+                cands[ci].silent = false;
+            }
+        }
         let mut absorbed = vec![false; cands.len()];
         let mut top: Vec<usize> = (0..cands.len()).collect();
         top.sort_by_key(|&ci| std::cmp::Reverse(group[cands[ci].idx].level));
@@ -1076,6 +1128,12 @@ impl Alerting {
                 continue; // still holds: already raised
             }
             let mut a = self.alert(f, &c, children);
+            if c.kind == AlertKind::LevelShift && f.revision == 0 {
+                if let Some(done) = self.end_of_shift(f, &a) {
+                    out.push(done);
+                    continue;
+                }
+            }
             if let Some(up) = explains.get(&ci) {
                 let names: Vec<String> = up
                     .iter()
@@ -1093,6 +1151,43 @@ impl Alerting {
                 .push(a.clone());
             out.push(a);
         }
+    }
+
+    /// A level shift just called on `f`'s series: the end of the series'
+    /// last one if it undoes it (that shift, `resolved`), else None (and it
+    /// becomes the one remembered).
+    fn end_of_shift(&mut self, f: &Forecast, a: &Alert) -> Option<Alert> {
+        let memory = self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms);
+        let st = self.series.get_mut(&(f.level, f.key.clone()))?;
+        // Measured on actuals, against the series' recent mean, both times:
+        // the forecast may or may not have followed the first shift.
+        let back = ((a.observed.max(0.0) + 1.0) / (st.mean_y.max(0.0) + 1.0)).ln();
+        let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
+            prev.direction != a.direction
+                && f.window_start_ms - prev.window_start_ms <= memory
+                && (0.5..=1.5).contains(&(-back / first))
+        });
+        if !undoes {
+            st.shifted = Some((Box::new(a.clone()), back));
+            return None;
+        }
+        let mut done = *st.shifted.take()?.0;
+        done.status = Status::Resolved;
+        done.observed = a.observed;
+        done.explanation = format!(
+            "resolved: {} {} units {} in {}, expected {}: the level shift {} of {} UTC ended",
+            f.level,
+            f.key,
+            a.observed,
+            fmt_utc(f.window_start_ms),
+            a.expected.round(),
+            match done.direction {
+                Direction::Up => "up",
+                Direction::Down => "down",
+            },
+            fmt_utc(done.window_start_ms)
+        );
+        Some(done)
     }
 
     /// Record that a series' current excursion in `direction` is part of
@@ -1852,6 +1947,79 @@ mod tests {
         );
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "lego|web");
+    }
+
+    #[test]
+    fn a_shift_that_goes_back_is_resolved_not_raised_again() {
+        // A forecast that follows the level (an EWMA of the actuals).
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        let mut p50 = 100.0f64;
+        for i in 0..400 {
+            let base = if (80..200).contains(&i) { 180 } else { 100 };
+            let y = base + wobble(i);
+            let (lo, hi) = (p50 - 10.0 - 0.05 * p50, p50 + 10.0 + 0.05 * p50);
+            got.extend(a.process(&[fc(i * 60_000, y, lo, p50, hi)]));
+            p50 += 0.1 * (y as f64 - p50);
+        }
+        let shift: Vec<&Alert> = got
+            .iter()
+            .filter(|x| x.kind == AlertKind::LevelShift && x.status == Status::Open)
+            .collect();
+        assert_eq!(shift.len(), 1, "{got:#?}");
+        assert_eq!(shift[0].direction, Direction::Up);
+        let done: Vec<&Alert> = got
+            .iter()
+            .filter(|x| x.status == Status::Resolved)
+            .collect();
+        assert_eq!(done.len(), 1, "{got:#?}");
+        assert_eq!(done[0].id, shift[0].id);
+        assert!(
+            done[0].explanation.contains("ended"),
+            "{}",
+            done[0].explanation
+        );
+    }
+
+    #[test]
+    fn promotions_beyond_the_usual_explain_a_rise_when_the_rest_did_not_rise() {
+        // A store that sells 100 a window, 0 or 30% of its lines usually on
+        // promotion, jumps to 180 with 45% on promotion: 99 units outside
+        // promotion lines.
+        let run = |usual: f64, share: f64| {
+            let mut a = Alerting::new(Config::default()).unwrap();
+            for i in 0..60 {
+                let mut f = fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0);
+                f.actual.promo_share = usual;
+                assert!(a.process(&[f]).is_empty());
+            }
+            let mut f = fc(60 * 60_000, 180, 90.0, 100.0, 110.0);
+            f.actual.promo_share = share;
+            a.process(&[f])
+        };
+        assert!(run(0.0, 0.45).is_empty(), "the promoted lines are the rise");
+        assert_eq!(run(0.0, 0.0).len(), 1, "no promotion: a spike");
+        // 99 outside promotion lines against the usual 70: a spike.
+        assert_eq!(run(0.3, 0.45).len(), 1, "more than the promotions explain");
+    }
+
+    #[test]
+    fn a_store_wide_spike_is_the_stores_even_on_promotion() {
+        // Every SKU of the store triples, none on promotion, while the store
+        // as a whole happens to report most lines on promotion: the store's
+        // spike is not the promotion's, and it is one alert with children.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&store_window_at(i, 1.0, 40)).is_empty());
+        }
+        let mut w = store_window_at(40, 3.0, 40);
+        for f in w.iter_mut().filter(|f| f.level == Level::Store) {
+            f.actual.promo_share = 0.6;
+        }
+        let got = a.process(&w);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].level, Level::Store);
+        assert!(!got[0].children.is_empty());
     }
 
     #[test]
