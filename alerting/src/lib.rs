@@ -99,10 +99,12 @@ pub struct Config {
     pub root_cause_share: f64,
     /// A spike in a window where at least this share of lines was on
     /// promotion is the promotion working, not an anomaly, and so is one
-    /// whose units outside promotion lines (units x (1 - promo share)) are
-    /// inside the band plus its margin: it raises nothing, and a parent
-    /// that moved only because of it raises nothing either (1.0 or more: no
-    /// spike is explained away).
+    /// with more lines on promotion than the series usually has whose units
+    /// outside promotion lines (units x (1 - promo share)) are no more than
+    /// usual (the band's top plus its margin, times the usual share not on
+    /// promotion): it raises nothing, and a parent that moved only because
+    /// of it raises nothing either (1.0 or more: no spike is explained
+    /// away).
     pub promo_share_explains_spike: f64,
     /// Windows after any alert on a series during which it raises no other
     /// alert of any kind (0: only the per-kind cooldown applies).
@@ -630,7 +632,6 @@ impl Alerting {
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
-        // Zero sales: nothing sold (returns alone can make net units negative).
         // Promotions explain a move up: most lines on promotion, or more
         // than usual and the units outside promotion lines no more than
         // usual (one promoted best seller lifting its category). Units are
@@ -641,6 +642,7 @@ impl Alerting {
                 || (share > usual
                     && y > e.p90
                     && y * (1.0 - share) <= (e.p90 + margin) * (1.0 - usual)));
+        // Zero sales: nothing sold (returns alone can make net units negative).
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
         // A run of zero windows is judged as a whole: three windows that
         // each expected 8 are an outage as sure as one that expected 24.
