@@ -106,6 +106,12 @@ pub struct Config {
     /// of it raises nothing either (1.0 or more: no spike is explained
     /// away).
     pub promo_share_explains_spike: f64,
+    /// A spike (or drop) within one window of the same time one and two
+    /// periods earlier (default a day, in ms) as others the same way on the
+    /// same series is the series' shape recurring (a daily rush the forecast
+    /// underestimates), not news: it raises nothing, though it still takes
+    /// part in root-cause grouping. 0 turns it off.
+    pub recurring_period_ms: i64,
     /// Windows after any alert on a series during which it raises no other
     /// alert of any kind (0: only the per-kind cooldown applies).
     pub incident_cooldown_windows: i64,
@@ -144,6 +150,7 @@ impl Default for Config {
             promo_share_explains_spike: 0.5,
             root_cause_share: 0.5,
             incident_cooldown_windows: 0,
+            recurring_period_ms: 86_400_000,
             spike_max_windows: 3,
         }
     }
@@ -329,6 +336,10 @@ const ZERO_ALPHA: f64 = 1.0 / 200.0;
 /// sell": a zero there is no `drop_to_zero`.
 const ZERO_RATE_MAX: f64 = 0.02;
 
+/// The most spike or drop windows a series remembers for
+/// `recurring-period-ms` (the newest).
+const RECURRING_KEPT: usize = 64;
+
 /// Per-series detector state.
 #[derive(Debug, Clone, Default)]
 struct SeriesState {
@@ -375,6 +386,9 @@ struct SeriesState {
     /// `level-shift-memory-windows`), and its move: the log ratio of its
     /// window's units to the series' recent mean.
     shifted: Option<(Box<Alert>, f64)>,
+    /// Starts of the last two periods' windows with a spike or drop verdict,
+    /// oldest first, with their direction (see `recurring-period-ms`).
+    outside_at: VecDeque<(i64, Direction)>,
 }
 
 /// Whether an excursion is part of an alert already raised.
@@ -673,6 +687,19 @@ impl Alerting {
         } else {
             None
         };
+        // The series' shape recurring: out of the band the same way one
+        // and two periods ago, within a window.
+        let outside =
+            verdict.and_then(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop).then_some(v.1));
+        let width_ms = f.window_end_ms - f.window_start_ms;
+        let period = cfg.recurring_period_ms;
+        let was_out = |d: Direction, ago: i64| {
+            st.outside_at
+                .iter()
+                .any(|&(t, od)| od == d && (t - (f.window_start_ms - ago)).abs() <= width_ms)
+        };
+        let recurring =
+            period > 0 && outside.is_some_and(|d| was_out(d, period) && was_out(d, 2 * period));
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -681,7 +708,7 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                    silent: silent || (promo && direction == Direction::Up),
+                    silent: silent || (promo && direction == Direction::Up) || recurring,
                     promo: promo && direction == Direction::Up,
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
@@ -696,6 +723,19 @@ impl Alerting {
         }
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
+        if period > 0 {
+            if let Some(d) = outside {
+                st.outside_at.push_back((f.window_start_ms, d));
+            }
+            while st.outside_at.len() > RECURRING_KEPT
+                || st
+                    .outside_at
+                    .front()
+                    .is_some_and(|&(t, _)| t < f.window_start_ms - 2 * period - width_ms)
+            {
+                st.outside_at.pop_front();
+            }
+        }
         st.zero_run = match run {
             Some((m, lnp)) => (
                 m,
@@ -737,7 +777,6 @@ impl Alerting {
                 matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
             });
             let outage = verdict.is_some_and(|v| v.0 == AlertKind::DropToZero);
-            let width_ms = f.window_end_ms - f.window_start_ms;
             st.excursion = match (st.excursion.take(), dir) {
                 (Some(mut e), Some(nd)) if e.direction == nd => {
                     e.windows += 1;
@@ -1949,6 +1988,28 @@ mod tests {
         );
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "lego|web");
+    }
+
+    #[test]
+    fn a_spike_every_day_at_the_same_time_is_the_series_shape() {
+        // A rush at 10:00 every day that the forecast never learns: news on
+        // the first two days, the series' shape from the third; a spike at
+        // another time on the fourth day still alerts.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let day = 1440i64;
+        let mut at = Vec::new();
+        for i in 0..4 * day {
+            let y = if i % day == 600 || i == 3 * day + 900 {
+                200
+            } else {
+                100 + wobble(i)
+            };
+            for x in a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]) {
+                assert_eq!(x.kind, AlertKind::Spike, "{x:#?}");
+                at.push(x.window_start_ms / 60_000);
+            }
+        }
+        assert_eq!(at, vec![600, day + 600, 3 * day + 900]);
     }
 
     #[test]
