@@ -22,7 +22,13 @@
 //! affected children. A SKU that breaks alone alerts on its own.
 //!
 //! **Revisions.** A revised window is re-scored; an alert that no longer
-//! holds is followed by the same alert with `status: "retracted"`.
+//! holds is followed by the same alert with `status: "retracted"`. A level
+//! shift that a later one undoes is followed by itself with
+//! `status: "resolved"` (not a new alert).
+//!
+//! **Not news.** A rise a promotion explains, and a spike or drop at the
+//! same time of day as on each of the two days before (the series' shape
+//! recurring), raise nothing.
 //!
 //! Cooldown per series and kind; an alert's id is stable (series, kind,
 //! window start), so every delivery is idempotent. The JSON contract is in
