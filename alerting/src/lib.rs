@@ -128,8 +128,9 @@ pub struct Config {
     /// `spike` alert, not a spike and a level shift; a shift that starts
     /// with a jump is called on its `spike-max-windows + 1`-th window (its
     /// first window already raised the spike or drop). A gradual shift,
-    /// never outside the band, is called as soon as the CUSUM is sure (on
-    /// a window scoring at least z-threshold / 2 its way, as every shift).
+    /// never a spike or drop, is called as soon as the CUSUM is sure (on a
+    /// window outside the p10-p90 band scoring at least z-threshold / 2 its
+    /// way, as every shift).
     /// 0 turns the rule off.
     pub spike_max_windows: u32,
 }
@@ -856,8 +857,10 @@ impl Alerting {
                 }
                 None => {
                     // Called on a window that itself clearly moved the
-                    // shift's way (not one that lingers near the band).
-                    let clear = zv.abs() >= 0.5 * cfg.z_threshold;
+                    // shift's way (not one that lingers near the band, nor
+                    // one inside it: a forecast unsure enough to cover the
+                    // window has not been left behind).
+                    let clear = zv.abs() >= 0.5 * cfg.z_threshold && (y > e.p90 || y < e.p10);
                     let up = st.cusum_up > cfg.cusum_h
                         && clear
                         && dir == Some(Direction::Up)
@@ -1994,6 +1997,33 @@ mod tests {
         );
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "lego|web");
+    }
+
+    #[test]
+    fn a_move_the_forecasts_band_still_covers_is_no_level_shift() {
+        // The series moves from 100 to 130 while its forecast, unsure, widens
+        // its band to cover it: its residuals alone would call a shift.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..200 {
+            let f = if i < 80 {
+                fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0)
+            } else {
+                fc(i * 60_000, 130 + wobble(i), 60.0, 100.0, 140.0)
+            };
+            got.extend(a.process(&[f]));
+        }
+        assert!(got.is_empty(), "{got:#?}");
+        // The same move out of a band that did not widen is a shift.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let shifts = (0..200)
+            .flat_map(|i| {
+                let y = if i < 80 { 100 } else { 130 } + wobble(i);
+                a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)])
+            })
+            .filter(|x| x.kind == AlertKind::LevelShift)
+            .count();
+        assert_eq!(shifts, 1);
     }
 
     #[test]
