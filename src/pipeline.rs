@@ -426,7 +426,9 @@ async fn alerting_stage(
             let t = Instant::now();
             env.alerts = alerting.process(&env.forecasts);
             for a in &env.alerts {
-                m.alerts.with_label_values(&[a.kind.as_str()]).inc();
+                m.alerts
+                    .with_label_values(&[a.kind.as_str(), a.status.as_str()])
+                    .inc();
             }
             timer.observe(t.elapsed().as_secs_f64());
         }

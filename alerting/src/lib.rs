@@ -254,6 +254,17 @@ pub enum Status {
     Resolved,
 }
 
+impl Status {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Retracted => "retracted",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
 /// A child series that broke with the alerted one (root cause grouping).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Child {
@@ -1997,6 +2008,16 @@ mod tests {
         );
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "lego|web");
+    }
+
+    #[test]
+    fn status_names_are_the_wire_names() {
+        for s in [Status::Open, Status::Retracted, Status::Resolved] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
     }
 
     #[test]

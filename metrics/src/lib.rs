@@ -34,7 +34,7 @@ pub struct Metrics {
     pub window_revisions: IntCounterVec,
     /// Forecasts produced, by model.
     pub forecasts: IntCounterVec,
-    /// Alerts raised, by kind.
+    /// Alert messages, by kind and status (`open`, `retracted`, `resolved`).
     pub alerts: IntCounterVec,
     /// Records written to output topics, by topic role (forecasts, alerts, dlq).
     pub output_records: IntCounterVec,
@@ -149,10 +149,12 @@ impl Metrics {
                 "Forecasts produced",
                 "model"
             )),
-            alerts: reg!(counter_vec(
-                "salescast_alerts_total",
-                "Alerts raised",
-                "kind"
+            alerts: reg!(IntCounterVec::new(
+                Opts::new(
+                    "salescast_alerts_total",
+                    "Alert messages, by kind and status (open: raised; retracted, resolved: follow-ups)"
+                ),
+                &["kind", "status"]
             )),
             output_records: reg!(counter_vec(
                 "salescast_output_records_total",
@@ -294,7 +296,7 @@ mod tests {
         m.events_dead_lettered.with_label_values(&["late"]).inc();
         m.windows_closed.with_label_values(&["store"]).inc();
         m.forecasts.with_label_values(&["seasonal_naive"]).inc();
-        m.alerts.with_label_values(&["spike"]).inc();
+        m.alerts.with_label_values(&["spike", "open"]).inc();
         m.output_records.with_label_values(&["forecasts"]).inc();
         m.output_errors.with_label_values(&["forecasts"]).inc();
         m.window_revisions.with_label_values(&["store"]).inc();
