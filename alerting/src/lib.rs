@@ -227,6 +227,16 @@ pub enum Direction {
     Down,
 }
 
+impl Direction {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
 /// Severity, from how far outside the band the actual fell and how much
 /// revenue is at stake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -707,7 +717,7 @@ impl Alerting {
         };
         // The series' shape recurring: out of the band the same way one
         // and two periods ago, within a window.
-        let outside =
+        let out_dir =
             verdict.and_then(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop).then_some(v.1));
         let width_ms = f.window_end_ms - f.window_start_ms;
         let period = cfg.recurring_period_ms;
@@ -717,7 +727,7 @@ impl Alerting {
                 .any(|&(t, od)| od == d && (t - (f.window_start_ms - ago)).abs() <= width_ms)
         };
         let recurring =
-            period > 0 && outside.is_some_and(|d| was_out(d, period) && was_out(d, 2 * period));
+            period > 0 && out_dir.is_some_and(|d| was_out(d, period) && was_out(d, 2 * period));
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -742,7 +752,7 @@ impl Alerting {
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
         if period > 0 {
-            if let Some(d) = outside {
+            if let Some(d) = out_dir {
                 st.outside_at.push_back((f.window_start_ms, d));
             }
             while st.outside_at.len() > RECURRING_KEPT
@@ -1032,12 +1042,15 @@ impl Alerting {
         // store-wide spike while the store happens to sell mostly on
         // promotion): it is the root cause of theirs.
         for ci in 0..cands.len() {
+            if !cands[ci].promo {
+                continue;
+            }
             let f = group[cands[ci].idx];
             let unexplained = by_parent.get(&(f.level, f.key.clone())).is_some_and(|ks| {
                 ks.iter()
                     .any(|&k| !cands[k].silent && cands[k].direction == cands[ci].direction)
             });
-            if cands[ci].promo && unexplained {
+            if unexplained {
                 cands[ci].promo = false;
                 cands[ci].silent = false;
             }
@@ -1242,10 +1255,7 @@ impl Alerting {
             a.observed,
             fmt_utc(f.window_start_ms),
             a.expected.round(),
-            match done.direction {
-                Direction::Up => "up",
-                Direction::Down => "down",
-            },
+            done.direction.as_str(),
             fmt_utc(done.window_start_ms)
         );
         Some(done)
@@ -1302,10 +1312,8 @@ impl Alerting {
             e.p90.round()
         );
         if c.kind == AlertKind::LevelShift {
-            explanation.push_str(match c.direction {
-                Direction::Up => "; level shifted up",
-                Direction::Down => "; level shifted down",
-            });
+            explanation.push_str("; level shifted ");
+            explanation.push_str(c.direction.as_str());
         }
         if !children.is_empty() {
             let direct: Vec<&str> = children
