@@ -537,15 +537,23 @@ struct Candidate {
     z: f64,
     /// It takes part in root-cause grouping (a parent that moved because
     /// of it defers to it; its children are its consequence) but raises
-    /// nothing: a promotion explains it, or it continues a level shift
-    /// already called.
+    /// nothing: it continues a move already alerted, or the series' shape
+    /// recurs (see [`Candidate::quiet`]).
     silent: bool,
     /// It passed the series' z-threshold but not its level's (see
     /// `family-wise-correction`): it alerts only as the root cause a
     /// candidate above it defers to, never on its own.
     weak: bool,
-    /// Silent because a promotion explains it.
+    /// A promotion explains it: silent too, unless children no promotion
+    /// explains broke with it (grouping then clears this).
     promo: bool,
+}
+
+impl Candidate {
+    /// It raises nothing of its own (silent, or a promotion explains it).
+    fn quiet(&self) -> bool {
+        self.silent || self.promo
+    }
 }
 
 /// How far (in Poisson standard deviations) the rest of a parent must move
@@ -736,7 +744,7 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                    silent: silent || (promo && direction == Direction::Up) || recurring,
+                    silent: silent || recurring,
                     promo: promo && direction == Direction::Up,
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
@@ -1048,11 +1056,10 @@ impl Alerting {
             let f = group[cands[ci].idx];
             let unexplained = by_parent.get(&(f.level, f.key.clone())).is_some_and(|ks| {
                 ks.iter()
-                    .any(|&k| !cands[k].silent && cands[k].direction == cands[ci].direction)
+                    .any(|&k| !cands[k].quiet() && cands[k].direction == cands[ci].direction)
             });
             if unexplained {
                 cands[ci].promo = false;
-                cands[ci].silent = false;
             }
         }
         let mut absorbed = vec![false; cands.len()];
@@ -1133,7 +1140,7 @@ impl Alerting {
                 for &k in by_parent.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
                     let d = &cands[k];
                     // A silent parent does not hide a child's own outage.
-                    let own = c.silent
+                    let own = c.quiet()
                         && c.kind != AlertKind::DropToZero
                         && d.kind == AlertKind::DropToZero;
                     if absorbed[k] || d.direction != c.direction || own {
@@ -1165,7 +1172,7 @@ impl Alerting {
                 let g = group[cands[k].idx];
                 self.cover(g.level, &g.key, c.direction, by);
             }
-            if c.silent {
+            if c.quiet() {
                 continue;
             }
             // Its own move is alerted now, or was (cooldown); ancestors

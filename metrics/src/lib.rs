@@ -104,7 +104,7 @@ impl Metrics {
             }};
         }
         let counter = |n: &str, h: &str| IntCounter::new(n, h);
-        let counter_vec = |n: &str, h: &str, l: &str| IntCounterVec::new(Opts::new(n, h), &[l]);
+        let counter_vec = |n: &str, h: &str, l: &[&str]| IntCounterVec::new(Opts::new(n, h), l);
         let hist = |n: &str, h: &str| {
             Histogram::with_opts(HistogramOpts::new(n, h).buckets(latency_buckets()))
         };
@@ -128,7 +128,7 @@ impl Metrics {
             events_dead_lettered: reg!(counter_vec(
                 "salescast_events_dead_lettered_total",
                 "Records sent to the dead-letter topic",
-                "reason"
+                &["reason"]
             )),
             ingest_bytes: reg!(counter(
                 "salescast_ingest_bytes_total",
@@ -137,34 +137,32 @@ impl Metrics {
             windows_closed: reg!(counter_vec(
                 "salescast_windows_closed_total",
                 "Windows fired for the first time",
-                "level"
+                &["level"]
             )),
             window_revisions: reg!(counter_vec(
                 "salescast_window_revisions_total",
                 "Late revisions of fired windows",
-                "level"
+                &["level"]
             )),
             forecasts: reg!(counter_vec(
                 "salescast_forecasts_total",
                 "Forecasts produced",
-                "model"
+                &["model"]
             )),
-            alerts: reg!(IntCounterVec::new(
-                Opts::new(
-                    "salescast_alerts_total",
-                    "Alert messages, by kind and status (open: raised; retracted, resolved: follow-ups)"
-                ),
+            alerts: reg!(counter_vec(
+                "salescast_alerts_total",
+                "Alert messages, by kind and status (open: raised; retracted, resolved: follow-ups)",
                 &["kind", "status"]
             )),
             output_records: reg!(counter_vec(
                 "salescast_output_records_total",
                 "Records written to output topics",
-                "topic"
+                &["topic"]
             )),
             output_errors: reg!(counter_vec(
                 "salescast_output_errors_total",
                 "Output records whose delivery failed",
-                "topic"
+                &["topic"]
             )),
             offset_commits: reg!(counter(
                 "salescast_offset_commits_total",
@@ -255,7 +253,7 @@ impl Metrics {
             webhook_dead_letters: reg!(counter_vec(
                 "salescast_webhook_dead_letters_total",
                 "Webhook deliveries dead-lettered (queue_full, rejected, retries_exhausted, shutdown)",
-                "reason"
+                &["reason"]
             )),
             model_training_loss: reg!(Gauge::new(
                 "salescast_model_training_loss",
