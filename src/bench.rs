@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also run the ingest stage alone (consume, decode into Arrow,
+    /// validate, de-duplicate, then drop) after each pipeline run: the
+    /// ceiling the rest of the pipeline cannot exceed.
+    #[arg(long)]
+    pub ingest_only: bool,
 }
 
 /// The figures `salescast bench` reports.
@@ -62,6 +67,13 @@ pub struct BenchReport {
     pub pipeline_eps: f64,
     /// `pipeline_eps / plain_consumer_eps` of the median round.
     pub ratio: f64,
+    /// The ingest stage alone (with `--ingest-only`), events/s, in the
+    /// median round: consume, decode, validate, de-duplicate, drop.
+    pub ingest_only_eps: Option<f64>,
+    /// `ingest_only_eps / plain_consumer_eps` in the median round.
+    pub ingest_only_ratio: Option<f64>,
+    /// Events per CPU-second of this process while the ingest stage ran alone.
+    pub ingest_only_events_per_cpu_second: Option<f64>,
     /// The ratio of every round, in order.
     pub ratios: Vec<f64>,
     /// Events per CPU-second of this process while the pipeline ran.
@@ -279,6 +291,48 @@ async fn pipeline_phase(cfg: &Config, n: u64, round: usize, suffix: &str) -> any
     })
 }
 
+/// One run of the ingest stage alone over the filled topic: the same
+/// consumer, decode threads, validation and de-duplication as the pipeline,
+/// with every batch dropped once decoded. Events per second and per
+/// CPU-second; nothing after ingest can make the pipeline faster than this.
+async fn ingest_phase(
+    cfg: &Config,
+    n: u64,
+    round: usize,
+    suffix: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let mut icfg = cfg.ingest.clone();
+    icfg.group_id = format!("bench-ingest-{round}-{suffix}");
+    let metrics = Metrics::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(cfg.pipeline.channel_capacity.max(1));
+    let ingest = salescast_ingest::Ingest::start(&icfg, tx, cancel.clone(), metrics)?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut seen = 0u64;
+    let mut start: Option<(Instant, f64)> = None;
+    while seen < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(!left.is_zero(), "ingest-only timed out at {seen}");
+        let Ok(Some(ev)) = tokio::time::timeout(left, rx.recv()).await else {
+            anyhow::bail!("ingest-only stopped at {seen}");
+        };
+        if let salescast_ingest::IngestEvent::Batch(b) = ev {
+            // The clock starts at the first batch, as the pipeline's does at
+            // its first received event.
+            start.get_or_insert_with(|| (Instant::now(), cpu_seconds()));
+            seen += b.decoded.messages as u64;
+        }
+    }
+    let (t0, cpu0) = start.expect("at least one batch");
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    cancel.cancel();
+    drop(rx);
+    let _ = ingest.join().await;
+    eprintln!("bench: ingest alone processed {seen} events in {secs:.2}s using {cpu:.2} CPU-s");
+    Ok((seen as f64 / secs, seen as f64 / cpu))
+}
+
 /// Run the benchmark and print its report.
 pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!cfg.ingest.brokers.is_empty(), "bench needs --brokers");
@@ -327,8 +381,12 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     let rounds = args.rounds.max(1);
     let mut plains = vec![plain_consumer(&cfg, &suffix, "0", n).await?];
     let mut phases = Vec::with_capacity(rounds);
+    let mut ingest_only = Vec::with_capacity(rounds);
     for r in 0..rounds {
         phases.push(pipeline_phase(&cfg, n, r, &suffix).await?);
+        if args.ingest_only {
+            ingest_only.push(ingest_phase(&cfg, n, r, &suffix).await?);
+        }
         plains.push(plain_consumer(&cfg, &suffix, &(r + 1).to_string(), n).await?);
     }
     let ratios: Vec<f64> = phases
@@ -351,6 +409,7 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     let plain_before = plains[mid];
     let plain_after = plains[mid + 1];
     let plain_eps = (plain_before + plain_after) / 2.0;
+    let ingest_mid = ingest_only.get(mid).copied();
     let report = BenchReport {
         events: n,
         partitions: args.partitions,
@@ -361,6 +420,9 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         pipeline_eps,
         ratio: pipeline_eps / plain_eps,
         ratios,
+        ingest_only_eps: ingest_mid.map(|(eps, _)| eps),
+        ingest_only_ratio: ingest_mid.map(|(eps, _)| eps / plain_eps),
+        ingest_only_events_per_cpu_second: ingest_mid.map(|(_, per_cpu)| per_cpu),
         pipeline_events_per_cpu_second: n as f64 / cpu,
         pipeline_cpu_seconds: cpu,
         windows_closed,
@@ -396,6 +458,15 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
             "pipeline events per CPU-second  {:>12.0}",
             report.pipeline_events_per_cpu_second
         );
+        if let (Some(eps), Some(ratio), Some(per_cpu)) = (
+            report.ingest_only_eps,
+            report.ingest_only_ratio,
+            report.ingest_only_events_per_cpu_second,
+        ) {
+            println!(
+                "(c) ingest alone                {eps:>12.0} events/s, ratio {ratio:.3}, {per_cpu:.0} events per CPU-second"
+            );
+        }
         println!(
             "windows closed / forecasts      {} / {}",
             report.windows_closed, report.forecasts

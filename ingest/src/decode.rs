@@ -573,6 +573,17 @@ impl BatchDecoder {
             .as_any()
             .downcast_ref::<arrow_array::StringArray>()
             .expect("event_id is utf8");
+        // Valid rows' id digests, de-duplicated as one batch (the table
+        // lookups are cache misses; the batch overlaps them).
+        let mut digests = Vec::with_capacity(batch.num_rows());
+        for (row, verdict) in verdicts.iter().enumerate() {
+            if verdict.is_none() {
+                digests.push(crate::dedup::digest(ids.value(row).as_bytes()));
+            }
+        }
+        let mut fresh = Vec::with_capacity(digests.len());
+        dedup.insert_digests(&digests, &mut fresh);
+        let mut fresh = fresh.into_iter();
         let mut keep = Vec::with_capacity(batch.num_rows());
         for (row, verdict) in verdicts.into_iter().enumerate() {
             match verdict {
@@ -588,9 +599,9 @@ impl BatchDecoder {
                     keep.push(false);
                 }
                 None => {
-                    let fresh = dedup.insert(ids.value(row));
-                    duplicates += !fresh as usize;
-                    keep.push(fresh);
+                    let new = fresh.next().unwrap_or(true);
+                    duplicates += !new as usize;
+                    keep.push(new);
                 }
             }
         }
