@@ -536,6 +536,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
     } else {
         Some(incident_alerts.iter().sum::<usize>() as f64 / incident_alerts.len() as f64)
     };
+    let last_seed = args.first_seed + args.seeds.max(1) - 1;
     if args.json {
         println!(
             "{}",
@@ -545,7 +546,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 "alerts_matching_no_label": unmatched,
                 "alerts_per_hierarchy_wide_incident": per_incident,
                 "hierarchy_wide_incidents": incident_alerts.len(),
-                "seeds": [args.first_seed, args.first_seed + args.seeds.max(1) - 1],
+                "seeds": [args.first_seed, last_seed],
                 "model": model,
             })
         );
@@ -554,7 +555,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
     println!(
         "eval-alerts: seeds {}-{} x {} days ({} scored), {}-minute windows, model {:?}, {:.1}s",
         args.first_seed,
-        args.first_seed + args.seeds.max(1) - 1,
+        last_seed,
         args.days,
         args.days - args.warmup_days,
         w / 60_000,

@@ -573,37 +573,33 @@ impl BatchDecoder {
             .as_any()
             .downcast_ref::<arrow_array::StringArray>()
             .expect("event_id is utf8");
-        // Valid rows' id digests, de-duplicated as one batch (the table
-        // lookups are cache misses; the batch overlaps them).
-        let mut digests = Vec::with_capacity(batch.num_rows());
-        for (row, verdict) in verdicts.iter().enumerate() {
-            if verdict.is_none() {
-                digests.push(crate::dedup::digest(ids.value(row).as_bytes()));
-            }
-        }
-        let mut fresh = Vec::with_capacity(digests.len());
-        dedup.insert_digests(&digests, &mut fresh);
-        let mut fresh = fresh.into_iter();
-        let mut keep = Vec::with_capacity(batch.num_rows());
+        // Refused rows become dead letters; valid rows' ids are
+        // de-duplicated as one batch (the table lookups are cache misses;
+        // the batch overlaps them).
+        let mut valid = Vec::with_capacity(batch.num_rows());
         for (row, verdict) in verdicts.into_iter().enumerate() {
             match verdict {
-                Some((reason, detail)) => {
-                    dead.push(DeadLetter {
-                        partition: partitions[row],
-                        offset: offsets[row],
-                        key: keys.is_valid(row).then(|| keys.value(row).to_vec()),
-                        payload: payloads.value(row).to_vec(),
-                        reason,
-                        detail,
-                    });
-                    keep.push(false);
-                }
-                None => {
-                    let new = fresh.next().unwrap_or(true);
-                    duplicates += !new as usize;
-                    keep.push(new);
-                }
+                Some((reason, detail)) => dead.push(DeadLetter {
+                    partition: partitions[row],
+                    offset: offsets[row],
+                    key: keys.is_valid(row).then(|| keys.value(row).to_vec()),
+                    payload: payloads.value(row).to_vec(),
+                    reason,
+                    detail,
+                }),
+                None => valid.push(row),
             }
+        }
+        let digests: Vec<u64> = valid
+            .iter()
+            .map(|&row| crate::dedup::digest(ids.value(row).as_bytes()))
+            .collect();
+        let mut fresh = Vec::with_capacity(digests.len());
+        dedup.insert_digests(&digests, &mut fresh);
+        let mut keep = vec![false; batch.num_rows()];
+        for (&row, &new) in valid.iter().zip(&fresh) {
+            duplicates += !new as usize;
+            keep[row] = new;
         }
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         cols.push(Arc::new(Int32Array::from(partitions)));

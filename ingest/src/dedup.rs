@@ -43,31 +43,34 @@ impl DigestSet {
         d as usize & self.mask
     }
 
+    /// The slot holding `d` (`Ok`), or the empty slot where it would go
+    /// (`Err`). The table is never full, so the probe ends.
     #[inline]
-    fn contains(&self, d: u64) -> bool {
+    fn find(&self, d: u64) -> Result<usize, usize> {
         let mut i = self.home(d);
         loop {
             match self.slots[i] {
-                0 => return false,
-                s if s == d => return true,
+                0 => return Err(i),
+                s if s == d => return Ok(i),
                 _ => i = (i + 1) & self.mask,
             }
         }
     }
 
+    #[inline]
+    fn contains(&self, d: u64) -> bool {
+        self.find(d).is_ok()
+    }
+
     /// Add `d`; `false` if it was there already.
     #[inline]
     fn insert(&mut self, d: u64) -> bool {
-        let mut i = self.home(d);
-        loop {
-            match self.slots[i] {
-                0 => {
-                    self.slots[i] = d;
-                    self.len += 1;
-                    return true;
-                }
-                s if s == d => return false,
-                _ => i = (i + 1) & self.mask,
+        match self.find(d) {
+            Ok(_) => false,
+            Err(i) => {
+                self.slots[i] = d;
+                self.len += 1;
+                true
             }
         }
     }
@@ -128,11 +131,10 @@ impl Dedup {
     /// A horizon of `capacity` ids; 0 disables de-duplication.
     pub fn new(capacity: usize) -> Self {
         let half = capacity.div_ceil(2);
-        let table = |n| DigestSet::with_capacity(if half == 0 { 0 } else { n });
         Dedup {
             half,
-            current: table(half),
-            previous: table(half),
+            current: DigestSet::with_capacity(half),
+            previous: DigestSet::with_capacity(half),
         }
     }
 
