@@ -133,6 +133,17 @@ pub struct Config {
     /// way, as every shift).
     /// 0 turns the rule off.
     pub spike_max_windows: u32,
+    /// A move confirmed by two windows in a row is a level shift at once,
+    /// before `spike-max-windows` runs out, when it is no spike by size:
+    /// both windows outside the band the same way with a score of at least
+    /// half the z-threshold each and together (their sum over the square
+    /// root of two) the z-threshold of their level (see
+    /// `family-wise-correction`), at about the same new level (log
+    /// ratios to the expectation within `ln 1.5` of each other), and up by
+    /// less than this factor (a move this big or more is a spike while it
+    /// is young; a move down that is not to zero is a shift). 0 turns the
+    /// rule off.
+    pub level_shift_max_factor: f64,
 }
 
 impl Default for Config {
@@ -159,6 +170,7 @@ impl Default for Config {
             incident_cooldown_windows: 0,
             recurring_period_ms: 86_400_000,
             spike_max_windows: 3,
+            level_shift_max_factor: 2.5,
         }
     }
 }
@@ -351,6 +363,13 @@ pub fn fmt_utc(ms: i64) -> String {
 /// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
 const MEAN_ALPHA: f64 = 0.05;
 
+/// Weight of the newest window in [`SeriesState::promo_recent`] when its
+/// share is higher.
+const PROMO_RECENT_ALPHA: f64 = 0.2;
+/// How far below the recent share on promotion a window's share must be
+/// for a promotion to have ended.
+const PROMO_END_FALL: f64 = 0.1;
+
 /// A normal's rate of |z| >= 2.
 const TAIL_P0: f64 = 0.0455;
 /// Weight of the newest window in [`SeriesState::exceed`] (about 300 windows).
@@ -387,6 +406,11 @@ struct SeriesState {
     /// Exponentially weighted share of lines on promotion, over the windows
     /// no promotion explained (what the forecast learned from).
     promo_mean: f64,
+    /// Exponentially weighted share of lines on promotion over all
+    /// windows, promotions included, quick to rise (about 5 windows) and
+    /// slow to fall (about 20): a share well below it is a promotion
+    /// ending.
+    promo_recent: f64,
     /// The newest window's anomaly strength (see [`Alerting::strength`]).
     strength: f64,
     /// Exponentially weighted rate of windows scoring |z| >= 2 (before the
@@ -414,6 +438,11 @@ struct SeriesState {
     /// `level-shift-memory-windows`), and its move: the log ratio of its
     /// window's units to the series' recent mean.
     shifted: Option<(Box<Alert>, f64)>,
+    /// The previous window if it fell outside the band with a score of at
+    /// least half the z-threshold: its start, direction, score and log
+    /// ratio of units to the bias-corrected expectation (see
+    /// `level-shift-confirm-windows`).
+    outside_prev: Option<(i64, Direction, f64, f64)>,
     /// Starts of the last two periods' windows with a spike or drop verdict,
     /// oldest first, with their direction (see `recurring-period-ms`).
     outside_at: VecDeque<(i64, Direction)>,
@@ -446,6 +475,9 @@ struct Excursion {
     cover: Cover,
     /// It began right after an alerted excursion the other way ended.
     recovery: bool,
+    /// Its alert named a child that moved by `level-shift-max-factor` or
+    /// more: a burst below, which a level shift is not.
+    burst: bool,
 }
 
 impl Excursion {
@@ -475,6 +507,21 @@ impl Excursion {
         } else {
             cfg.spike_max_windows
         }
+    }
+}
+
+/// Log ratio of a window's units to its expected median.
+fn ln_ratio(f: &Forecast) -> f64 {
+    let p50 = f.expected.map_or(0.0, |e| e.p50);
+    ((f.actual.units as f64 + 1.0).max(1.0) / (p50 + 1.0).max(1.0)).ln()
+}
+
+/// The direction a score points, beyond 1 either way.
+fn dir_of(z: Option<f64>) -> Option<Direction> {
+    match z {
+        Some(z) if z > 1.0 => Some(Direction::Up),
+        Some(z) if z < -1.0 => Some(Direction::Down),
+        _ => None,
     }
 }
 
@@ -678,6 +725,8 @@ impl Alerting {
         // How far this window is from the bias-corrected forecast, relative
         // to the series' level (a level shift must be material).
         let change = scored.map_or(0.0, |s| (r - s.1).abs() / st.mean_y.max(1.0));
+        // Log ratio of the units to the bias-corrected expectation.
+        let ln_r = scored.map_or(0.0, |s| ((y + 1.0) / (e.p50 + s.1 + 1.0).max(1.0)).ln());
         let width = (e.p90 - e.p10).max(1.0);
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
@@ -692,6 +741,15 @@ impl Alerting {
                 || (share > usual
                     && y > e.p90
                     && y * (1.0 - share) <= (e.p90 + margin) * (1.0 - usual)));
+        // ...and a move down when a promotion ends: a share well below the
+        // recent one, and the units outside promotion lines no fewer than
+        // the band's bottom once the recent share on promotion is taken
+        // out (a best seller's promotion ending takes its category down).
+        let recent = st.promo_recent;
+        let promo_end = cfg.promo_share_explains_spike < 1.0
+            && share + PROMO_END_FALL < recent
+            && y < e.p10
+            && y * (1.0 - share) >= (e.p10 - margin).max(0.0) * (1.0 - recent);
         // Zero sales: nothing sold (returns alone can make net units negative).
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
         // A run of zero windows is judged as a whole: three windows that
@@ -745,7 +803,10 @@ impl Alerting {
                     score,
                     z: z.unwrap_or(0.0),
                     silent: silent || recurring,
-                    promo: promo && direction == Direction::Up,
+                    promo: match direction {
+                        Direction::Up => promo,
+                        Direction::Down => promo_end,
+                    },
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
                         && z.is_some_and(|z| z.abs() < level_z),
@@ -780,9 +841,19 @@ impl Alerting {
             ),
             None => (0.0, 0.0, false),
         };
-        if promo {
-            // A promotion window tells nothing about the usual level: keep it
-            // out of the residuals and the change detector.
+        // Quick to follow a promotion, as slow to forget it as the forecast.
+        st.promo_recent += if st.residuals.is_empty() {
+            share - st.promo_recent
+        } else if share > st.promo_recent {
+            PROMO_RECENT_ALPHA * (share - st.promo_recent)
+        } else {
+            MEAN_ALPHA * (share - st.promo_recent)
+        };
+        if promo || promo_end {
+            // A promotion window (or one where a promotion ends) tells
+            // nothing about the usual level: keep it out of the residuals
+            // and the change detector.
+            st.outside_prev = None;
             return candidate(verdict, false);
         }
         st.promo_mean += if st.residuals.is_empty() {
@@ -802,13 +873,7 @@ impl Alerting {
             // Excursions: a jump out of the band that ends within
             // spike-max-windows was a spike, and its windows leave the
             // change detector; one still going on is no shift yet.
-            let dir = if zv > 1.0 {
-                Some(Direction::Up)
-            } else if zv < -1.0 {
-                Some(Direction::Down)
-            } else {
-                None
-            };
+            let dir = dir_of(Some(zv));
             let outside = verdict.is_some_and(|v| {
                 matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
             });
@@ -840,10 +905,17 @@ impl Alerting {
                     nd.map(|d| {
                         // Coming back right after an alerted move (a total
                         // whose forecast followed a store's spike, an outage
-                        // ending) is the recovery, not a new anomaly.
-                        let recovery = st
-                            .ended
-                            .is_some_and(|(ed, at)| ed != d && f.window_start_ms - at <= width_ms);
+                        // ending) is the recovery, not a new anomaly; so is
+                        // the series' first window since, when it sold
+                        // nothing (and emitted no window) for no longer than
+                        // a recovery may last.
+                        let gap_ok = f.window_start_ms - prev_start
+                            <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
+                        let recovery = st.ended.is_some_and(|(ed, at)| {
+                            ed != d
+                                && (f.window_start_ms - at <= width_ms
+                                    || (at == prev_start + width_ms && gap_ok))
+                        });
                         Excursion {
                             direction: d,
                             windows: 1,
@@ -851,6 +923,7 @@ impl Alerting {
                             outage,
                             cover: Cover::None,
                             recovery,
+                            burst: false,
                         }
                     })
                 }
@@ -898,6 +971,30 @@ impl Alerting {
                         && clear
                         && dir == Some(Direction::Down)
                         && !young_jump(Direction::Down);
+                    // Two windows in a row at the same new level, by the
+                    // size of the move no spike: confirmed now.
+                    let confirmed = cfg.level_shift_max_factor > 0.0
+                        && clear
+                        && y > 0.0
+                        && !promo
+                        && st.excursion.is_some_and(|x| {
+                            !x.outage
+                                && !x.recovery
+                                && matches!(x.cover, Cover::None | Cover::Own)
+                                && (x.direction == Direction::Down || !x.burst)
+                        })
+                        && st.outside_prev.is_some_and(|(t, d, pz, pr)| {
+                            t == f.window_start_ms - width_ms
+                                && Some(d) == dir
+                                && (pz + zv).abs() / std::f64::consts::SQRT_2 >= level_z
+                                && (pr - ln_r).abs() <= 1.5f64.ln()
+                                && (d == Direction::Down
+                                    || pr.max(ln_r) < cfg.level_shift_max_factor.ln())
+                        });
+                    let (up, down) = (
+                        up || confirmed && dir == Some(Direction::Up),
+                        down || confirmed && dir == Some(Direction::Down),
+                    );
                     if (up || down) && change < cfg.level_shift_min_change {
                         // Statistically sure, practically nothing: a big
                         // series' forecast drifting by a percent.
@@ -918,6 +1015,13 @@ impl Alerting {
                 }
             }
         }
+        st.outside_prev = z.zip(dir_of(z)).and_then(|(zv, d)| {
+            let out = match d {
+                Direction::Up => y > e.p90,
+                Direction::Down => y < e.p10 && y > 0.0,
+            };
+            (out && zv.abs() >= 0.5 * cfg.z_threshold).then_some((f.window_start_ms, d, zv, ln_r))
+        });
         // Windows that continue a move already alerted belong to that alert:
         // silent, but still the root cause of what moves below them. A
         // level shift is still called once the move outlasts a spike (a new
@@ -1135,19 +1239,33 @@ impl Alerting {
             let f = group[c.idx];
             // Descendants that broke the same way are explained by this one.
             let mut children = Vec::new();
-            let mut stack = vec![(f.level, f.key.clone())];
-            while let Some(node) = stack.pop() {
+            // Each node with its move when it is the level shift or a
+            // series shifting with it (see `burst` below).
+            let shift_move = (c.kind == AlertKind::LevelShift).then(|| ln_ratio(f));
+            let mut stack = vec![((f.level, f.key.clone()), shift_move)];
+            while let Some((node, node_move)) = stack.pop() {
                 for &k in by_parent.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
                     let d = &cands[k];
                     // A silent parent does not hide a child's own outage.
                     let own = c.quiet()
                         && c.kind != AlertKind::DropToZero
                         && d.kind == AlertKind::DropToZero;
-                    if absorbed[k] || d.direction != c.direction || own {
+                    // Nor does a level shift (new or going on) hide a new
+                    // spike right below it, or below a series shifting with
+                    // it, that moved at least twice as far in log terms (and
+                    // by 0.4 more): that is news of its own (a SKU's burst
+                    // while its category drifts up), with what is below it.
+                    let df = group[d.idx];
+                    let burst = node_move.is_some_and(|m| {
+                        let up = m.max(0.0);
+                        d.kind == AlertKind::Spike
+                            && !d.quiet()
+                            && ln_ratio(df) >= (2.0 * up).max(up + 0.4)
+                    });
+                    if absorbed[k] || d.direction != c.direction || own || burst {
                         continue;
                     }
                     absorbed[k] = true;
-                    let df = group[d.idx];
                     children.push(Child {
                         level: df.level,
                         key: df.key.clone(),
@@ -1155,7 +1273,8 @@ impl Alerting {
                         observed: df.actual.units as f64,
                         expected: df.expected.map_or(0.0, |e| e.p50),
                     });
-                    stack.push((df.level, df.key.clone()));
+                    let shifting = shift_move.is_some() && d.kind == AlertKind::LevelShift;
+                    stack.push(((df.level, df.key.clone()), shifting.then(|| ln_ratio(df))));
                 }
             }
             absorbed[ci] = true;
@@ -1178,6 +1297,21 @@ impl Alerting {
             // Its own move is alerted now, or was (cooldown); ancestors
             // moving the same way moved because of it.
             self.cover(f.level, &f.key, c.direction, Cover::Own);
+            let factor = self.cfg.level_shift_max_factor;
+            if factor > 0.0
+                && children.iter().any(|ch| {
+                    ((ch.observed.max(0.0) + 1.0) / (ch.expected.max(0.0) + 1.0)).ln()
+                        >= factor.ln()
+                })
+            {
+                if let Some(x) = self
+                    .series
+                    .get_mut(&(f.level, f.key.clone()))
+                    .and_then(|st| st.excursion.as_mut())
+                {
+                    x.burst = true;
+                }
+            }
             let map = parent_of.get_or_insert_with(|| parents(group));
             let mut node = f.parent.clone().zip(parent_level(f.level));
             while let Some((p, pl)) = node {
@@ -1759,11 +1893,12 @@ mod tests {
             .collect();
         assert_eq!(shifts.len(), 1, "{got:#?}");
         assert_eq!(shifts[0].direction, Direction::Up);
-        // The jump must outlast a spike (spike-max-windows) to be a shift.
+        // A jump by less than level-shift-max-factor, confirmed by its
+        // second window at the same level, is a shift then.
         assert_eq!(
             shifts[0].window_start_ms,
-            83 * 60_000,
-            "called on the window after spike-max-windows"
+            81 * 60_000,
+            "called on the jump's second window"
         );
         // At most the first window is called a spike before the shift is clear.
         assert!(got.len() <= 2, "{got:#?}");
@@ -2188,6 +2323,68 @@ mod tests {
             kinds,
             vec![(AlertKind::Spike, 40), (AlertKind::LevelShift, 43)],
             "{got:#?}"
+        );
+    }
+
+    /// A store whose forecast followed a promotion up from 100 to 150 (a
+    /// third of its lines on promotion) and still expects 150 when it ends.
+    fn promo_end_run(share_during: f64) -> Vec<Alert> {
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..80 {
+            let (y, p50, share) = match i {
+                0..40 => (100 + wobble(i), 100.0, 0.0),
+                40..60 => (150 + wobble(i), 150.0, share_during),
+                // Ended: the forecast still expects the promotion's level.
+                _ => (100 + wobble(i), if i < 66 { 150.0 } else { 100.0 }, 0.0),
+            };
+            let mut f = fc(i * 60_000, y, p50 - 10.0, p50, p50 + 10.0);
+            f.actual.promo_share = share;
+            got.extend(a.process(&[f]));
+        }
+        got
+    }
+
+    #[test]
+    fn the_end_of_a_promotion_explains_the_drop_it_leaves() {
+        let got = promo_end_run(0.35);
+        assert!(got.is_empty(), "{got:#?}");
+        // The same fall with no promotion ending is news.
+        let got = promo_end_run(0.0);
+        assert!(
+            got.iter().any(|a| a.direction == Direction::Down),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn a_level_shift_does_not_hide_a_burst_below_it() {
+        // A store drifting up 60% (a level shift by its second window) while
+        // one SKU in it bursts 8x in that second window: the SKU's spike is
+        // its own alert, not one of the shift's children.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..60 {
+            let f = if i >= 40 { 1.6 } else { 1.0 };
+            let mut w = store_window_at(i, f, 50);
+            if i == 41 {
+                for x in w.iter_mut().filter(|x| x.level == Level::SkuStore).take(1) {
+                    x.actual.units *= 5;
+                }
+            }
+            got.extend(a.process(&w));
+        }
+        let kinds: Vec<(Level, AlertKind, i64)> = got
+            .iter()
+            .map(|a| (a.level, a.kind, a.window_start_ms / 60_000))
+            .collect();
+        assert!(
+            kinds.contains(&(Level::Store, AlertKind::LevelShift, 41)),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&(Level::SkuStore, AlertKind::Spike, 41)),
+            "{kinds:?}"
         );
     }
 
