@@ -133,16 +133,16 @@ pub struct Config {
     /// way, as every shift).
     /// 0 turns the rule off.
     pub spike_max_windows: u32,
-    /// A move confirmed by two windows in a row is a level shift at once,
-    /// before `spike-max-windows` runs out, when it is no spike by size:
-    /// both windows outside the band the same way with a score of at least
-    /// half the z-threshold each and together (their sum over the square
-    /// root of two) the z-threshold of their level (see
-    /// `family-wise-correction`), at about the same new level (log
-    /// ratios to the expectation within `ln 1.5` of each other), and up by
-    /// less than this factor (a move this big or more is a spike while it
-    /// is young; a move down that is not to zero is a shift). 0 turns the
-    /// rule off.
+    /// A move confirmed by two (up to `spike-max-windows`) windows in a
+    /// row is a level shift at once, before `spike-max-windows` runs out,
+    /// when it is no spike by size: the windows outside the band the same
+    /// way with a score of at least half the z-threshold each and together
+    /// (their sum over the square root of their number) the z-threshold of
+    /// their level (see `family-wise-correction`), at about the same new
+    /// level (log ratios to the expectation within `ln 1.5` of each other),
+    /// and up by less than this factor (a move this big or more is a spike
+    /// while it is young; a move down that is not to zero is a shift). 0
+    /// turns the rule off.
     pub level_shift_max_factor: f64,
 }
 
@@ -438,14 +438,54 @@ struct SeriesState {
     /// `level-shift-memory-windows`), and its move: the log ratio of its
     /// window's units to the series' recent mean.
     shifted: Option<(Box<Alert>, f64)>,
-    /// The previous window if it fell outside the band with a score of at
-    /// least half the z-threshold: its start, direction, score and log
-    /// ratio of units to the bias-corrected expectation (see
-    /// `level-shift-confirm-windows`).
-    outside_prev: Option<(i64, Direction, f64, f64)>,
+    /// The run of windows in a row, up to the newest, that fell outside the
+    /// band the same way scoring at least half the z-threshold (see
+    /// `level-shift-max-factor`).
+    outside_run: Option<OutsideRun>,
     /// Starts of the last two periods' windows with a spike or drop verdict,
     /// oldest first, with their direction (see `recurring-period-ms`).
     outside_at: VecDeque<(i64, Direction)>,
+}
+
+/// Consecutive windows outside the band the same way, each scoring at
+/// least half the z-threshold.
+#[derive(Debug, Clone, Copy)]
+struct OutsideRun {
+    /// Start of its newest window.
+    last: i64,
+    direction: Direction,
+    /// Their scores summed.
+    sum_z: f64,
+    windows: u32,
+    /// The lowest and highest log ratio of units to the bias-corrected
+    /// expectation among them.
+    lo: f64,
+    hi: f64,
+}
+
+impl OutsideRun {
+    /// The run with one more window (a new run if `start` does not follow
+    /// on, or goes the other way).
+    fn then(run: Option<Self>, start: i64, width: i64, d: Direction, z: f64, ln_r: f64) -> Self {
+        match run {
+            Some(r) if r.last == start - width && r.direction == d => OutsideRun {
+                last: start,
+                direction: d,
+                sum_z: r.sum_z + z,
+                windows: r.windows + 1,
+                lo: r.lo.min(ln_r),
+                hi: r.hi.max(ln_r),
+            },
+            _ => OutsideRun {
+                last: start,
+                direction: d,
+                sum_z: z,
+                windows: 1,
+                lo: ln_r,
+                hi: ln_r,
+            },
+        }
+    }
 }
 
 /// Whether an excursion is part of an alert already raised.
@@ -853,7 +893,7 @@ impl Alerting {
             // A promotion window (or one where a promotion ends) tells
             // nothing about the usual level: keep it out of the residuals
             // and the change detector.
-            st.outside_prev = None;
+            st.outside_run = None;
             return candidate(verdict, false);
         }
         st.promo_mean += if st.residuals.is_empty() {
@@ -983,13 +1023,19 @@ impl Alerting {
                                 && matches!(x.cover, Cover::None | Cover::Own)
                                 && (x.direction == Direction::Down || !x.burst)
                         })
-                        && st.outside_prev.is_some_and(|(t, d, pz, pr)| {
-                            t == f.window_start_ms - width_ms
-                                && Some(d) == dir
-                                && (pz + zv).abs() / std::f64::consts::SQRT_2 >= level_z
-                                && (pr - ln_r).abs() <= 1.5f64.ln()
-                                && (d == Direction::Down
-                                    || pr.max(ln_r) < cfg.level_shift_max_factor.ln())
+                        && dir.is_some_and(|d| {
+                            let r = OutsideRun::then(
+                                st.outside_run,
+                                f.window_start_ms,
+                                width_ms,
+                                d,
+                                zv,
+                                ln_r,
+                            );
+                            (2..=cfg.spike_max_windows.max(2)).contains(&r.windows)
+                                && r.sum_z.abs() / f64::from(r.windows).sqrt() >= level_z
+                                && r.hi - r.lo <= 1.5f64.ln()
+                                && (d == Direction::Down || r.hi < cfg.level_shift_max_factor.ln())
                         });
                     let (up, down) = (
                         up || confirmed && dir == Some(Direction::Up),
@@ -1015,12 +1061,14 @@ impl Alerting {
                 }
             }
         }
-        st.outside_prev = z.zip(dir_of(z)).and_then(|(zv, d)| {
+        let run = st.outside_run.take();
+        st.outside_run = z.zip(dir_of(z)).and_then(|(zv, d)| {
             let out = match d {
                 Direction::Up => y > e.p90,
                 Direction::Down => y < e.p10 && y > 0.0,
             };
-            (out && zv.abs() >= 0.5 * cfg.z_threshold).then_some((f.window_start_ms, d, zv, ln_r))
+            (out && zv.abs() >= 0.5 * cfg.z_threshold)
+                .then(|| OutsideRun::then(run, f.window_start_ms, width_ms, d, zv, ln_r))
         });
         // Windows that continue a move already alerted belong to that alert:
         // silent, but still the root cause of what moves below them. A
@@ -2324,6 +2372,23 @@ mod tests {
             vec![(AlertKind::Spike, 40), (AlertKind::LevelShift, 43)],
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn a_shift_too_small_for_two_windows_is_confirmed_by_three() {
+        // 100 -> 65: about -3.5 a window, short of the z-threshold over two
+        // windows but past it over three.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..100 {
+            let y = if i >= 80 { 65 } else { 100 } + wobble(i);
+            got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
+        }
+        let kinds: Vec<(AlertKind, i64)> = got
+            .iter()
+            .map(|a| (a.kind, a.window_start_ms / 60_000))
+            .collect();
+        assert_eq!(kinds, vec![(AlertKind::LevelShift, 82)], "{got:#?}");
     }
 
     /// A store whose forecast followed a promotion up from 100 to 150 (a
