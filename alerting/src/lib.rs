@@ -1712,6 +1712,13 @@ mod tests {
     }
 
     /// Deterministic noise in [-4, 4].
+    /// Each alert's kind and window start, in minutes.
+    fn kinds_by_minute(got: &[Alert]) -> Vec<(AlertKind, i64)> {
+        got.iter()
+            .map(|a| (a.kind, a.window_start_ms / 60_000))
+            .collect()
+    }
+
     fn wobble(i: i64) -> i64 {
         ((i * 7919) % 9) - 4
     }
@@ -2363,10 +2370,7 @@ mod tests {
             let f = if i >= 40 { 3.0 } else { 1.0 };
             got.extend(a.process(&store_window_at(i, f, 50)));
         }
-        let kinds: Vec<(AlertKind, i64)> = got
-            .iter()
-            .map(|a| (a.kind, a.window_start_ms / 60_000))
-            .collect();
+        let kinds = kinds_by_minute(&got);
         assert_eq!(
             kinds,
             vec![(AlertKind::Spike, 40), (AlertKind::LevelShift, 43)],
@@ -2384,10 +2388,7 @@ mod tests {
             let y = if i >= 80 { 65 } else { 100 } + wobble(i);
             got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
         }
-        let kinds: Vec<(AlertKind, i64)> = got
-            .iter()
-            .map(|a| (a.kind, a.window_start_ms / 60_000))
-            .collect();
+        let kinds = kinds_by_minute(&got);
         assert_eq!(kinds, vec![(AlertKind::LevelShift, 82)], "{got:#?}");
     }
 
