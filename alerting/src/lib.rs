@@ -550,18 +550,25 @@ impl Excursion {
     }
 }
 
+/// Log ratio of `observed` to `expected` units, each plus one (and at
+/// least one: returns can make units negative).
+fn log_ratio(observed: f64, expected: f64) -> f64 {
+    ((observed + 1.0).max(1.0) / (expected + 1.0).max(1.0)).ln()
+}
+
 /// Log ratio of a window's units to its expected median.
 fn ln_ratio(f: &Forecast) -> f64 {
-    let p50 = f.expected.map_or(0.0, |e| e.p50);
-    ((f.actual.units as f64 + 1.0).max(1.0) / (p50 + 1.0).max(1.0)).ln()
+    log_ratio(f.actual.units as f64, f.expected.map_or(0.0, |e| e.p50))
 }
 
 /// The direction a score points, beyond 1 either way.
-fn dir_of(z: Option<f64>) -> Option<Direction> {
-    match z {
-        Some(z) if z > 1.0 => Some(Direction::Up),
-        Some(z) if z < -1.0 => Some(Direction::Down),
-        _ => None,
+fn dir_of(z: f64) -> Option<Direction> {
+    if z > 1.0 {
+        Some(Direction::Up)
+    } else if z < -1.0 {
+        Some(Direction::Down)
+    } else {
+        None
     }
 }
 
@@ -901,6 +908,9 @@ impl Alerting {
         } else {
             MEAN_ALPHA * (share - st.promo_mean)
         };
+        // This window's run outside the band is rebuilt below (none without
+        // a score).
+        let prior_run = st.outside_run.take();
         // CUSUM over the robust z-scores (an outage's windows are its
         // `drop_to_zero`, never a level shift of their own).
         if let Some(zv) = z {
@@ -913,7 +923,10 @@ impl Alerting {
             // Excursions: a jump out of the band that ends within
             // spike-max-windows was a spike, and its windows leave the
             // change detector; one still going on is no shift yet.
-            let dir = dir_of(Some(zv));
+            let dir = dir_of(zv);
+            // The run of windows outside the band with this one added.
+            let extended =
+                dir.map(|d| OutsideRun::then(prior_run, f.window_start_ms, width_ms, d, zv, ln_r));
             let outside = verdict.is_some_and(|v| {
                 matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
             });
@@ -949,9 +962,10 @@ impl Alerting {
                         // the series' first window since, when it sold
                         // nothing (and emitted no window) for no longer than
                         // a recovery may last.
-                        let gap_ok = f.window_start_ms - prev_start
-                            <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
                         let recovery = st.ended.is_some_and(|(ed, at)| {
+                            let gap = f.window_start_ms - prev_start;
+                            let gap_ok =
+                                gap <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
                             ed != d
                                 && (f.window_start_ms - at <= width_ms
                                     || (at == prev_start + width_ms && gap_ok))
@@ -1023,19 +1037,12 @@ impl Alerting {
                                 && matches!(x.cover, Cover::None | Cover::Own)
                                 && (x.direction == Direction::Down || !x.burst)
                         })
-                        && dir.is_some_and(|d| {
-                            let r = OutsideRun::then(
-                                st.outside_run,
-                                f.window_start_ms,
-                                width_ms,
-                                d,
-                                zv,
-                                ln_r,
-                            );
+                        && extended.is_some_and(|r| {
                             (2..=cfg.spike_max_windows.max(2)).contains(&r.windows)
                                 && r.sum_z.abs() / f64::from(r.windows).sqrt() >= level_z
                                 && r.hi - r.lo <= 1.5f64.ln()
-                                && (d == Direction::Down || r.hi < cfg.level_shift_max_factor.ln())
+                                && (r.direction == Direction::Down
+                                    || r.hi < cfg.level_shift_max_factor.ln())
                         });
                     let (up, down) = (
                         up || confirmed && dir == Some(Direction::Up),
@@ -1060,16 +1067,16 @@ impl Alerting {
                     }
                 }
             }
+            // Kept while it stays outside the band its way, each window
+            // scoring at least half the z-threshold.
+            st.outside_run = extended.filter(|r| {
+                let out = match r.direction {
+                    Direction::Up => y > e.p90,
+                    Direction::Down => y < e.p10 && y > 0.0,
+                };
+                out && zv.abs() >= 0.5 * cfg.z_threshold
+            });
         }
-        let run = st.outside_run.take();
-        st.outside_run = z.zip(dir_of(z)).and_then(|(zv, d)| {
-            let out = match d {
-                Direction::Up => y > e.p90,
-                Direction::Down => y < e.p10 && y > 0.0,
-            };
-            (out && zv.abs() >= 0.5 * cfg.z_threshold)
-                .then(|| OutsideRun::then(run, f.window_start_ms, width_ms, d, zv, ln_r))
-        });
         // Windows that continue a move already alerted belong to that alert:
         // silent, but still the root cause of what moves below them. A
         // level shift is still called once the move outlasts a spike (a new
@@ -1347,10 +1354,9 @@ impl Alerting {
             self.cover(f.level, &f.key, c.direction, Cover::Own);
             let factor = self.cfg.level_shift_max_factor;
             if factor > 0.0
-                && children.iter().any(|ch| {
-                    ((ch.observed.max(0.0) + 1.0) / (ch.expected.max(0.0) + 1.0)).ln()
-                        >= factor.ln()
-                })
+                && children
+                    .iter()
+                    .any(|ch| log_ratio(ch.observed, ch.expected) >= factor.ln())
             {
                 if let Some(x) = self
                     .series
@@ -1711,7 +1717,6 @@ mod tests {
         f
     }
 
-    /// Deterministic noise in [-4, 4].
     /// Each alert's kind and window start, in minutes.
     fn kinds_by_minute(got: &[Alert]) -> Vec<(AlertKind, i64)> {
         got.iter()
@@ -1719,6 +1724,7 @@ mod tests {
             .collect()
     }
 
+    /// Deterministic noise in [-4, 4].
     fn wobble(i: i64) -> i64 {
         ((i * 7919) % 9) - 4
     }
