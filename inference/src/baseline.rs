@@ -135,6 +135,7 @@ impl Model for Baseline {
                     model: if use_season { "seasonal_naive" } else { "ewma" },
                     quantiles,
                     members: Vec::new(),
+                    members_far: Vec::new(),
                     example: None,
                 }
             })
@@ -177,6 +178,7 @@ impl Model for SeasonalNaive {
                     model: "seasonal_naive",
                     quantiles,
                     members: Vec::new(),
+                    members_far: Vec::new(),
                     example: None,
                 }
             })
@@ -211,6 +213,7 @@ impl Model for Ewma {
                 model: "ewma",
                 quantiles: self.band.around(h, (0..horizon).map(|_| h.level)),
                 members: Vec::new(),
+                members_far: Vec::new(),
                 example: None,
             })
             .collect()
@@ -261,6 +264,7 @@ impl Model for HoltWintersModel {
                         .band
                         .around(h, (0..horizon).map(|s| hw_point(h, season, s))),
                     members: Vec::new(),
+                    members_far: Vec::new(),
                     example: None,
                 }
             })
@@ -313,27 +317,67 @@ impl Ensemble {
     /// Member weights for one series (uniform until members were scored),
     /// in member order: seasonal naive, Holt-Winters, EWMA, neural.
     pub fn weights(&self, h: &SeriesHistory) -> Vec<f64> {
+        self.weights_for(&h.member_loss)
+    }
+
+    /// Members' weights for each step of a horizon: from their one-step
+    /// losses at the first step, from their losses at the horizon's far end
+    /// ([`SeriesHistory::member_far_loss`]) at the last, and linearly
+    /// between (the one-step weights throughout until the far losses exist).
+    pub fn step_weights(&self, h: &SeriesHistory) -> StepWeights {
+        let far = (h.member_far_loss.len() == self.members())
+            .then(|| self.weights_for(&h.member_far_loss));
+        StepWeights {
+            near: self.weights_for(&h.member_loss),
+            far,
+        }
+    }
+
+    /// Weights from each member's loss (uniform without one per member).
+    fn weights_for(&self, losses: &[f64]) -> Vec<f64> {
         let k = self.members();
         let uniform = vec![1.0 / k as f64; k];
-        if h.member_loss.len() != k {
+        if losses.len() != k {
             return uniform;
         }
-        let mean = h.member_loss.iter().sum::<f64>() / k as f64;
+        let mean = losses.iter().sum::<f64>() / k as f64;
         if mean <= 0.0 || !mean.is_finite() {
             return uniform;
         }
         // Losses relative to the best member's (a member twice as bad as
         // the best weighs exp(-eta) of it, however bad the worst one is); a
         // member with no loss at all (a noise-free series) takes it all.
-        let best = h.member_loss.iter().copied().fold(f64::INFINITY, f64::min);
+        let best = losses.iter().copied().fold(f64::INFINITY, f64::min);
         let scale = best.max(1e-3 * mean);
-        let w: Vec<f64> = h
-            .member_loss
+        let w: Vec<f64> = losses
             .iter()
             .map(|l| (-self.eta * (l - best) / scale).exp())
             .collect();
         let sum: f64 = w.iter().sum();
         w.into_iter().map(|x| x / sum).collect()
+    }
+}
+
+/// The ensemble members' weights along a horizon (see
+/// [`Ensemble::step_weights`]).
+#[derive(Debug, Clone)]
+pub struct StepWeights {
+    /// From the one-step losses.
+    pub near: Vec<f64>,
+    /// From the far-end losses, once there are some.
+    pub far: Option<Vec<f64>>,
+}
+
+impl StepWeights {
+    /// Member `m`'s weight at step `s` (0-based) of a `horizon`-step path.
+    pub fn at(&self, m: usize, s: usize, horizon: usize) -> f64 {
+        match &self.far {
+            Some(far) if horizon > 1 => {
+                let a = s as f64 / (horizon - 1) as f64;
+                (1.0 - a) * self.near[m] + a * far[m]
+            }
+            _ => self.near[m],
+        }
     }
 }
 
@@ -398,11 +442,12 @@ impl Model for Ensemble {
                     paths.push(p.quantiles);
                     example = p.example;
                 }
-                let w = self.weights(h);
+                let w = self.step_weights(h);
                 let quantiles = (0..horizon)
                     .map(|s| {
                         let mut q = [0.0; 3];
-                        for (wm, path) in w.iter().zip(&paths) {
+                        for (m, path) in paths.iter().enumerate() {
+                            let wm = w.at(m, s, horizon);
                             for k in 0..3 {
                                 q[k] += wm * path[s][k];
                             }
@@ -415,10 +460,16 @@ impl Model for Ensemble {
                 } else {
                     Vec::new()
                 };
+                let members_far = if horizon > 1 {
+                    paths.iter().map(|p| p[horizon - 1][1]).collect()
+                } else {
+                    Vec::new()
+                };
                 Path {
                     model: "ensemble",
                     quantiles,
                     members,
+                    members_far,
                     example,
                 }
             })

@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use salescast_stream_core::{Level, WindowBatch, WindowRecord};
 use serde::{Deserialize, Serialize};
 
-pub use baseline::{Baseline, Ensemble, Ewma, HoltWintersModel, SeasonalNaive};
+pub use baseline::{Baseline, Ensemble, Ewma, HoltWintersModel, SeasonalNaive, StepWeights};
 pub use features::{Calendar, SeriesFeatures};
 pub use forecast::{Actual, Forecast, HorizonPoint};
 pub use holt_winters::HoltWinters;
@@ -141,6 +141,13 @@ pub struct SeriesHistory {
     pub member_last: Vec<[f64; 3]>,
     /// Exponentially weighted pinball loss of each ensemble member.
     pub member_loss: Vec<f64>,
+    /// Each ensemble member's median for the last step of the horizons
+    /// still waiting for their actual: (window start, medians), oldest first.
+    pub member_far: VecDeque<(i64, Vec<f32>)>,
+    /// Exponentially weighted absolute error of each member's median at the
+    /// last step of the horizon (members that are right one step ahead can
+    /// be far off twelve steps ahead: a flat level through a daily decline).
+    pub member_far_loss: Vec<f64>,
     /// Miscoverage level the band is built for (adaptive conformal
     /// inference: starts at the target 0.2 for a p10-p90 band and moves so
     /// that the realised coverage tracks the target).
@@ -242,6 +249,10 @@ pub struct Path {
     /// order (empty otherwise). Kept so members can be scored when the
     /// actual arrives.
     pub members: Vec<[f64; 3]>,
+    /// For an ensemble: each member's median at the last step of the
+    /// horizon, in member order (empty otherwise), scored the same way when
+    /// that window's actual arrives.
+    pub members_far: Vec<f64>,
     /// A feature row to keep until its actuals arrive (a model that learns
     /// online returns one when the series has none pending).
     pub example: Option<Pending>,
@@ -492,6 +503,15 @@ impl Inference {
             let hist = self.series.get_mut(&key).expect("observed above");
             hist.last_forecast = horizon.clone();
             hist.member_last = path.members;
+            if let (Some(last), false) = (horizon.last(), path.members_far.is_empty()) {
+                hist.member_far.push_back((
+                    last.start_ms,
+                    path.members_far.iter().map(|&x| x as f32).collect(),
+                ));
+                while hist.member_far.len() > horizon.len() + 1 {
+                    hist.member_far.pop_front();
+                }
+            }
             if let Some(e) = path.example {
                 if self.pending_rows < self.cfg.neural.pending_budget {
                     hist.pending.push_back(e);
@@ -567,6 +587,8 @@ impl Inference {
                 hw: None,
                 member_last: Vec::new(),
                 member_loss: Vec::new(),
+                member_far: VecDeque::new(),
+                member_far_loss: Vec::new(),
                 feat: SeriesFeatures::default(),
                 level_kind: r.level,
                 key_hash: neural::key_hash(r.level, &r.key),
@@ -625,6 +647,24 @@ impl Inference {
                 match h.member_loss.get_mut(i) {
                     Some(l) => *l = MEMBER_DECAY * *l + (1.0 - MEMBER_DECAY) * loss,
                     None => h.member_loss.push(loss),
+                }
+            }
+        }
+        // ...and by their error at the far end of the horizon.
+        while h.member_far.front().is_some_and(|(t, _)| *t < r.start_ms) {
+            h.member_far.pop_front();
+        }
+        if h.member_far.front().is_some_and(|(t, _)| *t == r.start_ms) {
+            let (_, far) = h.member_far.pop_front().expect("checked");
+            if h.member_far_loss.len() != far.len() {
+                // The members changed (the network joined): start over.
+                h.member_far_loss.clear();
+            }
+            for (i, p50) in far.iter().enumerate() {
+                let loss = (y - f64::from(*p50)).abs();
+                match h.member_far_loss.get_mut(i) {
+                    Some(l) => *l = MEMBER_DECAY * *l + (1.0 - MEMBER_DECAY) * loss,
+                    None => h.member_far_loss.push(loss),
                 }
             }
         }
@@ -1043,6 +1083,20 @@ mod ensemble_tests {
             (w[1] / w[0] - (-0.4f64).exp()).abs() < 1e-9,
             "weights {w:?}"
         );
+        // Far ahead, the members' far-end losses decide, and the steps
+        // between blend the two.
+        h.member_loss = vec![0.0, 1.0, 1.0];
+        h.member_far_loss = vec![1.0, 1.0, 0.0];
+        let w = ens.step_weights(&h);
+        assert!(w.at(0, 0, 12) > 0.999 && w.at(2, 11, 12) > 0.999, "{w:?}");
+        assert!((w.at(0, 6, 12) - 5.0 / 11.0).abs() < 1e-3, "{w:?}");
+        for s in 0..12 {
+            assert!(((0..3).map(|m| w.at(m, s, 12)).sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+        // Until the far losses exist, every step has the one-step weights.
+        h.member_far_loss.clear();
+        let w = ens.step_weights(&h);
+        assert!((0..12).all(|s| w.at(0, s, 12) > 0.999));
     }
 }
 

@@ -894,6 +894,7 @@ impl Model for Neural {
                     model: "neural",
                     quantiles,
                     members: Vec::new(),
+                    members_far: Vec::new(),
                     example,
                 }
             })
