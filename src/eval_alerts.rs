@@ -1,6 +1,6 @@
 //! `salescast eval-alerts`: replays generated sales with injected, labeled
 //! anomalies (SKU spikes, store-wide spikes and drops to zero, SKU drops to
-//! zero, category level shifts) through the pipeline's window engine,
+//! zero, category level shifts and trend breaks) through the pipeline's window engine,
 //! forecasting and alerting, and scores the alerts against the labels.
 //!
 //! An alert *matches* a label when it is on the labeled series, or lists it
@@ -117,7 +117,10 @@ fn covers(a: &Alert, l: &AnomalyLabel) -> bool {
 /// Whether an alert of kind `k` names the anomaly the label describes.
 fn same_kind(k: AlertKind, l: &AnomalyLabel) -> bool {
     match k {
-        AlertKind::Drop => l.kind == "drop_to_zero" || (l.kind == "level_shift" && l.factor < 1.0),
+        AlertKind::Drop => {
+            l.kind == "drop_to_zero"
+                || (matches!(&*l.kind, "level_shift" | "trend_break") && l.factor < 1.0)
+        }
         k => kind_of(&l.kind) == Some(k),
     }
 }
@@ -127,6 +130,7 @@ fn kind_of(label: &str) -> Option<AlertKind> {
         "spike" => Some(AlertKind::Spike),
         "drop_to_zero" => Some(AlertKind::DropToZero),
         "level_shift" => Some(AlertKind::LevelShift),
+        "trend_break" => Some(AlertKind::TrendBreak),
         _ => None,
     }
 }
@@ -239,7 +243,7 @@ fn gen_config(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> GenConfi
 }
 
 /// Version of the cache file layout (part of the file name's digest).
-const CACHE_FORMAT: u32 = 3;
+const CACHE_FORMAT: u32 = 5;
 
 /// Where a seed's forecasts are cached: the file name carries a digest of
 /// everything that shapes them (generator, windows, inference, the run's
@@ -480,8 +484,9 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     .take(6)
                     .collect();
                 eprintln!(
-                    "{} {} {} {} -> {:?}",
+                    "{} x{} {} {} {} -> {:?}",
                     l.kind,
+                    l.factor,
                     l.level,
                     l.key,
                     salescast_alerting::fmt_utc(l.start_ms),

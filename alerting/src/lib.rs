@@ -144,6 +144,24 @@ pub struct Config {
     /// while it is young; a move down that is not to zero is a shift). 0
     /// turns the rule off.
     pub level_shift_max_factor: f64,
+    /// Trend breaks: the width, in windows, of each of the three spans
+    /// compared. Each window's units are set against the same window one
+    /// `recurring-period-ms` earlier (a day: the daily shape cancels out,
+    /// and so does a steady weekday difference), and a trend break is a
+    /// log ratio that climbs (or slides) across three consecutive spans
+    /// of this many windows: each span's median above the one before, by
+    /// at least half `trend-z` and by `trend-z` over the two steps. A step
+    /// moves one span against the next only: that is a level shift's (or
+    /// nothing; with an odd width a step cannot straddle the middle span
+    /// and read as a climb). 0 turns trend breaks off.
+    pub trend_windows: u32,
+    /// How many standard errors the newest span's median must be from the
+    /// oldest's (half as many for each step between them).
+    pub trend_z: f64,
+    /// Lowest level with trend breaks (each series keeps a period of its
+    /// units: the thousands of SKUs would cost the most memory, and one
+    /// SKU's units are too few to see a gradual trend in).
+    pub trend_min_level: Level,
 }
 
 impl Default for Config {
@@ -171,6 +189,9 @@ impl Default for Config {
             recurring_period_ms: 86_400_000,
             spike_max_windows: 3,
             level_shift_max_factor: 2.5,
+            trend_windows: 9,
+            trend_z: 5.0,
+            trend_min_level: Level::CategoryStore,
         }
     }
 }
@@ -207,6 +228,9 @@ pub enum AlertKind {
     DropToZero,
     /// A sustained shift of the level (up or down, see `direction`).
     LevelShift,
+    /// The series started moving steadily away from its forecasts (a
+    /// climb or a slide rather than a step; see `direction`).
+    TrendBreak,
 }
 
 impl AlertKind {
@@ -217,15 +241,17 @@ impl AlertKind {
             AlertKind::Drop => "drop",
             AlertKind::DropToZero => "drop_to_zero",
             AlertKind::LevelShift => "level_shift",
+            AlertKind::TrendBreak => "trend_break",
         }
     }
 
     /// Every kind.
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; 5] = [
         AlertKind::Spike,
         AlertKind::Drop,
         AlertKind::DropToZero,
         AlertKind::LevelShift,
+        AlertKind::TrendBreak,
     ];
 }
 
@@ -445,6 +471,112 @@ struct SeriesState {
     /// Starts of the last two periods' windows with a spike or drop verdict,
     /// oldest first, with their direction (see `recurring-period-ms`).
     outside_at: VecDeque<(i64, Direction)>,
+    /// The trend-break detector's state.
+    trend: TrendState,
+}
+
+/// Weight of the newest window in [`TrendState::spread`] (about 100
+/// windows).
+const TREND_ALPHA: f64 = 0.01;
+/// Largest difference in the share of lines on promotion between a window
+/// and the same window a period earlier for their units to be compared.
+const TREND_PROMO_DIFF: f64 = 0.05;
+/// Windows of day-over-day ratios a series needs before its spread is known.
+const TREND_MIN_SEEN: u32 = 30;
+
+/// Per-series state of the trend-break detector (see `trend-windows`).
+#[derive(Debug, Clone, Default)]
+struct TrendState {
+    /// The last period's units by position in the period: (period number,
+    /// units, share of lines on promotion) of the window last seen at each
+    /// position.
+    day: Vec<(u32, f32, f32)>,
+    /// The newest windows (window number, units, promotion share, usual),
+    /// oldest first,
+    /// before they become the period's usual units (see
+    /// [`TrendState::ratio`]).
+    queued: VecDeque<(i64, f32, f32, bool)>,
+    /// Log ratios of each window's units to the same window a period
+    /// earlier, the newest `3 x trend-windows`, oldest first.
+    ratios: VecDeque<f64>,
+    /// Exponentially weighted mean absolute difference between successive
+    /// ratios (1.128 standard deviations for independent noise; a trend
+    /// barely moves it).
+    spread: f64,
+    seen: u32,
+    /// Windows since the series' last spike, drop, level shift or cover by
+    /// another's alert.
+    calm: u32,
+    /// A trend break in progress and its calm windows.
+    going: Option<Direction>,
+    settled: u32,
+}
+
+impl TrendState {
+    /// The log ratio of `y` to the window one period before (None without
+    /// one), and `y` queued to become what is usual at its position in the
+    /// period once `hold` newer windows have come. A window in an anomaly
+    /// (`usual` false, or marked by [`TrendState::unusual`] while queued)
+    /// keeps the position's earlier units instead, so tomorrow is not judged
+    /// against today's anomaly (a climb today would read as a slide
+    /// tomorrow).
+    fn ratio(
+        &mut self,
+        at: (i64, i64, i64),
+        y: (f64, f64),
+        usual: bool,
+        hold: usize,
+    ) -> Option<f64> {
+        let (start, width, period) = at;
+        let (y, share) = y;
+        let slots = (period / width.max(1)).max(1);
+        if self.day.len() != slots as usize {
+            self.day = vec![(u32::MAX, 0.0, 0.0); slots as usize];
+            self.queued.clear();
+        }
+        let n = start.div_euclid(width.max(1));
+        let (was, prev, prev_share) = self.day[n.rem_euclid(slots) as usize];
+        let round = n.div_euclid(slots) as u32;
+        // Promotions come and go at any hour: a window whose share of lines
+        // on promotion differs from the day before's is no comparison.
+        let comparable = (share - f64::from(prev_share)).abs() <= TREND_PROMO_DIFF;
+        let r = (was != u32::MAX && was.wrapping_add(1) == round && comparable)
+            .then(|| log_ratio(y, f64::from(prev)));
+        self.queued.push_back((n, y as f32, share as f32, usual));
+        while self.queued.len() > hold.min(slots as usize - 1) {
+            let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
+            let slot = &mut self.day[qn.rem_euclid(slots) as usize];
+            let round = qn.div_euclid(slots) as u32;
+            if qusual || slot.0 == u32::MAX {
+                *slot = (round, qy, qshare);
+            } else {
+                slot.0 = round;
+            }
+        }
+        r
+    }
+
+    /// The queued windows were the start of an anomaly (a trend just called).
+    fn unusual(&mut self) {
+        for q in self.queued.iter_mut() {
+            q.3 = false;
+        }
+    }
+
+    /// Medians of the three spans of `w` ratios, oldest first (None until
+    /// there are three).
+    fn spans(&self, w: usize, scratch: &mut Vec<f64>) -> Option<[f64; 3]> {
+        if w == 0 || self.ratios.len() < 3 * w {
+            return None;
+        }
+        let mut m = [0.0; 3];
+        for (k, mk) in m.iter_mut().enumerate() {
+            scratch.clear();
+            scratch.extend(self.ratios.iter().skip(k * w).take(w).copied());
+            *mk = median(scratch);
+        }
+        Some(m)
+    }
 }
 
 /// Consecutive windows outside the band the same way, each scoring at
@@ -641,6 +773,9 @@ struct Candidate {
     /// A promotion explains it: silent too, unless children no promotion
     /// explains broke with it (grouping then clears this).
     promo: bool,
+    /// A trend break's move: the log ratio to a period earlier, newest
+    /// span's median less the oldest's.
+    trend: Option<f64>,
 }
 
 impl Candidate {
@@ -857,6 +992,7 @@ impl Alerting {
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
                         && z.is_some_and(|z| z.abs() < level_z),
+                    trend: None,
                 })
         };
         let mut silent = in_outage;
@@ -1077,6 +1213,79 @@ impl Alerting {
                 out && zv.abs() >= 0.5 * cfg.z_threshold
             });
         }
+        // Trend breaks: the series' units against the same window a period
+        // earlier climb (or slide) steadily across three spans, with no step
+        // of its own (a spike, drop, shift or another's alert) meanwhile.
+        let mut trend = None;
+        let tw = cfg.trend_windows as usize;
+        if tw > 0 && period > 0 && f.level >= cfg.trend_min_level {
+            let jump = verdict.is_some()
+                || st.shift.is_some()
+                || st.excursion.is_some_and(|x| x.cover != Cover::None);
+            let t = &mut st.trend;
+            t.calm = if jump { 0 } else { t.calm.saturating_add(1) };
+            let usual = !jump && t.going.is_none();
+            let at = (f.window_start_ms, width_ms, period);
+            if let Some(d) = t.ratio(at, (y, share), usual, 3 * tw) {
+                if let Some(&last) = t.ratios.back() {
+                    if !jump {
+                        t.seen = t.seen.saturating_add(1);
+                        let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
+                        t.spread += a * ((d - last).abs() - t.spread);
+                    }
+                }
+                t.ratios.push_back(d);
+                while t.ratios.len() > 3 * tw {
+                    t.ratios.pop_front();
+                }
+                let spans = t.spans(tw, &mut self.scratch);
+                // Standard error of the difference of two spans' medians,
+                // from the ratios' spread, never below a count's own noise
+                // (each ratio is of two counts around the series' mean).
+                let sd = (t.spread / 1.128).max((2.0 / (st.mean_y.max(0.0) + 1.0)).sqrt());
+                let se = 1.2533 * sd * (2.0 / tw as f64).sqrt();
+                let ready = t.seen >= TREND_MIN_SEEN && t.calm as usize >= 3 * tw && se > 0.0;
+                let climb = spans.filter(|_| ready).and_then(|[m0, m1, m2]| {
+                    let (s1, s2, all) = ((m1 - m0) / se, (m2 - m1) / se, (m2 - m0) / se);
+                    let half = 0.5 * cfg.trend_z;
+                    if s1 >= half && s2 >= half && all >= cfg.trend_z {
+                        Some((Direction::Up, all, m2 - m0))
+                    } else if s1 <= -half && s2 <= -half && all <= -cfg.trend_z {
+                        Some((Direction::Down, all, m2 - m0))
+                    } else {
+                        None
+                    }
+                });
+                match t.going {
+                    Some(dir) => {
+                        // It lasts while the newest span keeps moving its way.
+                        let same = spans.is_some_and(|[m0, _, m2]| match dir {
+                            Direction::Up => m2 > m0,
+                            Direction::Down => m2 < m0,
+                        });
+                        t.settled = if same { 0 } else { t.settled + 1 };
+                        if t.settled >= tw as u32 || jump {
+                            t.going = None;
+                        } else if verdict.is_none() {
+                            silent = true;
+                            verdict = Some((AlertKind::TrendBreak, dir, 0.0));
+                        }
+                    }
+                    None => {
+                        let material = climb.is_some_and(|(_, _, moved)| {
+                            (moved.exp() - 1.0).abs() >= cfg.level_shift_min_change
+                        });
+                        if let Some((dir, score, moved)) = climb.filter(|_| material) {
+                            t.going = Some(dir);
+                            t.settled = 0;
+                            t.unusual();
+                            verdict = Some((AlertKind::TrendBreak, dir, score.abs()));
+                            trend = Some(moved);
+                        }
+                    }
+                }
+            }
+        }
         // Windows that continue a move already alerted belong to that alert:
         // silent, but still the root cause of what moves below them. A
         // level shift is still called once the move outlasts a spike (a new
@@ -1119,7 +1328,7 @@ impl Alerting {
         while st.residuals.len() > cfg.residual_window.max(10) {
             st.residuals.pop_front();
         }
-        candidate(verdict, silent)
+        candidate(verdict, silent).map(|c| Candidate { trend, ..c })
     }
 
     /// The z a spike or drop must reach at each level, given how many
@@ -1245,7 +1454,11 @@ impl Alerting {
                 .into_iter()
                 .flatten()
                 .copied()
-                .filter(|&k| cands[k].direction == cands[ci].direction)
+                // A trend going on (alerted before) is no break of this window.
+                .filter(|&k| {
+                    cands[k].direction == cands[ci].direction
+                        && !(cands[k].kind == AlertKind::TrendBreak && cands[k].quiet())
+                })
                 .collect();
             let best = (broken.len() == 1).then(|| broken[0]);
             let share = self.cfg.root_cause_share;
@@ -1482,7 +1695,7 @@ impl Alerting {
         let at_stake = (y - e.p50).abs() * price;
         let by_score = match (c.kind, c.score) {
             (AlertKind::DropToZero, _) => Severity::High,
-            (AlertKind::LevelShift, _) => Severity::Medium,
+            (AlertKind::LevelShift | AlertKind::TrendBreak, _) => Severity::Medium,
             (_, s) if s > 5.0 => Severity::High,
             (_, s) if s > 2.0 => Severity::Medium,
             _ => Severity::Low,
@@ -1509,6 +1722,16 @@ impl Alerting {
         if c.kind == AlertKind::LevelShift {
             explanation.push_str("; level shifted ");
             explanation.push_str(c.direction.as_str());
+        }
+        if let (AlertKind::TrendBreak, Some(moved)) = (c.kind, c.trend) {
+            let span = i64::from(self.cfg.trend_windows) * (f.window_end_ms - f.window_start_ms);
+            explanation.push_str(&format!(
+                "; trending {}: against the same time a day earlier, {}% {} over the last {} min",
+                c.direction.as_str(),
+                ((moved.exp() - 1.0) * 100.0).abs().round(),
+                if moved >= 0.0 { "higher" } else { "lower" },
+                3 * span / 60_000
+            ));
         }
         if !children.is_empty() {
             let direct: Vec<&str> = children
@@ -1971,6 +2194,62 @@ mod tests {
         assert!(later
             .iter()
             .any(|a| a.kind == AlertKind::LevelShift && a.direction == Direction::Down));
+    }
+
+    /// Run a series with a 60-window "day" (300 +- 90 units a window
+    /// times `f(i)`, plus noise) whose forecaster follows it closely (the
+    /// median is the previous window's units, the band +-10%).
+    fn following(n: i64, f: impl Fn(i64) -> f64) -> Vec<Alert> {
+        let mut a = Alerting::new(Config {
+            recurring_period_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut prev = 300.0;
+        let mut got = Vec::new();
+        for i in 0..n {
+            let shape = 300.0 + 90.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+            let units = (shape * f(i)).round() as i64 + wobble(i);
+            got.extend(a.process(&[fc(i * 60_000, units, 0.9 * prev, prev, 1.1 * prev)]));
+            prev = units as f64;
+        }
+        got
+    }
+
+    #[test]
+    fn a_steady_climb_is_one_trend_break_and_no_spike() {
+        // From window 300 the series climbs to twice its usual over 30
+        // windows, then stays there: the forecast follows each window, but
+        // against the same time a "day" earlier it keeps climbing.
+        let ramp = |i: i64| 1.0 + (i.clamp(300, 330) - 300) as f64 / 30.0;
+        let got = following(500, ramp);
+        let kinds = kinds_by_minute(&got);
+        assert_eq!(kinds.len(), 1, "{got:#?}");
+        let (kind, at) = kinds[0];
+        assert_eq!(kind, AlertKind::TrendBreak);
+        assert_eq!(got[0].direction, Direction::Up);
+        assert!((310..335).contains(&at), "called during the climb: {at}");
+        assert!(
+            got[0].explanation.contains("higher over the last 27 min"),
+            "{}",
+            got[0].explanation
+        );
+        // A slide the same way down.
+        let got = following(500, |i| 1.0 / ramp(i));
+        let kinds = kinds_by_minute(&got);
+        assert_eq!(kinds.len(), 1, "{got:#?}");
+        assert_eq!(kinds[0].0, AlertKind::TrendBreak);
+        assert_eq!(got[0].direction, Direction::Down);
+    }
+
+    #[test]
+    fn a_step_is_no_trend_break_and_the_daily_shape_neither() {
+        let got = following(500, |i| if i >= 300 { 1.8 } else { 1.0 });
+        assert!(
+            got.iter().all(|a| a.kind != AlertKind::TrendBreak),
+            "{got:#?}"
+        );
+        assert!(following(800, |_| 1.0).is_empty());
     }
 
     /// One window of a store `web` with three categories of two SKUs each

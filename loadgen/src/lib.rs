@@ -8,7 +8,7 @@
 //! seasonality, promotions that lift demand at a discount, occasional price
 //! changes, intermittent demand in the long tail, about 2% returns, slightly
 //! out-of-order event times, and injected anomalies (spikes, drops to zero,
-//! level shifts) that are reported as [`AnomalyLabel`]s. It can also mix in
+//! level shifts, trend breaks) that are reported as [`AnomalyLabel`]s. It can also mix in
 //! malformed records and redelivered duplicates, each tagged with what the
 //! pipeline should do with it ([`Expect`]), which is how the integration tests
 //! check that nothing is lost. The same seed gives the same events.
@@ -143,7 +143,7 @@ pub struct GenRecord {
 /// An injected anomaly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyLabel {
-    /// `spike`, `drop_to_zero` or `level_shift`.
+    /// `spike`, `drop_to_zero`, `level_shift` or `trend_break`.
     pub kind: String,
     /// Level of the affected series.
     pub level: String,
@@ -171,7 +171,14 @@ struct Active {
     store: Option<usize>,
     sku: Option<usize>,
     category: Option<String>,
+    /// The multiplier moves from 1 to the label's factor linearly over this
+    /// long from the start, then holds (0: a step).
+    ramp_ms: i64,
 }
+
+/// Windows over which a `trend_break` reaches its factor: sales that start
+/// climbing (or sliding) steadily, then settle at the new level.
+pub const TREND_RAMP_WINDOWS: i64 = 36;
 
 /// The seeded event generator: an endless iterator of [`GenRecord`]s in
 /// simulated-time order.
@@ -312,7 +319,7 @@ impl Generator {
         let store_name = self.cfg.stores[store].clone();
         // Only popular SKUs carry visible SKU-level anomalies.
         let sku = self.rng.below(10.min(self.skus.len() as u64)) as usize;
-        let (kind, level, key, len, factor, a_store, a_sku, a_cat) = match self.rng.below(5) {
+        let (kind, level, key, len, factor, a_store, a_sku, a_cat) = match self.rng.below(6) {
             0 => {
                 let s = &self.skus[sku];
                 (
@@ -359,11 +366,18 @@ impl Generator {
                     None,
                 )
             }
-            _ => {
+            k => {
+                // A step (level shift) or a climb or slide (trend break) of
+                // a category in one store.
                 let cat = self.skus[sku].category.clone();
-                let f = if self.rng.f64() < 0.5 { 0.5 } else { 1.8 };
+                let (kind, down, up) = if k == 4 {
+                    ("level_shift", 0.5, 1.8)
+                } else {
+                    ("trend_break", 0.4, 2.0)
+                };
+                let f = if self.rng.f64() < 0.5 { down } else { up };
                 (
-                    "level_shift",
+                    kind,
                     "category_store",
                     format!("{cat}|{store_name}"),
                     120,
@@ -388,6 +402,11 @@ impl Generator {
             store: a_store,
             sku: a_sku,
             category: a_cat,
+            ramp_ms: if kind == "trend_break" {
+                TREND_RAMP_WINDOWS * w
+            } else {
+                0
+            },
         });
     }
 
@@ -407,7 +426,12 @@ impl Generator {
                     .as_ref()
                     .is_none_or(|c| *c == self.skus[sku].category);
             if hit {
-                m *= a.label.factor;
+                m *= if a.ramp_ms > 0 {
+                    let p = ((ts - a.label.start_ms) as f64 / a.ramp_ms as f64).min(1.0);
+                    1.0 + (a.label.factor - 1.0) * p
+                } else {
+                    a.label.factor
+                };
             }
         }
         m
