@@ -487,18 +487,16 @@ const TREND_MIN_SEEN: u32 = 30;
 /// Per-series state of the trend-break detector (see `trend-windows`).
 #[derive(Debug, Clone, Default)]
 struct TrendState {
-    /// The last period's units by position in the period: (period number,
-    /// units, share of lines on promotion) of the window last seen at each
-    /// position.
-    day: Vec<(u32, f32, f32)>,
+    /// The usual units by position in the period (see [`DaySlot`]).
+    day: Vec<DaySlot>,
     /// The newest windows (window number, units, promotion share, usual),
-    /// oldest first,
-    /// before they become the period's usual units (see
+    /// oldest first, before they become the period's usual units (see
     /// [`TrendState::ratio`]).
     queued: VecDeque<(i64, f32, f32, bool)>,
-    /// Log ratios of each window's units to the same window a period
-    /// earlier, the newest `3 x trend-windows`, oldest first.
-    ratios: VecDeque<f64>,
+    /// Log ratios of each window's units to the same window one and two
+    /// periods earlier, the newest `3 x trend-windows` of each, oldest
+    /// first.
+    ratios: [VecDeque<f64>; 2],
     /// Exponentially weighted mean absolute difference between successive
     /// ratios (1.128 standard deviations for independent noise; a trend
     /// barely moves it).
@@ -512,46 +510,81 @@ struct TrendState {
     settled: u32,
 }
 
+/// One position of a series' period in [`TrendState::day`].
+#[derive(Debug, Clone, Copy)]
+struct DaySlot {
+    /// The period its units are from (`u32::MAX`: none yet).
+    round: u32,
+    /// Usual units and share of lines on promotion there in that period...
+    units: f32,
+    share: f32,
+    /// ...and in the period before it (NaN: unknown).
+    older: f32,
+    older_share: f32,
+}
+
+impl DaySlot {
+    const EMPTY: DaySlot = DaySlot {
+        round: u32::MAX,
+        units: 0.0,
+        share: 0.0,
+        older: f32::NAN,
+        older_share: 0.0,
+    };
+}
+
 impl TrendState {
-    /// The log ratio of `y` to the window one period before (None without
-    /// one), and `y` queued to become what is usual at its position in the
-    /// period once `hold` newer windows have come. A window in an anomaly
-    /// (`usual` false, or marked by [`TrendState::unusual`] while queued)
-    /// keeps the position's earlier units instead, so tomorrow is not judged
-    /// against today's anomaly (a climb today would read as a slide
-    /// tomorrow).
+    /// The log ratios of `y` to the window one and two periods before
+    /// (None without one), and `y` queued to become what is usual at its
+    /// position in the period once `hold` newer windows have come. A window
+    /// in an anomaly (`usual` false, or marked by [`TrendState::unusual`]
+    /// while queued) keeps the position's earlier units instead, so tomorrow
+    /// is not judged against today's anomaly (a climb today would read as a
+    /// slide tomorrow). Promotions come and go at any hour: a window whose
+    /// share of lines on promotion differs from the earlier one's is no
+    /// comparison.
     fn ratio(
         &mut self,
         at: (i64, i64, i64),
         y: (f64, f64),
         usual: bool,
         hold: usize,
-    ) -> Option<f64> {
+    ) -> [Option<f64>; 2] {
         let (start, width, period) = at;
         let (y, share) = y;
         let slots = (period / width.max(1)).max(1);
         if self.day.len() != slots as usize {
-            self.day = vec![(u32::MAX, 0.0, 0.0); slots as usize];
+            self.day = vec![DaySlot::EMPTY; slots as usize];
             self.queued.clear();
         }
         let n = start.div_euclid(width.max(1));
-        let (was, prev, prev_share) = self.day[n.rem_euclid(slots) as usize];
+        let d = self.day[n.rem_euclid(slots) as usize];
         let round = n.div_euclid(slots) as u32;
-        // Promotions come and go at any hour: a window whose share of lines
-        // on promotion differs from the day before's is no comparison.
-        let comparable = (share - f64::from(prev_share)).abs() <= TREND_PROMO_DIFF;
-        let r = (was != u32::MAX && was.wrapping_add(1) == round && comparable)
-            .then(|| log_ratio(y, f64::from(prev)));
+        let fresh = d.round != u32::MAX && d.round.wrapping_add(1) == round;
+        let vs = |units: f32, s: f32| {
+            (fresh && !units.is_nan() && (share - f64::from(s)).abs() <= TREND_PROMO_DIFF)
+                .then(|| log_ratio(y, f64::from(units)))
+        };
+        let r = [vs(d.units, d.share), vs(d.older, d.older_share)];
         self.queued.push_back((n, y as f32, share as f32, usual));
         while self.queued.len() > hold.min(slots as usize - 1) {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
             let slot = &mut self.day[qn.rem_euclid(slots) as usize];
             let round = qn.div_euclid(slots) as u32;
-            if qusual || slot.0 == u32::MAX {
-                *slot = (round, qy, qshare);
+            let known = slot.round != u32::MAX;
+            let follows = known && slot.round.wrapping_add(1) == round;
+            let (units, share) = if qusual || !known {
+                (qy, qshare)
             } else {
-                slot.0 = round;
-            }
+                (slot.units, slot.share)
+            };
+            *slot = DaySlot {
+                round,
+                units,
+                share,
+                older: if follows { slot.units } else { f32::NAN },
+                older_share: slot.share,
+            };
         }
         r
     }
@@ -563,16 +596,17 @@ impl TrendState {
         }
     }
 
-    /// Medians of the three spans of `w` ratios, oldest first (None until
-    /// there are three).
-    fn spans(&self, w: usize, scratch: &mut Vec<f64>) -> Option<[f64; 3]> {
-        if w == 0 || self.ratios.len() < 3 * w {
+    /// Medians of the three spans of `w` ratios to `back` (0: one period,
+    /// 1: two) periods before, oldest first (None until there are three).
+    fn spans(&self, back: usize, w: usize, scratch: &mut Vec<f64>) -> Option<[f64; 3]> {
+        let ratios = &self.ratios[back];
+        if w == 0 || ratios.len() < 3 * w {
             return None;
         }
         let mut m = [0.0; 3];
         for (k, mk) in m.iter_mut().enumerate() {
             scratch.clear();
-            scratch.extend(self.ratios.iter().skip(k * w).take(w).copied());
+            scratch.extend(ratios.iter().skip(k * w).take(w).copied());
             *mk = median(scratch);
         }
         Some(m)
@@ -1226,35 +1260,53 @@ impl Alerting {
             t.calm = if jump { 0 } else { t.calm.saturating_add(1) };
             let usual = !jump && t.going.is_none();
             let at = (f.window_start_ms, width_ms, period);
-            if let Some(d) = t.ratio(at, (y, share), usual, 3 * tw) {
-                if let Some(&last) = t.ratios.back() {
+            let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
+            if let Some(d) = r1 {
+                if let Some(&last) = t.ratios[0].back() {
                     if !jump {
                         t.seen = t.seen.saturating_add(1);
                         let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
                         t.spread += a * ((d - last).abs() - t.spread);
                     }
                 }
-                t.ratios.push_back(d);
-                while t.ratios.len() > 3 * tw {
-                    t.ratios.pop_front();
+                t.ratios[0].push_back(d);
+                // The ratios to two periods before stay aligned with these:
+                // a window without one starts them over.
+                match r2 {
+                    Some(d2) => t.ratios[1].push_back(d2),
+                    None => t.ratios[1].clear(),
                 }
-                let spans = t.spans(tw, &mut self.scratch);
+                for r in t.ratios.iter_mut() {
+                    while r.len() > 3 * tw {
+                        r.pop_front();
+                    }
+                }
+                let spans = t.spans(0, tw, &mut self.scratch);
+                let spans2 = t.spans(1, tw, &mut self.scratch);
                 // Standard error of the difference of two spans' medians,
                 // from the ratios' spread, never below a count's own noise
                 // (each ratio is of two counts around the series' mean).
                 let sd = (t.spread / 1.128).max((2.0 / (st.mean_y.max(0.0) + 1.0)).sqrt());
                 let se = 1.2533 * sd * (2.0 / tw as f64).sqrt();
                 let ready = t.seen >= TREND_MIN_SEEN && t.calm as usize >= 3 * tw && se > 0.0;
-                let climb = spans.filter(|_| ready).and_then(|[m0, m1, m2]| {
+                let judge = |spans: Option<[f64; 3]>, z: f64| {
+                    let [m0, m1, m2] = spans.filter(|_| ready)?;
                     let (s1, s2, all) = ((m1 - m0) / se, (m2 - m1) / se, (m2 - m0) / se);
-                    let half = 0.5 * cfg.trend_z;
-                    if s1 >= half && s2 >= half && all >= cfg.trend_z {
+                    if s1 >= z / 2.0 && s2 >= z / 2.0 && all >= z {
                         Some((Direction::Up, all, m2 - m0))
-                    } else if s1 <= -half && s2 <= -half && all <= -cfg.trend_z {
+                    } else if s1 <= -z / 2.0 && s2 <= -z / 2.0 && all <= -z {
                         Some((Direction::Down, all, m2 - m0))
                     } else {
                         None
                     }
+                };
+                // A climb today shows against any usual day; against the day
+                // before only, it is yesterday's anomaly echoing (a level
+                // shift's windows after it was called are usual there). The
+                // second comparison confirms at half the z when it exists.
+                let climb = judge(spans, cfg.trend_z).filter(|c| {
+                    spans2.is_none()
+                        || judge(spans2, 0.5 * cfg.trend_z).is_some_and(|c2| c2.0 == c.0)
                 });
                 match t.going {
                     Some(dir) => {
