@@ -273,6 +273,15 @@ impl Direction {
             Direction::Down => "down",
         }
     }
+
+    /// +1 up, -1 down: a move `x` goes this way beyond `t` when
+    /// `x * sign > t`.
+    fn sign(self) -> f64 {
+        match self {
+            Direction::Up => 1.0,
+            Direction::Down => -1.0,
+        }
+    }
 }
 
 /// Severity, from how far outside the band the actual fell and how much
@@ -471,8 +480,9 @@ struct SeriesState {
     /// Starts of the last two periods' windows with a spike or drop verdict,
     /// oldest first, with their direction (see `recurring-period-ms`).
     outside_at: VecDeque<(i64, Direction)>,
-    /// The trend-break detector's state.
-    trend: TrendState,
+    /// The trend-break detector's state (series at `trend-min-level` and
+    /// above only: the thousands of SKUs carry none).
+    trend: Option<Box<TrendState>>,
 }
 
 /// Weight of the newest window in [`TrendState::spread`] (about 100
@@ -1163,10 +1173,7 @@ impl Alerting {
                 Some(d) => {
                     // The shift lasts while residuals keep its direction;
                     // three calm windows end it.
-                    let same = match d {
-                        Direction::Up => zv > 1.0,
-                        Direction::Down => zv < -1.0,
-                    };
+                    let same = zv * d.sign() > 1.0;
                     st.settled = if same { 0 } else { st.settled + 1 };
                     if st.settled >= 3 {
                         st.shift = None;
@@ -1256,7 +1263,7 @@ impl Alerting {
             let jump = verdict.is_some()
                 || st.shift.is_some()
                 || st.excursion.is_some_and(|x| x.cover != Cover::None);
-            let t = &mut st.trend;
+            let t = st.trend.get_or_insert_with(Default::default);
             t.calm = if jump { 0 } else { t.calm.saturating_add(1) };
             let usual = !jump && t.going.is_none();
             let at = (f.window_start_ms, width_ms, period);
@@ -1281,57 +1288,66 @@ impl Alerting {
                         r.pop_front();
                     }
                 }
-                let spans = t.spans(0, tw, &mut self.scratch);
-                let spans2 = t.spans(1, tw, &mut self.scratch);
                 // Standard error of the difference of two spans' medians,
                 // from the ratios' spread, never below a count's own noise
                 // (each ratio is of two counts around the series' mean).
                 let sd = (t.spread / 1.128).max((2.0 / (st.mean_y.max(0.0) + 1.0)).sqrt());
                 let se = 1.2533 * sd * (2.0 / tw as f64).sqrt();
                 let ready = t.seen >= TREND_MIN_SEEN && t.calm as usize >= 3 * tw && se > 0.0;
-                let judge = |spans: Option<[f64; 3]>, z: f64| {
-                    let [m0, m1, m2] = spans.filter(|_| ready)?;
-                    let (s1, s2, all) = ((m1 - m0) / se, (m2 - m1) / se, (m2 - m0) / se);
-                    if s1 >= z / 2.0 && s2 >= z / 2.0 && all >= z {
-                        Some((Direction::Up, all, m2 - m0))
-                    } else if s1 <= -z / 2.0 && s2 <= -z / 2.0 && all <= -z {
-                        Some((Direction::Down, all, m2 - m0))
-                    } else {
-                        None
-                    }
+                // The spans' medians are sorted for only when they are read.
+                let spans = if ready || t.going.is_some() {
+                    t.spans(0, tw, &mut self.scratch)
+                } else {
+                    None
                 };
-                // A climb today shows against any usual day; against the day
-                // before only, it is yesterday's anomaly echoing (a level
-                // shift's windows after it was called are usual there). The
-                // second comparison confirms at half the z when it exists.
-                let climb = judge(spans, cfg.trend_z).filter(|c| {
-                    spans2.is_none()
-                        || judge(spans2, 0.5 * cfg.trend_z).is_some_and(|c2| c2.0 == c.0)
-                });
+                // Climbed all the way, `z` standard errors in all and half
+                // that at each step: its direction, score and log move.
+                let climbed =
+                    |[m0, m1, m2]: [f64; 3], z: f64| {
+                        let d = if m2 >= m0 {
+                            Direction::Up
+                        } else {
+                            Direction::Down
+                        };
+                        let step = |a: f64, b: f64| (b - a) * d.sign() / se;
+                        let all = step(m0, m2);
+                        (step(m0, m1) >= z / 2.0 && step(m1, m2) >= z / 2.0 && all >= z)
+                            .then_some((d, all, m2 - m0))
+                    };
                 match t.going {
                     Some(dir) => {
-                        // It lasts while the newest span keeps moving its way.
-                        let same = spans.is_some_and(|[m0, _, m2]| match dir {
-                            Direction::Up => m2 > m0,
-                            Direction::Down => m2 < m0,
-                        });
+                        // It lasts while the newest span keeps moving its way
+                        // (no verdict here: that would be a jump).
+                        let same = spans.is_some_and(|[m0, _, m2]| (m2 - m0) * dir.sign() > 0.0);
                         t.settled = if same { 0 } else { t.settled + 1 };
                         if t.settled >= tw as u32 || jump {
                             t.going = None;
-                        } else if verdict.is_none() {
+                        } else {
                             silent = true;
                             verdict = Some((AlertKind::TrendBreak, dir, 0.0));
                         }
                     }
                     None => {
-                        let material = climb.is_some_and(|(_, _, moved)| {
-                            (moved.exp() - 1.0).abs() >= cfg.level_shift_min_change
-                        });
-                        if let Some((dir, score, moved)) = climb.filter(|_| material) {
+                        // Material, as a level shift must be. A climb today
+                        // shows against any usual day; against the day before
+                        // only, it is yesterday's anomaly echoing (a level
+                        // shift's windows after it was called are usual
+                        // there): the second comparison confirms at half the
+                        // z when it exists.
+                        let climb = spans
+                            .filter(|_| ready)
+                            .and_then(|m| climbed(m, cfg.trend_z))
+                            .filter(|&(dir, _, moved)| {
+                                (moved.exp() - 1.0).abs() >= cfg.level_shift_min_change
+                                    && t.spans(1, tw, &mut self.scratch).is_none_or(|m| {
+                                        climbed(m, 0.5 * cfg.trend_z).is_some_and(|c| c.0 == dir)
+                                    })
+                            });
+                        if let Some((dir, score, moved)) = climb {
                             t.going = Some(dir);
                             t.settled = 0;
                             t.unusual();
-                            verdict = Some((AlertKind::TrendBreak, dir, score.abs()));
+                            verdict = Some((AlertKind::TrendBreak, dir, score));
                             trend = Some(moved);
                         }
                     }

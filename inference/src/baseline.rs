@@ -461,7 +461,7 @@ impl Model for Ensemble {
                     Vec::new()
                 };
                 let members_far = if horizon > 1 {
-                    paths.iter().map(|p| p[horizon - 1][1]).collect()
+                    paths.iter().map(|p| p[horizon - 1][1] as f32).collect()
                 } else {
                     Vec::new()
                 };

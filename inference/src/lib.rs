@@ -192,6 +192,15 @@ impl SeriesHistory {
     }
 }
 
+/// Fold member `i`'s newest loss into its exponentially weighted one
+/// ([`MEMBER_DECAY`]); a member seen for the first time starts at it.
+fn fold_loss(losses: &mut Vec<f64>, i: usize, loss: f64) {
+    match losses.get_mut(i) {
+        Some(l) => *l = MEMBER_DECAY * *l + (1.0 - MEMBER_DECAY) * loss,
+        None => losses.push(loss),
+    }
+}
+
 /// Robust-history state of one series (see `outlier-persistence-windows`).
 #[derive(Debug, Clone, Default)]
 pub struct Robust {
@@ -252,7 +261,7 @@ pub struct Path {
     /// For an ensemble: each member's median at the last step of the
     /// horizon, in member order (empty otherwise), scored the same way when
     /// that window's actual arrives.
-    pub members_far: Vec<f64>,
+    pub members_far: Vec<f32>,
     /// A feature row to keep until its actuals arrive (a model that learns
     /// online returns one when the series has none pending).
     pub example: Option<Pending>,
@@ -504,10 +513,7 @@ impl Inference {
             hist.last_forecast = horizon.clone();
             hist.member_last = path.members;
             if let (Some(last), false) = (horizon.last(), path.members_far.is_empty()) {
-                hist.member_far.push_back((
-                    last.start_ms,
-                    path.members_far.iter().map(|&x| x as f32).collect(),
-                ));
+                hist.member_far.push_back((last.start_ms, path.members_far));
                 while hist.member_far.len() > horizon.len() + 1 {
                     hist.member_far.pop_front();
                 }
@@ -644,10 +650,7 @@ impl Inference {
                     + score::pinball(0.5, y, q[1])
                     + score::pinball(0.9, y, q[2]))
                     / 3.0;
-                match h.member_loss.get_mut(i) {
-                    Some(l) => *l = MEMBER_DECAY * *l + (1.0 - MEMBER_DECAY) * loss,
-                    None => h.member_loss.push(loss),
-                }
+                fold_loss(&mut h.member_loss, i, loss);
             }
         }
         // ...and by their error at the far end of the horizon.
@@ -661,11 +664,7 @@ impl Inference {
                 h.member_far_loss.clear();
             }
             for (i, p50) in far.iter().enumerate() {
-                let loss = (y - f64::from(*p50)).abs();
-                match h.member_far_loss.get_mut(i) {
-                    Some(l) => *l = MEMBER_DECAY * *l + (1.0 - MEMBER_DECAY) * loss,
-                    None => h.member_far_loss.push(loss),
-                }
+                fold_loss(&mut h.member_far_loss, i, (y - f64::from(*p50)).abs());
             }
         }
         // Residuals of the first windows (a partial first window, a level
