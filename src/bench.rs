@@ -45,6 +45,104 @@ pub struct BenchArgs {
     /// ceiling the rest of the pipeline cannot exceed.
     #[arg(long)]
     pub ingest_only: bool,
+    /// Process id of the broker, when it runs on this machine: its CPU is
+    /// then reported per phase (the pipeline's output makes it work too).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// The ratio (b)/(a) to budget for: the report says how many CPU-seconds
+    /// the pipeline could use and still reach it on this machine.
+    #[arg(long, default_value_t = 0.70)]
+    pub target_ratio: f64,
+}
+
+/// CPU used during one timed phase, in cores (CPU-seconds per second).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuUse {
+    /// Wall-clock seconds of the phase.
+    pub seconds: f64,
+    /// This process.
+    pub process_cores: f64,
+    /// The whole machine (every process, the broker and the neighbours
+    /// included), from `/proc/stat`.
+    pub machine_cores: f64,
+    /// The broker (with `--broker-pid`).
+    pub broker_cores: Option<f64>,
+}
+
+/// A CPU reading at the start of a phase.
+struct CpuProbe {
+    at: Instant,
+    process: f64,
+    machine: (u64, u64),
+    broker: Option<(u32, f64)>,
+}
+
+impl CpuProbe {
+    fn start(broker_pid: Option<u32>) -> Self {
+        Self {
+            at: Instant::now(),
+            process: cpu_seconds(),
+            machine: machine_ticks(),
+            broker: broker_pid.and_then(|p| Some((p, process_cpu_seconds(p)?))),
+        }
+    }
+
+    fn finish(&self) -> CpuUse {
+        let seconds = self.at.elapsed().as_secs_f64();
+        let (busy, total) = machine_ticks();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let machine_cores = if total > self.machine.1 {
+            (busy - self.machine.0) as f64 / (total - self.machine.1) as f64 * cores
+        } else {
+            f64::NAN
+        };
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        CpuUse {
+            seconds: round(seconds),
+            process_cores: round((cpu_seconds() - self.process) / seconds),
+            machine_cores: round(machine_cores),
+            broker_cores: self
+                .broker
+                .and_then(|(pid, c0)| Some(round((process_cpu_seconds(pid)? - c0) / seconds))),
+        }
+    }
+}
+
+/// Busy and total jiffies of the whole machine (`/proc/stat`'s first line).
+fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    let total: u64 = f.iter().take(8).sum();
+    (total - idle, total)
+}
+
+/// User + system CPU seconds of another process (`/proc/PID/stat`).
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User + system CPU seconds from a `/proc/.../stat` line:
+/// `pid (comm) state ... utime(14) stime(15)`, in USER_HZ ticks.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    let r = stat.rfind(')')?;
+    let fields: Vec<&str> = stat[r + 2..].split(' ').collect();
+    let ticks: f64 = fields
+        .get(11..13)?
+        .iter()
+        .filter_map(|x| x.parse::<f64>().ok())
+        .sum();
+    Some(ticks / 100.0)
 }
 
 /// The figures `salescast bench` reports.
@@ -94,6 +192,23 @@ pub struct BenchReport {
     pub thread_cpu_seconds: std::collections::BTreeMap<String, f64>,
     /// Seconds each stage spent on batches during the run.
     pub stage_busy_seconds: std::collections::BTreeMap<String, f64>,
+    /// CPU in use while the plain consumer of the median round ran.
+    pub plain_consumer_cpu: CpuUse,
+    /// CPU in use while the pipeline of the median round ran.
+    pub pipeline_cpu: CpuUse,
+    /// The ratio the pipeline phase's CPU work allows at best: its own
+    /// CPU-seconds plus the broker's (without `--broker-pid`: every other
+    /// process on the machine) spread over all cores with none idle.
+    pub ratio_if_cpu_bound: f64,
+    /// `--target-ratio`.
+    pub target_ratio: f64,
+    /// CPU-seconds this process could use for the events and still reach
+    /// `target_ratio`, with every core busy and the other processes using
+    /// what they used in the pipeline phase.
+    pub pipeline_cpu_seconds_allowed: f64,
+    /// `events / pipeline_cpu_seconds_allowed`: the events per CPU-second
+    /// the target needs on this machine.
+    pub events_per_cpu_second_needed: f64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -111,7 +226,6 @@ fn cpu_seconds() -> f64 {
 /// threads that share a name.
 fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
-    let tick = 100.0; // USER_HZ
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
@@ -124,12 +238,7 @@ fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
             continue;
         };
         let comm = stat[l + 1..r].to_string();
-        let fields: Vec<&str> = stat[r + 2..].split(' ').collect();
-        let ticks: f64 = fields
-            .get(11..13)
-            .map(|f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum())
-            .unwrap_or(0.0);
-        *out.entry(comm).or_insert(0.0) += ticks / tick;
+        *out.entry(comm).or_insert(0.0) += stat_cpu_seconds(&stat).unwrap_or(0.0);
     }
     out
 }
@@ -147,15 +256,21 @@ fn unique_suffix() -> String {
 
 /// Read the topic with a plain consumer (no processing) in a fresh group;
 /// events per second from the first message to the `n`th.
-async fn plain_consumer(cfg: &Config, suffix: &str, tag: &str, n: u64) -> anyhow::Result<f64> {
+async fn plain_consumer(
+    cfg: &Config,
+    suffix: &str,
+    tag: &str,
+    n: u64,
+    broker_pid: Option<u32>,
+) -> anyhow::Result<(f64, CpuUse)> {
     let mut plain_cfg = cfg.ingest.clone();
     plain_cfg.group_id = format!("bench-plain-{tag}-{suffix}");
-    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, CpuUse)> {
         let c: BaseConsumer = salescast_ingest::consumer::consumer_config(&plain_cfg).create()?;
         c.subscribe(&[&plain_cfg.topic])?;
         let mut count = 0u64;
         let mut bytes = 0usize;
-        let mut first: Option<Instant> = None;
+        let mut first: Option<CpuProbe> = None;
         let deadline = Instant::now() + Duration::from_secs(900);
         while count < n {
             anyhow::ensure!(
@@ -164,7 +279,7 @@ async fn plain_consumer(cfg: &Config, suffix: &str, tag: &str, n: u64) -> anyhow
             );
             match c.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    first.get_or_insert_with(Instant::now);
+                    first.get_or_insert_with(|| CpuProbe::start(broker_pid));
                     bytes += m.payload().map_or(0, <[u8]>::len);
                     count += 1;
                 }
@@ -172,9 +287,14 @@ async fn plain_consumer(cfg: &Config, suffix: &str, tag: &str, n: u64) -> anyhow
                 Some(Err(e)) => return Err(e.into()),
             }
         }
-        let secs = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
-        eprintln!("bench: plain consumer read {count} messages ({bytes} bytes) in {secs:.2}s");
-        Ok(count as f64 / secs)
+        let secs = first
+            .as_ref()
+            .map_or(f64::NAN, |f| f.at.elapsed().as_secs_f64());
+        let cpu = first.map(|f| f.finish()).unwrap_or_default();
+        eprintln!(
+            "bench: plain consumer read {count} messages ({bytes} bytes) in {secs:.2}s, {cpu:?}"
+        );
+        Ok((count as f64 / secs, cpu))
     })
     .await?
 }
@@ -183,6 +303,7 @@ async fn plain_consumer(cfg: &Config, suffix: &str, tag: &str, n: u64) -> anyhow
 struct Phase {
     eps: f64,
     cpu: f64,
+    cpu_use: CpuUse,
     thread_cpu_seconds: std::collections::BTreeMap<String, f64>,
     stage_busy_seconds: std::collections::BTreeMap<String, f64>,
     latencies: Vec<f64>,
@@ -190,7 +311,13 @@ struct Phase {
     forecasts: u64,
 }
 
-async fn pipeline_phase(cfg: &Config, n: u64, round: usize, suffix: &str) -> anyhow::Result<Phase> {
+async fn pipeline_phase(
+    cfg: &Config,
+    n: u64,
+    round: usize,
+    suffix: &str,
+    broker_pid: Option<u32>,
+) -> anyhow::Result<Phase> {
     let mut cfg = cfg.clone();
     cfg.ingest.group_id = format!("bench-pipeline-{round}-{suffix}");
     let metrics = Metrics::new();
@@ -232,6 +359,7 @@ async fn pipeline_phase(cfg: &Config, n: u64, round: usize, suffix: &str) -> any
     }
     let t0 = Instant::now();
     let cpu0 = cpu_seconds();
+    let probe = CpuProbe::start(broker_pid);
     let threads0 = thread_cpu();
     while processed(&metrics) < n {
         anyhow::ensure!(
@@ -243,6 +371,7 @@ async fn pipeline_phase(cfg: &Config, n: u64, round: usize, suffix: &str) -> any
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let cpu_use = probe.finish();
     let threads1 = thread_cpu();
     let pipeline_eps = n as f64 / secs;
     eprintln!("bench: pipeline processed {n} events in {secs:.2}s using {cpu:.2} CPU-s");
@@ -283,6 +412,7 @@ async fn pipeline_phase(cfg: &Config, n: u64, round: usize, suffix: &str) -> any
     Ok(Phase {
         eps: pipeline_eps,
         cpu,
+        cpu_use,
         thread_cpu_seconds,
         stage_busy_seconds,
         latencies: lat,
@@ -379,20 +509,21 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     // run; each pipeline run is compared with the plain runs either side of
     // it, and the median round is reported (the machine is noisy).
     let rounds = args.rounds.max(1);
-    let mut plains = vec![plain_consumer(&cfg, &suffix, "0", n).await?];
+    let bp = args.broker_pid;
+    let mut plains = vec![plain_consumer(&cfg, &suffix, "0", n, bp).await?];
     let mut phases = Vec::with_capacity(rounds);
     let mut ingest_only = Vec::with_capacity(rounds);
     for r in 0..rounds {
-        phases.push(pipeline_phase(&cfg, n, r, &suffix).await?);
+        phases.push(pipeline_phase(&cfg, n, r, &suffix, bp).await?);
         if args.ingest_only {
             ingest_only.push(ingest_phase(&cfg, n, r, &suffix).await?);
         }
-        plains.push(plain_consumer(&cfg, &suffix, &(r + 1).to_string(), n).await?);
+        plains.push(plain_consumer(&cfg, &suffix, &(r + 1).to_string(), n, bp).await?);
     }
     let ratios: Vec<f64> = phases
         .iter()
         .enumerate()
-        .map(|(r, p)| p.eps / ((plains[r] + plains[r + 1]) / 2.0))
+        .map(|(r, p)| p.eps / ((plains[r].0 + plains[r + 1].0) / 2.0))
         .collect();
     let mut order: Vec<usize> = (0..rounds).collect();
     order.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
@@ -400,16 +531,27 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     let Phase {
         eps: pipeline_eps,
         cpu,
+        cpu_use,
         thread_cpu_seconds,
         stage_busy_seconds,
         latencies: lat,
         windows_closed,
         forecasts,
     } = phases.swap_remove(mid);
-    let plain_before = plains[mid];
-    let plain_after = plains[mid + 1];
+    let (plain_before, plain_cpu) = plains[mid];
+    let plain_after = plains[mid + 1].0;
     let plain_eps = (plain_before + plain_after) / 2.0;
     let ingest_mid = ingest_only.get(mid).copied();
+    // The CPU budget: the other processes' CPU-seconds in the pipeline phase
+    // (the broker took the pipeline's output too), and what is left for the
+    // pipeline if it is to finish in the target's time on every core.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let others = cpu_use
+        .broker_cores
+        .unwrap_or(cpu_use.machine_cores - cpu_use.process_cores)
+        * cpu_use.seconds;
+    let ratio_if_cpu_bound = n as f64 / ((cpu + others) / cores) / plain_eps;
+    let allowed = cores * n as f64 / (args.target_ratio * plain_eps) - others;
     let report = BenchReport {
         events: n,
         partitions: args.partitions,
@@ -432,6 +574,16 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         latency_samples: lat.len(),
         thread_cpu_seconds,
         stage_busy_seconds,
+        plain_consumer_cpu: plain_cpu,
+        pipeline_cpu: cpu_use,
+        ratio_if_cpu_bound,
+        target_ratio: args.target_ratio,
+        pipeline_cpu_seconds_allowed: allowed,
+        events_per_cpu_second_needed: if allowed > 0.0 {
+            n as f64 / allowed
+        } else {
+            f64::INFINITY
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -482,6 +634,33 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
         println!(
             "busy seconds by stage            {:?}",
             report.stage_busy_seconds
+        );
+        let show = |c: &CpuUse| {
+            let broker = c
+                .broker_cores
+                .map_or(String::new(), |b| format!(", broker {b:.2}"));
+            format!(
+                "machine {:.2}, salescast {:.2}{broker} over {:.2} s",
+                c.machine_cores, c.process_cores, c.seconds
+            )
+        };
+        println!(
+            "cores busy, plain consumer      {}",
+            show(&report.plain_consumer_cpu)
+        );
+        println!(
+            "cores busy, pipeline            {}",
+            show(&report.pipeline_cpu)
+        );
+        println!(
+            "ratio if CPU-bound              {:>12.3}  (this CPU work on every core, none idle)",
+            report.ratio_if_cpu_bound
+        );
+        println!(
+            "CPU budget for ratio {:.2}       {:.2} CPU-s for the events, {:.0} events per CPU-second",
+            report.target_ratio,
+            report.pipeline_cpu_seconds_allowed,
+            report.events_per_cpu_second_needed
         );
     }
     Ok(())
