@@ -453,14 +453,19 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     || by.values().sum::<usize>() % 40 == 1
                 {
                     eprintln!(
-                        "unmatched {}:{} {} z={:.1} score={:.2} children={} {}",
+                        "unmatched {}:{} {} z={:.1} score={:.2} children={} {} [{}]",
                         a.level,
                         a.key,
                         a.kind.as_str(),
                         a.robust_z,
                         a.score,
                         a.children.len(),
-                        a.explanation
+                        a.explanation,
+                        a.children
+                            .iter()
+                            .map(|c| format!("{}:{}", c.level.as_str(), c.key))
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     );
                 }
             }

@@ -833,6 +833,9 @@ impl Candidate {
 /// with its one broken child (and by at least half the child's relative
 /// move) for the parent, not the child, to be the root cause.
 const REST_MOVED_Z: f64 = 3.0;
+/// A broken child whose deviation is below this share of its parent's does
+/// not count as one of several broken children in root-cause grouping.
+const MINOR_CHILD_SHARE: f64 = 0.1;
 
 /// A series: its level and key.
 type SeriesKey = (Level, Arc<str>);
@@ -1527,6 +1530,11 @@ impl Alerting {
                     cands[k].direction == cands[ci].direction
                         && !(cands[k].kind == AlertKind::TrendBreak && cands[k].quiet())
                 })
+                // Nor is a child whose move is a sliver of the parent's: with
+                // thousands of SKUs some break every window somewhere, and
+                // they must not make a store's spike the total's (the rest
+                // of the parent moving with the child is `rest_moved`).
+                .filter(|&k| deviation(k) >= MINOR_CHILD_SHARE * deviation(ci))
                 .collect();
             let best = (broken.len() == 1).then(|| broken[0]);
             let share = self.cfg.root_cause_share;
@@ -2442,6 +2450,56 @@ mod tests {
             got[0].children.iter().any(|c| &*c.key == "sku00|web"),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn a_store_spike_is_the_stores_though_a_sku_elsewhere_ticks_up() {
+        // Store `web` sells ten times its usual. In another store, `shop`,
+        // one SKU breaks up at the same time: a sliver of the total's move,
+        // which must not make the total the root cause.
+        let window = |i: i64, f: f64, shop_sku: i64| {
+            let t = i * 60_000;
+            let mut v = store_window_at(i, f, 50);
+            for x in v.iter_mut().filter(|x| x.level == Level::Total) {
+                x.actual.units += shop_sku - 40;
+            }
+            v.push(node(
+                Level::SkuStore,
+                "kite|shop",
+                Some("toys|shop"),
+                t,
+                shop_sku,
+                40.0,
+            ));
+            let cat = 400 + wobble(i);
+            v.push(node(
+                Level::CategoryStore,
+                "toys|shop",
+                Some("shop"),
+                t,
+                cat + shop_sku - 40,
+                400.0,
+            ));
+            v.push(node(
+                Level::Store,
+                "shop",
+                Some("total"),
+                t,
+                cat + shop_sku + 600,
+                1_000.0,
+            ));
+            v
+        };
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&window(i, 1.0, 40 + wobble(i))).is_empty());
+        }
+        let got = a.process(&window(40, 10.0, 150));
+        assert!(got.iter().all(|x| x.level != Level::Total), "{got:#?}");
+        let store: Vec<&Alert> = got.iter().filter(|x| &*x.key == "web").collect();
+        assert_eq!(store.len(), 1, "{got:#?}");
+        assert_eq!(store[0].kind, AlertKind::Spike);
+        assert_eq!(store[0].children.len(), 9, "{got:#?}");
     }
 
     #[test]
