@@ -1,16 +1,18 @@
 //! `salescast eval-alerts`: replays generated sales with injected, labeled
 //! anomalies (SKU spikes, store-wide spikes and drops to zero, SKU drops to
-//! zero, category level shifts and trend breaks) through the pipeline's window engine,
-//! forecasting and alerting, and scores the alerts against the labels.
+//! zero, category level shifts and trend breaks) through the pipeline's
+//! window engine, forecasting and alerting, and scores the alerts against
+//! the labels.
 //!
 //! An alert *matches* a label when it is on the labeled series, or lists it
 //! among its children (root-cause grouping), or is on an ancestor whose
 //! children include it, and its window starts inside the label's span (plus
-//! two windows of grace). Per kind: recall = labels of the kind caught by an
-//! alert of that kind; precision = alerts of the kind that match some
-//! label; delay = windows from the label's start to the first matching
-//! alert of its kind. Hierarchy-wide incidents (store-level labels) also
-//! report how many alerts they raised: one is the goal.
+//! two windows of grace). Alerts that match an anomaly injected during the
+//! warm-up are left out, like that anomaly. Per kind: recall = labels of
+//! the kind caught by an alert of that kind; precision = alerts of the kind
+//! that match some label; delay = windows from the label's start to the
+//! first matching alert of its kind. Hierarchy-wide incidents (store-level
+//! labels) also report how many alerts they raised: one is the goal.
 //!
 //! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it.
 
@@ -409,21 +411,31 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             })
             .collect()
     });
+    let mut warmup_tail_alerts = 0;
     for run in runs {
         let run = run?;
-        let alerts: Vec<&Alert> = run
+        let matches = |a: &Alert, l: &AnomalyLabel| {
+            covers(a, l) && a.window_start_ms >= l.start_ms && a.window_start_ms < l.end_ms + 2 * w
+        };
+        // An anomaly injected during the warm-up is not scored, and neither
+        // are the alerts it causes once scoring starts (the end of a
+        // 10-hour level shift that began the evening before).
+        let warmup_labels: Vec<&AnomalyLabel> = run
+            .labels
+            .iter()
+            .filter(|l| l.start_ms < run.scored_from)
+            .collect();
+        let (alerts, warmup_tail): (Vec<&Alert>, Vec<&Alert>) = run
             .alerts
             .iter()
             .filter(|a| a.status == Status::Open && a.window_start_ms >= run.scored_from)
-            .collect();
+            .partition(|a| !warmup_labels.iter().any(|l| matches(a, l)));
+        warmup_tail_alerts += warmup_tail.len();
         let labels: Vec<&AnomalyLabel> = run
             .labels
             .iter()
             .filter(|l| l.start_ms >= run.scored_from)
             .collect();
-        let matches = |a: &Alert, l: &AnomalyLabel| {
-            covers(a, l) && a.window_start_ms >= l.start_ms && a.window_start_ms < l.end_ms + 2 * w
-        };
         total_alerts += alerts.len();
         for k in AlertKind::ALL {
             let e = per_kind.entry(k.as_str()).or_default();
@@ -554,6 +566,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 "kinds": kinds,
                 "alerts": total_alerts,
                 "alerts_matching_no_label": unmatched,
+                "alerts_from_warmup_anomalies": warmup_tail_alerts,
                 "alerts_per_hierarchy_wide_incident": per_incident,
                 "hierarchy_wide_incidents": incident_alerts.len(),
                 "seeds": [args.first_seed, last_seed],
@@ -602,7 +615,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "alerts {total_alerts}, matching no label {unmatched}; hierarchy-wide incidents {}, alerts per incident {}",
+        "alerts {total_alerts}, matching no label {unmatched} ({warmup_tail_alerts} more from anomalies of the warm-up left out); hierarchy-wide incidents {}, alerts per incident {}",
         incident_alerts.len(),
         per_incident.map_or("-".into(), |x| format!("{x:.2}"))
     );
