@@ -420,22 +420,18 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         // An anomaly injected during the warm-up is not scored, and neither
         // are the alerts it causes once scoring starts (the end of a
         // 10-hour level shift that began the evening before).
-        let warmup_labels: Vec<&AnomalyLabel> = run
+        let (labels, warmup_labels): (Vec<&AnomalyLabel>, Vec<&AnomalyLabel>) = run
             .labels
             .iter()
-            .filter(|l| l.start_ms < run.scored_from)
-            .collect();
+            .partition(|l| l.start_ms >= run.scored_from);
         let (alerts, warmup_tail): (Vec<&Alert>, Vec<&Alert>) = run
             .alerts
             .iter()
             .filter(|a| a.status == Status::Open && a.window_start_ms >= run.scored_from)
-            .partition(|a| !warmup_labels.iter().any(|l| matches(a, l)));
+            .partition(|a| {
+                labels.iter().any(|l| matches(a, l)) || !warmup_labels.iter().any(|l| matches(a, l))
+            });
         warmup_tail_alerts += warmup_tail.len();
-        let labels: Vec<&AnomalyLabel> = run
-            .labels
-            .iter()
-            .filter(|l| l.start_ms >= run.scored_from)
-            .collect();
         total_alerts += alerts.len();
         for k in AlertKind::ALL {
             let e = per_kind.entry(k.as_str()).or_default();
