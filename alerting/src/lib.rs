@@ -607,7 +607,9 @@ impl TrendState {
     }
 
     /// Medians of the three spans of `w` ratios to `back` (0: one period,
-    /// 1: two) periods before, oldest first (None until there are three).
+    /// 1: two) periods before, oldest first (None until there are three,
+    /// or while a span has fewer than half its ratios: the gaps of windows
+    /// without a comparison).
     fn spans(&self, back: usize, w: usize, scratch: &mut Vec<f64>) -> Option<[f64; 3]> {
         let ratios = &self.ratios[back];
         if w == 0 || ratios.len() < 3 * w {
@@ -616,7 +618,10 @@ impl TrendState {
         let mut m = [0.0; 3];
         for (k, mk) in m.iter_mut().enumerate() {
             scratch.clear();
-            scratch.extend(ratios.iter().skip(k * w).take(w).copied());
+            scratch.extend(ratios.iter().skip(k * w).take(w).filter(|r| !r.is_nan()));
+            if 2 * scratch.len() < w {
+                return None;
+            }
             *mk = median(scratch);
         }
         Some(m)
@@ -1273,8 +1278,20 @@ impl Alerting {
             let usual = !jump && t.going.is_none();
             let at = (f.window_start_ms, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
+            if r1.is_none() && !t.ratios[0].is_empty() {
+                // A window without a comparison (a promotion here or then)
+                // holds a gap in both, so that three spans stay three spans
+                // of time: skipped, they would set this afternoon's ratios
+                // against this morning's.
+                for r in t.ratios.iter_mut() {
+                    r.push_back(f64::NAN);
+                    while r.len() > 3 * tw {
+                        r.pop_front();
+                    }
+                }
+            }
             if let Some(d) = r1 {
-                if let Some(&last) = t.ratios[0].back() {
+                if let Some(&last) = t.ratios[0].back().filter(|r| !r.is_nan()) {
                     if !jump {
                         t.seen = t.seen.saturating_add(1);
                         let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
@@ -1283,11 +1300,8 @@ impl Alerting {
                 }
                 t.ratios[0].push_back(d);
                 // The ratios to two periods before stay aligned with these:
-                // a window without one starts them over.
-                match r2 {
-                    Some(d2) => t.ratios[1].push_back(d2),
-                    None => t.ratios[1].clear(),
-                }
+                // a window without one holds a gap (NaN).
+                t.ratios[1].push_back(r2.unwrap_or(f64::NAN));
                 for r in t.ratios.iter_mut() {
                     while r.len() > 3 * tw {
                         r.pop_front();
@@ -2325,6 +2339,27 @@ mod tests {
         assert_eq!(kinds.len(), 1, "{got:#?}");
         assert_eq!(kinds[0].0, AlertKind::TrendBreak);
         assert_eq!(got[0].direction, Direction::Down);
+    }
+
+    #[test]
+    fn trend_spans_hold_the_gaps_of_windows_without_a_comparison() {
+        // Nine windows 80% up on the day before, nine without a comparison
+        // (a promotion then or now), nine level with it: the spans are
+        // spans of time, and one that is mostly gaps says nothing (skipped,
+        // the gaps would set the last nine against the first: a slide).
+        let mut t = TrendState::default();
+        let mut scratch = Vec::new();
+        for r in [0.6; 9].into_iter().chain([f64::NAN; 9]).chain([0.0; 9]) {
+            t.ratios[0].push_back(r);
+        }
+        assert_eq!(t.spans(0, 9, &mut scratch), None);
+        // Gaps here and there in each span: the medians of what is left.
+        t.ratios[0].clear();
+        for i in 0..27 {
+            let r = if i % 4 == 0 { f64::NAN } else { (i / 9) as f64 };
+            t.ratios[0].push_back(r);
+        }
+        assert_eq!(t.spans(0, 9, &mut scratch), Some([0.0, 1.0, 2.0]));
     }
 
     #[test]
