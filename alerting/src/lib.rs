@@ -609,22 +609,24 @@ impl TrendState {
     /// Medians of the three spans of `w` ratios to `back` (0: one period,
     /// 1: two) periods before, oldest first (None until there are three,
     /// or while a span has fewer than half its ratios: the gaps of windows
-    /// without a comparison).
-    fn spans(&self, back: usize, w: usize, scratch: &mut Vec<f64>) -> Option<[f64; 3]> {
+    /// without a comparison), and the fewest ratios a span had.
+    fn spans(&self, back: usize, w: usize, scratch: &mut Vec<f64>) -> Option<([f64; 3], usize)> {
         let ratios = &self.ratios[back];
         if w == 0 || ratios.len() < 3 * w {
             return None;
         }
         let mut m = [0.0; 3];
+        let mut fewest = w;
         for (k, mk) in m.iter_mut().enumerate() {
             scratch.clear();
             scratch.extend(ratios.iter().skip(k * w).take(w).filter(|r| !r.is_nan()));
             if 2 * scratch.len() < w {
                 return None;
             }
+            fewest = fewest.min(scratch.len());
             *mk = median(scratch);
         }
-        Some(m)
+        Some((m, fewest))
     }
 }
 
@@ -1307,12 +1309,13 @@ impl Alerting {
                         r.pop_front();
                     }
                 }
-                // Standard error of the difference of two spans' medians,
-                // from the ratios' spread, never below a count's own noise
-                // (each ratio is of two counts around the series' mean).
+                // Standard error of the difference of two spans' medians
+                // (of `n` ratios each), from the ratios' spread, never below
+                // a count's own noise (each ratio is of two counts around
+                // the series' mean).
                 let sd = (t.spread / 1.128).max((2.0 / (st.mean_y.max(0.0) + 1.0)).sqrt());
-                let se = 1.2533 * sd * (2.0 / tw as f64).sqrt();
-                let ready = t.seen >= TREND_MIN_SEEN && t.calm as usize >= 3 * tw && se > 0.0;
+                let se = |n: usize| 1.2533 * sd * (2.0 / n.max(1) as f64).sqrt();
+                let ready = t.seen >= TREND_MIN_SEEN && t.calm as usize >= 3 * tw && sd > 0.0;
                 // The spans' medians are sorted for only when they are read.
                 let spans = if ready || t.going.is_some() {
                     t.spans(0, tw, &mut self.scratch)
@@ -1322,13 +1325,13 @@ impl Alerting {
                 // Climbed all the way, `z` standard errors in all and half
                 // that at each step: its direction, score and log move.
                 let climbed =
-                    |[m0, m1, m2]: [f64; 3], z: f64| {
+                    |([m0, m1, m2], n): ([f64; 3], usize), z: f64| {
                         let d = if m2 >= m0 {
                             Direction::Up
                         } else {
                             Direction::Down
                         };
-                        let step = |a: f64, b: f64| (b - a) * d.sign() / se;
+                        let step = |a: f64, b: f64| (b - a) * d.sign() / se(n);
                         let all = step(m0, m2);
                         (step(m0, m1) >= z / 2.0 && step(m1, m2) >= z / 2.0 && all >= z)
                             .then_some((d, all, m2 - m0))
@@ -1337,7 +1340,8 @@ impl Alerting {
                     Some(dir) => {
                         // It lasts while the newest span keeps moving its way
                         // (no verdict here: that would be a jump).
-                        let same = spans.is_some_and(|[m0, _, m2]| (m2 - m0) * dir.sign() > 0.0);
+                        let same =
+                            spans.is_some_and(|([m0, _, m2], _)| (m2 - m0) * dir.sign() > 0.0);
                         t.settled = if same { 0 } else { t.settled + 1 };
                         if t.settled >= tw as u32 || jump {
                             t.going = None;
@@ -2359,7 +2363,7 @@ mod tests {
             let r = if i % 4 == 0 { f64::NAN } else { (i / 9) as f64 };
             t.ratios[0].push_back(r);
         }
-        assert_eq!(t.spans(0, 9, &mut scratch), Some([0.0, 1.0, 2.0]));
+        assert_eq!(t.spans(0, 9, &mut scratch), Some(([0.0, 1.0, 2.0], 6)));
     }
 
     #[test]
