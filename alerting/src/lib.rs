@@ -276,6 +276,13 @@ impl Direction {
 
     /// +1 up, -1 down: a move `x` goes this way beyond `t` when
     /// `x * sign > t`.
+    fn opposite(self) -> Direction {
+        match self {
+            Direction::Up => Direction::Down,
+            Direction::Down => Direction::Up,
+        }
+    }
+
     fn sign(self) -> f64 {
         match self {
             Direction::Up => 1.0,
@@ -1032,6 +1039,10 @@ impl Alerting {
         };
         let recurring =
             period > 0 && out_dir.is_some_and(|d| was_out(d, period) && was_out(d, 2 * period));
+        // ...or echoing: out the other way one period ago. The forecast
+        // carries yesterday's anomaly (a spike copied into today's seasonal
+        // expectation reads as a drop today).
+        let echo = period > 0 && out_dir.is_some_and(|d| was_out(d.opposite(), period));
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -1040,7 +1051,7 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                    silent: silent || recurring,
+                    silent: silent || recurring || echo,
                     promo: match direction {
                         Direction::Up => promo,
                         Direction::Down => promo_end,
@@ -2364,6 +2375,27 @@ mod tests {
             t.ratios[0].push_back(r);
         }
         assert_eq!(t.spans(0, 9, &mut scratch), Some(([0.0, 1.0, 2.0], 6)));
+    }
+
+    #[test]
+    fn yesterdays_spike_echoing_in_the_forecast_raises_no_drop_today() {
+        // A seasonal-naive forecaster with a 60-window "day": each window's
+        // median is the same window a day earlier. A spike at window 300 is
+        // alerted; a day later the forecast copies it, and the window,
+        // selling as usual, reads as a drop against it.
+        let mut a = Alerting::new(Config {
+            recurring_period_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        let units = |i: i64| if i == 300 { 400 } else { 100 + wobble(i) };
+        let mut got = Vec::new();
+        for i in 0..400 {
+            let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
+            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
+        }
+        let kinds = kinds_by_minute(&got);
+        assert_eq!(kinds, vec![(AlertKind::Spike, 300)], "{got:#?}");
     }
 
     #[test]
