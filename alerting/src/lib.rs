@@ -473,9 +473,9 @@ struct SeriesState {
     /// direction, and whether one of them broke out of the band (a spike
     /// or drop verdict); see [`Config::spike_max_windows`].
     excursion: Option<Excursion>,
-    /// The direction of the last alerted excursion and the window start at
-    /// which it ended (for recoveries).
-    ended: Option<(Direction, i64)>,
+    /// The direction of the last alerted excursion, the window start at
+    /// which it ended and its peak (for recoveries).
+    ended: Option<(Direction, i64, f64)>,
     /// The last level shift raised on the series (see
     /// `level-shift-memory-windows`), and its move: the log ratio of its
     /// window's units to the series' recent mean.
@@ -708,6 +708,9 @@ struct Excursion {
     /// Its alert named a child that moved by `level-shift-max-factor` or
     /// more: a burst below, which a level shift is not.
     burst: bool,
+    /// The largest absolute log ratio of units to the bias-corrected
+    /// expectation among its windows (infinite in an outage).
+    peak: f64,
 }
 
 impl Excursion {
@@ -852,6 +855,8 @@ const REST_MOVED_Z_SHIFT: f64 = 2.0;
 /// A broken child whose deviation is below this share of its parent's does
 /// not count as one of several broken children in root-cause grouping.
 const MINOR_CHILD_SHARE: f64 = 0.1;
+/// How much further (log ratio) than the move it follows a recovery may go.
+const RECOVERY_SLACK: f64 = 0.4;
 
 /// A series: its level and key.
 type SeriesKey = (Level, Arc<str>);
@@ -1142,6 +1147,11 @@ impl Alerting {
                     }
                     e.outside |= outside;
                     e.outage |= outage;
+                    e.peak = if e.outage {
+                        f64::INFINITY
+                    } else {
+                        e.peak.max(ln_r.abs())
+                    };
                     Some(e)
                 }
                 (prev, nd) => {
@@ -1155,7 +1165,7 @@ impl Alerting {
                         if e.cover != Cover::None {
                             // It ended after the series' previous window
                             // (a sparse series may have skipped some since).
-                            st.ended = Some((e.direction, prev_start + width_ms));
+                            st.ended = Some((e.direction, prev_start + width_ms, e.peak));
                         }
                     }
                     nd.map(|d| {
@@ -1164,12 +1174,16 @@ impl Alerting {
                         // ending) is the recovery, not a new anomaly; so is
                         // the series' first window since, when it sold
                         // nothing (and emitted no window) for no longer than
-                        // a recovery may last.
-                        let recovery = st.ended.is_some_and(|(ed, at)| {
+                        // a recovery may last. A recovery goes no further
+                        // than about the way the move went (a store falling
+                        // 16% and then selling three times its usual is
+                        // a spike, not its recovery).
+                        let recovery = st.ended.is_some_and(|(ed, at, peak)| {
                             let gap = f.window_start_ms - prev_start;
                             let gap_ok =
                                 gap <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
                             ed != d
+                                && ln_r.abs() <= peak + RECOVERY_SLACK
                                 && (f.window_start_ms - at <= width_ms
                                     || (at == prev_start + width_ms && gap_ok))
                         });
@@ -1181,6 +1195,7 @@ impl Alerting {
                             cover: Cover::None,
                             recovery,
                             burst: false,
+                            peak: if outage { f64::INFINITY } else { ln_r.abs() },
                         }
                     })
                 }
@@ -2396,6 +2411,29 @@ mod tests {
         }
         let kinds = kinds_by_minute(&got);
         assert_eq!(kinds, vec![(AlertKind::Spike, 300)], "{got:#?}");
+    }
+
+    #[test]
+    fn a_spike_right_after_a_drop_is_no_recovery() {
+        // A drop to 40% is alerted; the very next window sells five times
+        // the usual. Coming back from the drop would be a recovery (silent);
+        // going that much further is a spike of its own.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..42 {
+            let units = match i {
+                40 => 40,
+                41 => 500,
+                _ => 100 + wobble(i),
+            };
+            got.extend(a.process(&[fc(i * 60_000, units, 90.0, 100.0, 110.0)]));
+        }
+        let kinds = kinds_by_minute(&got);
+        assert_eq!(
+            kinds,
+            vec![(AlertKind::Drop, 40), (AlertKind::Spike, 41)],
+            "{got:#?}"
+        );
     }
 
     #[test]
