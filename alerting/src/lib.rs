@@ -2663,6 +2663,41 @@ mod tests {
         vec![sku, other, cat]
     }
 
+    /// One window of category `toys|web`: its best seller `lego|web`
+    /// (usually 300 units), other SKUs with forecasts (key, units, median),
+    /// `rest` units of SKUs too small to be forecast, and the category's
+    /// median `cat_p50`.
+    fn lego_and_rest(
+        t: i64,
+        lego: i64,
+        skus: &[(&str, i64, f64)],
+        rest: i64,
+        cat_p50: f64,
+    ) -> Vec<Forecast> {
+        let mut v = vec![node(
+            Level::SkuStore,
+            "lego|web",
+            Some("toys|web"),
+            t,
+            lego,
+            300.0,
+        )];
+        let mut units = lego + rest;
+        for &(key, u, p50) in skus {
+            v.push(node(Level::SkuStore, key, Some("toys|web"), t, u, p50));
+            units += u;
+        }
+        v.push(node(
+            Level::CategoryStore,
+            "toys|web",
+            Some("web"),
+            t,
+            units,
+            cat_p50,
+        ));
+        v
+    }
+
     #[test]
     fn a_category_shift_seen_only_in_its_best_seller_is_the_categorys() {
         // Toys: lego sells 300 a window, duplo 10, and SKUs too small to be
@@ -2670,36 +2705,10 @@ mod tests {
         // SKU that breaks and accounts for 60% of the move; but the rest
         // fell by half too, so the category is the root cause, not lego.
         let window = |i: i64, f: f64| {
-            let t = i * 60_000;
             let lego = ((300 + wobble(i)) as f64 * f) as i64;
             let duplo = (10.0 * f) as i64;
             let rest = ((190 + wobble(i + 3)) as f64 * f) as i64;
-            vec![
-                node(
-                    Level::SkuStore,
-                    "lego|web",
-                    Some("toys|web"),
-                    t,
-                    lego,
-                    300.0,
-                ),
-                node(
-                    Level::SkuStore,
-                    "duplo|web",
-                    Some("toys|web"),
-                    t,
-                    duplo,
-                    10.0,
-                ),
-                node(
-                    Level::CategoryStore,
-                    "toys|web",
-                    Some("web"),
-                    t,
-                    lego + duplo + rest,
-                    500.0,
-                ),
-            ]
+            lego_and_rest(i * 60_000, lego, &[("duplo|web", duplo, 10.0)], rest, 500.0)
         };
         let mut a = Alerting::new(Config::default()).unwrap();
         for i in 0..40 {
@@ -2720,32 +2729,13 @@ mod tests {
         // and the category's level shift must not defer to lego's shift
         // (already called, going on silently) and go unsaid.
         let window = |i: i64| {
-            let t = i * 60_000;
             let (f, rest_f) = match i {
                 ..40 => (1.0, 1.0),
                 40 => (0.5, 0.9),
                 _ => (0.5, 0.5),
             };
             let lego = ((300 + wobble(i)) as f64 * f) as i64;
-            let rest = (20.0 * rest_f) as i64;
-            vec![
-                node(
-                    Level::SkuStore,
-                    "lego|web",
-                    Some("toys|web"),
-                    t,
-                    lego,
-                    300.0,
-                ),
-                node(
-                    Level::CategoryStore,
-                    "toys|web",
-                    Some("web"),
-                    t,
-                    lego + rest,
-                    320.0,
-                ),
-            ]
+            lego_and_rest(i * 60_000, lego, &[], (20.0 * rest_f) as i64, 320.0)
         };
         let mut a = Alerting::new(Config::default()).unwrap();
         for i in 0..40 {
