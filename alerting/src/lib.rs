@@ -691,6 +691,9 @@ enum Cover {
     /// Another series' `drop_to_zero`: this series moves because of an
     /// outage, and no level shift of its own is called for it.
     Outage,
+    /// An ancestor's spike or drop named it among its children: it moved
+    /// within that, and no level shift of its own is called for it.
+    Within,
 }
 
 /// Consecutive windows of one series scoring beyond 1 in one direction.
@@ -1415,7 +1418,7 @@ impl Alerting {
                 let shift_call = v.0 == AlertKind::LevelShift && !silent;
                 if continues
                     && e.cover != Cover::None
-                    && (!shift_call || e.cover == Cover::Outage || e.outage)
+                    && (!shift_call || matches!(e.cover, Cover::Outage | Cover::Within) || e.outage)
                     || (e.recovery && v.1 == e.direction && e.young(cfg))
                 {
                     silent = true;
@@ -1681,8 +1684,14 @@ impl Alerting {
             } else {
                 Cover::Other
             };
+            // Series below a spike or drop moved within it: a level shift
+            // of theirs called as it ends is the spike's, not news.
+            let within = match c.kind {
+                AlertKind::Spike | AlertKind::Drop => Cover::Within,
+                _ => by,
+            };
             for ch in &children {
-                self.cover(ch.level, &ch.key, c.direction, by);
+                self.cover(ch.level, &ch.key, c.direction, within);
             }
             for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
                 let g = group[cands[k].idx];
@@ -2618,6 +2627,37 @@ mod tests {
         assert_eq!(store.len(), 1, "{got:#?}");
         assert_eq!(store[0].kind, AlertKind::Spike);
         assert_eq!(store[0].children.len(), 9, "{got:#?}");
+    }
+
+    #[test]
+    fn a_sku_that_spiked_within_its_stores_spike_calls_no_level_shift_as_it_ends() {
+        // The store sells three times its usual for three windows; one SKU
+        // stays half again above its usual for a while after. Its change
+        // detector filled up inside the store's spike: no level shift of
+        // its own.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&store_window(i, false, 50)).is_empty());
+        }
+        let mut got = Vec::new();
+        for i in 40..60 {
+            let mut w = store_window_at(i, if i < 43 { 3.0 } else { 1.0 }, 50);
+            if (43..50).contains(&i) {
+                for f in w.iter_mut() {
+                    match (f.level, &*f.key) {
+                        (Level::SkuStore, "sku00|web")
+                        | (Level::CategoryStore, "toys|web")
+                        | (Level::Store, _)
+                        | (Level::Total, _) => f.actual.units += 20,
+                        _ => {}
+                    }
+                }
+            }
+            got.extend(a.process(&w));
+        }
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(&*got[0].key, "web");
+        assert_eq!(got[0].kind, AlertKind::Spike);
     }
 
     #[test]
