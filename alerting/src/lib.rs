@@ -1047,10 +1047,21 @@ impl Alerting {
         };
         let recurring =
             period > 0 && out_dir.is_some_and(|d| was_out(d, period) && was_out(d, 2 * period));
-        // ...or echoing: out the other way one period ago. The forecast
+        // ...or echoing: out of the band (with a verdict or not: a level
+        // shift's window) the other way than one period ago. The forecast
         // carries yesterday's anomaly (a spike copied into today's seasonal
-        // expectation reads as a drop today).
-        let echo = period > 0 && out_dir.is_some_and(|d| was_out(d.opposite(), period));
+        // expectation reads as a drop today). Zero sales are never an echo.
+        let band_dir = if y > e.p90 {
+            Some(Direction::Up)
+        } else if y < e.p10 {
+            Some(Direction::Down)
+        } else {
+            None
+        };
+        let echo = period > 0
+            && out_dir
+                .or(band_dir)
+                .is_some_and(|d| was_out(d.opposite(), period));
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -1059,7 +1070,7 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                    silent: silent || recurring || echo,
+                    silent: silent || recurring || (echo && kind != AlertKind::DropToZero),
                     promo: match direction {
                         Direction::Up => promo,
                         Direction::Down => promo_end,
@@ -2420,6 +2431,25 @@ mod tests {
         }
         let kinds = kinds_by_minute(&got);
         assert_eq!(kinds, vec![(AlertKind::Spike, 300)], "{got:#?}");
+
+        // Selling nothing in that window is an outage all the same.
+        let mut a = Alerting::new(Config {
+            recurring_period_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        let units = |i: i64| match i {
+            300 => 400,
+            360 => 0,
+            _ => 100 + wobble(i),
+        };
+        let mut got = Vec::new();
+        for i in 0..400 {
+            let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
+            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
+        }
+        let kinds = kinds_by_minute(&got);
+        assert!(kinds.contains(&(AlertKind::DropToZero, 360)), "{got:#?}");
     }
 
     #[test]
