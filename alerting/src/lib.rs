@@ -2545,14 +2545,19 @@ mod tests {
         v
     }
 
-    /// Forty quiet windows of [`store_window`], then the alerts of the
-    /// window where the store sells nothing.
-    fn store_outage_alerts(second: i64) -> Vec<Alert> {
+    /// A detector that has seen forty quiet windows of [`store_window`].
+    fn quiet_store(second: i64) -> Alerting {
         let mut a = Alerting::new(Config::default()).unwrap();
         for i in 0..40 {
             assert!(a.process(&store_window(i, false, second)).is_empty());
         }
-        a.process(&store_window(40, true, second))
+        a
+    }
+
+    /// Forty quiet windows of [`store_window`], then the alerts of the
+    /// window where the store sells nothing.
+    fn store_outage_alerts(second: i64) -> Vec<Alert> {
+        quiet_store(second).process(&store_window(40, true, second))
     }
 
     #[test]
@@ -2583,10 +2588,7 @@ mod tests {
 
     #[test]
     fn a_sku_spiking_with_its_store_through_a_quiet_category_is_the_stores_child() {
-        let mut a = Alerting::new(Config::default()).unwrap();
-        for i in 0..40 {
-            assert!(a.process(&store_window(i, false, 50)).is_empty());
-        }
+        let mut a = quiet_store(50);
         // The store sells three times its usual; one SKU's share of that
         // is big enough to alert on its own, while its category's total
         // stays inside its band (it is no candidate).
@@ -2665,10 +2667,7 @@ mod tests {
         // stays half again above its usual for a while after. Its change
         // detector filled up inside the store's spike: no level shift of
         // its own.
-        let mut a = Alerting::new(Config::default()).unwrap();
-        for i in 0..40 {
-            assert!(a.process(&store_window(i, false, 50)).is_empty());
-        }
+        let mut a = quiet_store(50);
         let mut got = Vec::new();
         for i in 40..60 {
             let mut w = store_window_at(i, if i < 43 { 3.0 } else { 1.0 }, 50);
