@@ -665,3 +665,35 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_give_user_plus_system_seconds() {
+        // A thread name with a space and a parenthesis: fields are counted
+        // from the last ')'.
+        let stat = "4242 (rdk:broker (1)) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 9 0 100";
+        assert_eq!(stat_cpu_seconds(stat), Some(3.25));
+        assert_eq!(stat_cpu_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_and_the_machine_have_cpu_readings() {
+        let (busy, total) = machine_ticks();
+        assert!(total > 0 && busy <= total, "{busy} / {total}");
+        let me = process_cpu_seconds(std::process::id()).expect("own /proc stat");
+        assert!(me >= 0.0);
+        let probe = CpuProbe::start(Some(std::process::id()));
+        // 50 ms of work, so the phase is not empty.
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let used = probe.finish();
+        assert!(used.seconds >= 0.05, "{used:?}");
+        assert!(used.process_cores >= 0.0 && used.broker_cores.is_some_and(|b| b >= 0.0));
+    }
+}
