@@ -90,9 +90,8 @@ impl CpuProbe {
     fn finish(&self) -> CpuUse {
         let seconds = self.at.elapsed().as_secs_f64();
         let (busy, total) = machine_ticks();
-        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let machine_cores = if total > self.machine.1 {
-            (busy - self.machine.0) as f64 / (total - self.machine.1) as f64 * cores
+            (busy - self.machine.0) as f64 / (total - self.machine.1) as f64 * cores()
         } else {
             f64::NAN
         };
@@ -106,6 +105,11 @@ impl CpuProbe {
                 .and_then(|(pid, c0)| Some(round((process_cpu_seconds(pid)? - c0) / seconds))),
         }
     }
+}
+
+/// Cores this process may run on.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, usize::from) as f64
 }
 
 /// Busy and total jiffies of the whole machine (`/proc/stat`'s first line).
@@ -357,8 +361,6 @@ async fn pipeline_phase(
         anyhow::ensure!(Instant::now() < deadline, "pipeline received nothing");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let t0 = Instant::now();
-    let cpu0 = cpu_seconds();
     let probe = CpuProbe::start(broker_pid);
     let threads0 = thread_cpu();
     while processed(&metrics) < n {
@@ -369,8 +371,8 @@ async fn pipeline_phase(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let secs = probe.at.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - probe.process;
     let cpu_use = probe.finish();
     let threads1 = thread_cpu();
     let pipeline_eps = n as f64 / secs;
@@ -545,7 +547,7 @@ pub async fn run(mut cfg: Config, args: &BenchArgs) -> anyhow::Result<()> {
     // The CPU budget: the other processes' CPU-seconds in the pipeline phase
     // (the broker took the pipeline's output too), and what is left for the
     // pipeline if it is to finish in the target's time on every core.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let cores = cores();
     let others = cpu_use
         .broker_cores
         .unwrap_or(cpu_use.machine_cores - cpu_use.process_cores)

@@ -424,37 +424,38 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .labels
             .iter()
             .partition(|l| l.start_ms >= run.scored_from);
-        let (alerts, warmup_tail): (Vec<&Alert>, Vec<&Alert>) = run
+        // The scored alerts, and those matching no scored label.
+        let mut alerts: Vec<&Alert> = Vec::new();
+        let mut no_label: Vec<&Alert> = Vec::new();
+        for a in run
             .alerts
             .iter()
             .filter(|a| a.status == Status::Open && a.window_start_ms >= run.scored_from)
-            .partition(|a| {
-                labels.iter().any(|l| matches(a, l)) || !warmup_labels.iter().any(|l| matches(a, l))
-            });
-        warmup_tail_alerts += warmup_tail.len();
-        total_alerts += alerts.len();
-        for k in AlertKind::ALL {
-            let e = per_kind.entry(k.as_str()).or_default();
-            for a in alerts.iter().filter(|a| a.kind == k) {
-                e.0.alerts += 1;
-                if labels.iter().any(|l| matches(a, l)) {
-                    e.0.matched_alerts += 1;
-                }
-                if labels.iter().any(|l| matches(a, l) && same_kind(k, l)) {
-                    e.0.same_kind_alerts += 1;
-                }
+        {
+            if labels.iter().any(|l| matches(a, l)) {
+                alerts.push(a);
+            } else if warmup_labels.iter().any(|l| matches(a, l)) {
+                warmup_tail_alerts += 1;
+            } else {
+                alerts.push(a);
+                no_label.push(a);
             }
         }
-        unmatched += alerts
-            .iter()
-            .filter(|a| !labels.iter().any(|l| matches(a, l)))
-            .count();
+        total_alerts += alerts.len();
+        unmatched += no_label.len();
+        for k in AlertKind::ALL {
+            let e = per_kind.entry(k.as_str()).or_default();
+            let of_kind = |v: &[&Alert]| v.iter().filter(|a| a.kind == k).count();
+            e.0.alerts += of_kind(&alerts);
+            e.0.matched_alerts += of_kind(&alerts) - of_kind(&no_label);
+            e.0.same_kind_alerts += alerts
+                .iter()
+                .filter(|a| a.kind == k && labels.iter().any(|l| matches(a, l) && same_kind(k, l)))
+                .count();
+        }
         if std::env::var_os("SALESCAST_EVAL_DEBUG").is_some() {
             let mut by: BTreeMap<String, usize> = BTreeMap::new();
-            for a in alerts
-                .iter()
-                .filter(|a| !labels.iter().any(|l| matches(a, l)))
-            {
+            for a in &no_label {
                 *by.entry(format!("{}/{}", a.level, a.kind.as_str()))
                     .or_default() += 1;
                 if std::env::var("SALESCAST_EVAL_DEBUG").as_deref() == Ok("all")

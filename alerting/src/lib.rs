@@ -274,8 +274,7 @@ impl Direction {
         }
     }
 
-    /// +1 up, -1 down: a move `x` goes this way beyond `t` when
-    /// `x * sign > t`.
+    /// The other way.
     fn opposite(self) -> Direction {
         match self {
             Direction::Up => Direction::Down,
@@ -283,6 +282,8 @@ impl Direction {
         }
     }
 
+    /// +1 up, -1 down: a move `x` goes this way beyond `t` when
+    /// `x * sign > t`.
     fn sign(self) -> f64 {
         match self {
             Direction::Up => 1.0,
@@ -606,6 +607,25 @@ impl TrendState {
         r
     }
 
+    /// Add a window's ratios to one and two periods before, keeping the
+    /// newest `keep`. A window without the first (a promotion here or then)
+    /// holds a gap (NaN) in both, once there are ratios at all, so that
+    /// three spans stay three spans of time: skipped, they would set this
+    /// afternoon's ratios against this morning's. The second stays aligned
+    /// with the first the same way.
+    fn push_ratios(&mut self, r1: Option<f64>, r2: Option<f64>, keep: usize) {
+        if r1.is_none() && self.ratios[0].is_empty() {
+            return;
+        }
+        self.ratios[0].push_back(r1.unwrap_or(f64::NAN));
+        self.ratios[1].push_back(r1.and(r2).unwrap_or(f64::NAN));
+        for r in self.ratios.iter_mut() {
+            while r.len() > keep {
+                r.pop_front();
+            }
+        }
+    }
+
     /// The queued windows were the start of an anomaly (a trend just called).
     fn unusual(&mut self) {
         for q in self.queued.iter_mut() {
@@ -717,6 +737,15 @@ struct Excursion {
 }
 
 impl Excursion {
+    /// Its peak with one more window (log ratio `ln_r`, an outage's or not).
+    fn peak_with(peak: f64, outage: bool, ln_r: f64) -> f64 {
+        if outage {
+            f64::INFINITY
+        } else {
+            peak.max(ln_r.abs())
+        }
+    }
+
     /// A jump: out of the band, part of an alert, or a recovery from one
     /// (a gradual drift is none of these).
     fn jump(&self) -> bool {
@@ -1058,10 +1087,7 @@ impl Alerting {
         } else {
             None
         };
-        let echo = period > 0
-            && out_dir
-                .or(band_dir)
-                .is_some_and(|d| was_out(d.opposite(), period));
+        let echo = period > 0 && band_dir.is_some_and(|d| was_out(d.opposite(), period));
         let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -1161,11 +1187,7 @@ impl Alerting {
                     }
                     e.outside |= outside;
                     e.outage |= outage;
-                    e.peak = if e.outage {
-                        f64::INFINITY
-                    } else {
-                        e.peak.max(ln_r.abs())
-                    };
+                    e.peak = Excursion::peak_with(e.peak, outage, ln_r);
                     Some(e)
                 }
                 (prev, nd) => {
@@ -1209,7 +1231,7 @@ impl Alerting {
                             cover: Cover::None,
                             recovery,
                             burst: false,
-                            peak: if outage { f64::INFINITY } else { ln_r.abs() },
+                            peak: Excursion::peak_with(0.0, outage, ln_r),
                         }
                     })
                 }
@@ -1320,35 +1342,15 @@ impl Alerting {
             let usual = !jump && t.going.is_none();
             let at = (f.window_start_ms, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
-            if r1.is_none() && !t.ratios[0].is_empty() {
-                // A window without a comparison (a promotion here or then)
-                // holds a gap in both, so that three spans stay three spans
-                // of time: skipped, they would set this afternoon's ratios
-                // against this morning's.
-                for r in t.ratios.iter_mut() {
-                    r.push_back(f64::NAN);
-                    while r.len() > 3 * tw {
-                        r.pop_front();
-                    }
+            if let (Some(d), Some(&last)) = (r1, t.ratios[0].back()) {
+                if !jump && !last.is_nan() {
+                    t.seen = t.seen.saturating_add(1);
+                    let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
+                    t.spread += a * ((d - last).abs() - t.spread);
                 }
             }
-            if let Some(d) = r1 {
-                if let Some(&last) = t.ratios[0].back().filter(|r| !r.is_nan()) {
-                    if !jump {
-                        t.seen = t.seen.saturating_add(1);
-                        let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
-                        t.spread += a * ((d - last).abs() - t.spread);
-                    }
-                }
-                t.ratios[0].push_back(d);
-                // The ratios to two periods before stay aligned with these:
-                // a window without one holds a gap (NaN).
-                t.ratios[1].push_back(r2.unwrap_or(f64::NAN));
-                for r in t.ratios.iter_mut() {
-                    while r.len() > 3 * tw {
-                        r.pop_front();
-                    }
-                }
+            t.push_ratios(r1, r2, 3 * tw);
+            if r1.is_some() {
                 // Standard error of the difference of two spans' medians
                 // (of `n` ratios each), from the ratios' spread, never below
                 // a count's own noise (each ratio is of two counts around
