@@ -2420,36 +2420,29 @@ mod tests {
         // median is the same window a day earlier. A spike at window 300 is
         // alerted; a day later the forecast copies it, and the window,
         // selling as usual, reads as a drop against it.
-        let mut a = Alerting::new(Config {
-            recurring_period_ms: 3_600_000,
-            ..Config::default()
-        })
-        .unwrap();
-        let units = |i: i64| if i == 300 { 400 } else { 100 + wobble(i) };
-        let mut got = Vec::new();
-        for i in 0..400 {
-            let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
-            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
-        }
+        let seasonal_naive = |units: &dyn Fn(i64) -> i64| {
+            let mut a = Alerting::new(Config {
+                recurring_period_ms: 3_600_000,
+                ..Config::default()
+            })
+            .unwrap();
+            let mut got = Vec::new();
+            for i in 0..400 {
+                let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
+                got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
+            }
+            got
+        };
+        let got = seasonal_naive(&|i| if i == 300 { 400 } else { 100 + wobble(i) });
         let kinds = kinds_by_minute(&got);
         assert_eq!(kinds, vec![(AlertKind::Spike, 300)], "{got:#?}");
 
         // Selling nothing in that window is an outage all the same.
-        let mut a = Alerting::new(Config {
-            recurring_period_ms: 3_600_000,
-            ..Config::default()
-        })
-        .unwrap();
-        let units = |i: i64| match i {
+        let got = seasonal_naive(&|i| match i {
             300 => 400,
             360 => 0,
             _ => 100 + wobble(i),
-        };
-        let mut got = Vec::new();
-        for i in 0..400 {
-            let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
-            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
-        }
+        });
         let kinds = kinds_by_minute(&got);
         assert!(kinds.contains(&(AlertKind::DropToZero, 360)), "{got:#?}");
     }
