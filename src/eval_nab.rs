@@ -49,6 +49,13 @@ pub struct NabArgs {
     /// is 10% and hides NAB's subtler shifts (CPU 1.8% -> 2.0%).
     #[arg(long, default_value_t = 10_000.0)]
     pub units_per_mean: f64,
+    /// Pattern novelty's stretch, in windows (`alerting.novelty-windows`),
+    /// for these files; 0 keeps the configured value (off by default).
+    /// NAB's series are machine metrics whose anomalies are mostly changes
+    /// of regime, which the novelty test catches; on sales the detector
+    /// leaves it off (see docs/alert-eval.md).
+    #[arg(long, default_value_t = 52)]
+    pub novelty_windows: u32,
 }
 
 /// One file's detector output: where alerts were raised, and each row's
@@ -63,8 +70,7 @@ fn detect(
     cfg: &crate::Config,
     values: &[f64],
     step_ms: i64,
-    quiet_fraction: f64,
-    units_per_mean: f64,
+    args: &NabArgs,
     kinds: &mut BTreeMap<&'static str, usize>,
 ) -> anyhow::Result<Detected> {
     let n = values.len();
@@ -88,14 +94,18 @@ fn detect(
         incident_cooldown_windows: cfg
             .alerting
             .incident_cooldown_windows
-            .max((quiet_fraction * n as f64) as i64),
+            .max((args.quiet_fraction * n as f64) as i64),
+        novelty_windows: match args.novelty_windows {
+            0 => cfg.alerting.novelty_windows,
+            w => w,
+        },
         ..cfg.alerting.clone()
     })?;
     let mut out = vec![false; n];
     let mut strength = vec![0.0; n];
     let debug = std::env::var_os("SALESCAST_EVAL_DEBUG").is_some();
     for (i, v) in values.iter().enumerate() {
-        let units = (v / scale * units_per_mean).round() as i64;
+        let units = (v / scale * args.units_per_mean).round() as i64;
         let start = i as i64 * step_ms;
         let rec = WindowRecord {
             level: Level::Total,
@@ -251,14 +261,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             .collect();
         steps.sort_unstable();
         let step_ms = steps.get(steps.len() / 2).copied().unwrap_or(300) * 1000;
-        let det = detect(
-            cfg,
-            &vals,
-            step_ms,
-            args.quiet_fraction,
-            args.units_per_mean,
-            &mut kinds,
-        )?;
+        let det = detect(cfg, &vals, step_ms, args, &mut kinds)?;
         let w: Vec<(i64, i64)> = wins
             .iter()
             .map(|[a, b]| {
@@ -310,14 +313,19 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "files": per_file.len(),
                 "rows": rows,
                 "model": cfg.inference.model,
+                "novelty_windows": args.novelty_windows,
             })
         );
         return Ok(());
     }
     println!(
-        "NAB v1.1: {} files, {rows} rows, model {:?}, {:.1}s",
+        "NAB v1.1: {} files, {rows} rows, model {:?}, pattern novelty over {} windows, {:.1}s",
         per_file.len(),
         cfg.inference.model,
+        match args.novelty_windows {
+            0 => cfg.alerting.novelty_windows,
+            w => w,
+        },
         t0.elapsed().as_secs_f64()
     );
     println!(

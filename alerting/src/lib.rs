@@ -45,7 +45,10 @@ use salescast_stream_core::Level;
 use serde::{Deserialize, Serialize};
 
 pub mod nab;
+pub mod novelty;
 pub mod tails;
+
+use novelty::Novelty;
 
 /// Configuration of alerting (`[alerting]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +165,23 @@ pub struct Config {
     /// units: the thousands of SKUs would cost the most memory, and one
     /// SKU's units are too few to see a gradual trend in).
     pub trend_min_level: Level,
+    /// Pattern novelty (see [`novelty`]): the distribution of a series'
+    /// residuals (units less the bias-corrected forecast) over its last
+    /// this many windows is compared with every stretch it has shown
+    /// before; one unlike them all (and no spike, drop, shift or trend
+    /// break) raises a `pattern_change`. 0 (the default) turns it off: on
+    /// the labeled sales scenarios it raised mostly false alerts, while it
+    /// is what catches the regime changes of machine metrics (NAB).
+    pub novelty_windows: u32,
+    /// Equal bins between the smallest and largest units seen.
+    pub novelty_bins: u32,
+    /// Chi-square significance of the divergence from the nearest
+    /// remembered stretch.
+    pub novelty_significance: f64,
+    /// Stretches remembered per series (the least recently matched go first).
+    pub novelty_memory: u32,
+    /// Lowest level with pattern novelty (each series keeps its stretches).
+    pub novelty_min_level: Level,
 }
 
 impl Default for Config {
@@ -192,6 +212,11 @@ impl Default for Config {
             trend_windows: 9,
             trend_z: 5.0,
             trend_min_level: Level::CategoryStore,
+            novelty_windows: 0,
+            novelty_bins: 5,
+            novelty_significance: 0.05,
+            novelty_memory: 32,
+            novelty_min_level: Level::Store,
         }
     }
 }
@@ -231,6 +256,10 @@ pub enum AlertKind {
     /// The series started moving steadily away from its forecasts (a
     /// climb or a slide rather than a step; see `direction`).
     TrendBreak,
+    /// The distribution of the series' recent windows is unlike every
+    /// stretch it showed before (see `novelty-windows`), with no window
+    /// far enough from its forecast for another kind.
+    PatternChange,
 }
 
 impl AlertKind {
@@ -242,16 +271,18 @@ impl AlertKind {
             AlertKind::DropToZero => "drop_to_zero",
             AlertKind::LevelShift => "level_shift",
             AlertKind::TrendBreak => "trend_break",
+            AlertKind::PatternChange => "pattern_change",
         }
     }
 
     /// Every kind.
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [AlertKind; 6] = [
         AlertKind::Spike,
         AlertKind::Drop,
         AlertKind::DropToZero,
         AlertKind::LevelShift,
         AlertKind::TrendBreak,
+        AlertKind::PatternChange,
     ];
 }
 
@@ -491,6 +522,9 @@ struct SeriesState {
     /// The trend-break detector's state (series at `trend-min-level` and
     /// above only: the thousands of SKUs carry none).
     trend: Option<Box<TrendState>>,
+    /// The pattern-novelty detector's state (series at
+    /// `novelty-min-level` and above only).
+    novelty: Option<Box<Novelty>>,
 }
 
 /// Weight of the newest window in [`TrendState::spread`] (about 100
@@ -924,6 +958,14 @@ impl Alerting {
                 "alerting.cusum-h must be > 0, cusum-k and z-threshold >= 0".into(),
             ));
         }
+        if cfg.novelty_bins < 2
+            || !(cfg.novelty_significance > 0.0 && cfg.novelty_significance < 0.5)
+            || cfg.novelty_memory == 0
+        {
+            return Err(Error::Config(
+                "alerting.novelty-bins must be >= 2, novelty-significance in (0, 0.5), novelty-memory >= 1".into(),
+            ));
+        }
         Ok(Alerting {
             ln_tail: tails::normal_sf_ln(cfg.z_threshold),
             cfg,
@@ -1115,6 +1157,22 @@ impl Alerting {
         }
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
+        // Pattern novelty over the bias-corrected residuals (the forecast
+        // already knows the daily shape; what it has not seen is new).
+        let novel = scored
+            .filter(|_| cfg.novelty_windows > 0 && f.level >= cfg.novelty_min_level)
+            .and_then(|(_, med, _)| {
+                st.novelty
+                    .get_or_insert_with(|| {
+                        Box::new(Novelty::new(
+                            cfg.novelty_windows as usize,
+                            cfg.novelty_bins as usize,
+                            cfg.novelty_significance,
+                            cfg.novelty_memory as usize,
+                        ))
+                    })
+                    .push((r - med).round() as i64)
+            });
         if period > 0 {
             if let Some(d) = out_dir {
                 st.outside_at.push_back((f.window_start_ms, d));
@@ -1419,6 +1477,15 @@ impl Alerting {
                 }
             }
         }
+        // A novel pattern no other verdict explains, outside any move.
+        if let Some(n) = novel.filter(|_| {
+            verdict.is_none()
+                && st.shift.is_none()
+                && st.excursion.is_none_or(|x| x.cover == Cover::None)
+        }) {
+            let d = if n.up { Direction::Up } else { Direction::Down };
+            verdict = Some((AlertKind::PatternChange, d, n.score));
+        }
         // Windows that continue a move already alerted belong to that alert:
         // silent, but still the root cause of what moves below them. A
         // level shift is still called once the move outlasts a spike (a new
@@ -1440,7 +1507,8 @@ impl Alerting {
         }
         st.strength = z
             .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
-            .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h);
+            .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h)
+            .max(novel.map_or(0.0, |n| n.score));
         if verdict.is_none() || in_outage {
             let zero = (y <= 0.0) as u8 as f64;
             st.zero_seen = st.zero_seen.saturating_add(1);
@@ -1846,7 +1914,9 @@ impl Alerting {
         let at_stake = (y - e.p50).abs() * price;
         let by_score = match (c.kind, c.score) {
             (AlertKind::DropToZero, _) => Severity::High,
-            (AlertKind::LevelShift | AlertKind::TrendBreak, _) => Severity::Medium,
+            (AlertKind::LevelShift | AlertKind::TrendBreak | AlertKind::PatternChange, _) => {
+                Severity::Medium
+            }
             (_, s) if s > 5.0 => Severity::High,
             (_, s) if s > 2.0 => Severity::Medium,
             _ => Severity::Low,
@@ -1873,6 +1943,14 @@ impl Alerting {
         if c.kind == AlertKind::LevelShift {
             explanation.push_str("; level shifted ");
             explanation.push_str(c.direction.as_str());
+        }
+        if c.kind == AlertKind::PatternChange {
+            explanation.push_str(&format!(
+                "; its last {} windows look like no earlier stretch ({:.1}x the divergence allowed, mostly {})",
+                self.cfg.novelty_windows,
+                c.score,
+                if c.direction == Direction::Up { "higher" } else { "lower" }
+            ));
         }
         if let (AlertKind::TrendBreak, Some(moved)) = (c.kind, c.trend) {
             let span = i64::from(self.cfg.trend_windows) * (f.window_end_ms - f.window_start_ms);
@@ -2365,6 +2443,35 @@ mod tests {
             prev = units as f64;
         }
         got
+    }
+
+    /// A store selling its forecast give or take a little, then swinging
+    /// 15% either side of it every other window (never out of the band).
+    fn swinging(novelty_windows: u32) -> Vec<Alert> {
+        let mut a = Alerting::new(Config {
+            novelty_windows,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        for i in 0..1500 {
+            let swing = if i >= 1000 { 30 * (2 * (i % 2) - 1) } else { 0 };
+            let units = 200 + wobble(i) + swing;
+            got.extend(a.process(&[fc(i * 60_000, units, 150.0, 200.0, 250.0)]));
+        }
+        got
+    }
+
+    #[test]
+    fn a_new_pattern_within_the_band_is_one_pattern_change_when_novelty_is_on() {
+        assert!(swinging(0).is_empty());
+        let got = swinging(52);
+        let kinds = kinds_by_minute(&got);
+        assert_eq!(kinds.len(), 1, "{kinds:?}");
+        let (kind, at) = kinds[0];
+        assert_eq!(kind, AlertKind::PatternChange);
+        assert!((1000..1052).contains(&at), "{at}");
+        assert!(got[0].explanation.contains("look like no earlier stretch"));
     }
 
     #[test]
