@@ -63,6 +63,38 @@ pub struct NabArgs {
 struct Detected {
     alerts: Vec<bool>,
     strength: Vec<f64>,
+    /// The kind of the alert opened on each row (the first, if several).
+    kinds: Vec<Option<&'static str>>,
+}
+
+/// Per alert kind: windows it was the first detection of, and its
+/// detections outside every window (NAB's false positives).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct KindScore {
+    first_in_window: usize,
+    false_positives: usize,
+}
+
+/// Attribute a file's scored detections (after the probation) to kinds.
+fn by_kind(
+    ts: &[i64],
+    kinds: &[Option<&'static str>],
+    windows: &[(i64, i64)],
+    out: &mut BTreeMap<&'static str, KindScore>,
+) {
+    let mut hit = vec![false; windows.len()];
+    for (t, k) in ts.iter().zip(kinds).skip(nab::probation(ts.len())) {
+        let Some(k) = k else { continue };
+        let e = out.entry(k).or_default();
+        match windows.iter().position(|&(s, end)| s <= *t && *t <= end) {
+            Some(w) if !hit[w] => {
+                hit[w] = true;
+                e.first_in_window += 1;
+            }
+            Some(_) => {}
+            None => e.false_positives += 1,
+        }
+    }
 }
 
 /// Run the detector over one file.
@@ -102,6 +134,7 @@ fn detect(
         ..cfg.alerting.clone()
     })?;
     let mut out = vec![false; n];
+    let mut row_kind = vec![None; n];
     let mut strength = vec![0.0; n];
     let debug = std::env::var_os("SALESCAST_EVAL_DEBUG").is_some();
     for (i, v) in values.iter().enumerate() {
@@ -137,6 +170,7 @@ fn detect(
                     );
                 }
                 out[i] = true;
+                row_kind[i].get_or_insert(a.kind.as_str());
                 *kinds.entry(a.kind.as_str()).or_default() += 1;
             }
         }
@@ -145,6 +179,7 @@ fn detect(
     Ok(Detected {
         alerts: out,
         strength,
+        kinds: row_kind,
     })
 }
 
@@ -237,6 +272,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     let mut rows = 0;
     let mut per_file = BTreeMap::new();
     let mut kinds = BTreeMap::new();
+    let mut kind_scores = BTreeMap::new();
     let mut runs = Vec::new();
     for (file, wins) in &windows {
         if args
@@ -278,6 +314,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             scores.push(s);
         }
         per_file.insert(file.clone(), scores[0]);
+        by_kind(&ts, &det.kinds, &w, &mut kind_scores);
         runs.push(FileRun {
             quiet: (args.quiet_fraction * ts.len() as f64) as usize,
             ts,
@@ -301,6 +338,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "windows_missed": fn_,
                 "false_positives": fp,
                 "alerts_by_kind": kinds,
+                "by_kind": kind_scores,
                 "strength_threshold_swept": {
                     "standard": swept[0].1,
                     "reward_low_fp": swept[1].1,
@@ -347,6 +385,14 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     );
     println!("windows caught {tp}, missed {fn_}; false positives {fp} (standard profile); alerts by kind {kinds:?}");
     println!(
+        "by kind, windows first caught / false positives: {}",
+        kind_scores
+            .iter()
+            .map(|(k, s)| format!("{k} {} / {}", s.first_in_window, s.false_positives))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "swept strength: NAB's protocol on the detector's continuous strength instead (one threshold per profile over the corpus, same quiet period); standard: caught {stp}, missed {sfn}, false positives {sfp}"
     );
     if args.per_file {
@@ -368,6 +414,33 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detections_are_attributed_to_the_kind_that_made_them() {
+        // 100 rows (probation 15), windows over rows 40-49 and 70-79.
+        let ts: Vec<i64> = (0..100).collect();
+        let mut kinds = vec![None; 100];
+        kinds[10] = Some("spike"); // in probation: not scored
+        kinds[20] = Some("spike"); // false positive
+        kinds[42] = Some("pattern_change"); // first in window 1
+        kinds[45] = Some("spike"); // window 1 again: neither
+        kinds[75] = Some("spike"); // first in window 2
+        kinds[90] = Some("trend_break"); // false positive
+        let mut out = BTreeMap::new();
+        by_kind(&ts, &kinds, &[(40, 49), (70, 79)], &mut out);
+        let got: Vec<(&str, usize, usize)> = out
+            .iter()
+            .map(|(k, s)| (*k, s.first_in_window, s.false_positives))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pattern_change", 1, 0),
+                ("spike", 1, 1),
+                ("trend_break", 0, 1)
+            ]
+        );
+    }
 
     #[test]
     fn a_threshold_detects_rows_at_or_above_it_outside_the_quiet_period() {
