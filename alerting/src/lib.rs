@@ -811,6 +811,11 @@ impl Excursion {
 
 /// Log ratio of `observed` to `expected` units, each plus one (and at
 /// least one: returns can make units negative).
+/// A forecast's expected median (0 without one).
+fn e_p50(f: &Forecast) -> f64 {
+    f.expected.map_or(0.0, |e| e.p50)
+}
+
 fn log_ratio(observed: f64, expected: f64) -> f64 {
     ((observed + 1.0).max(1.0) / (expected + 1.0).max(1.0)).ln()
 }
@@ -921,6 +926,10 @@ const REST_MOVED_Z_SHIFT: f64 = 2.0;
 /// A broken child whose deviation is below this share of its parent's does
 /// not count as one of several broken children in root-cause grouping.
 const MINOR_CHILD_SHARE: f64 = 0.1;
+/// Share of an alert's move that its children jumping by
+/// `level-shift-max-factor` must carry for the move to be a burst below
+/// (no level shift while young).
+const BURST_SHARE: f64 = 0.5;
 /// How much further (log ratio) than the move it follows a recovery may go.
 const RECOVERY_SLACK: f64 = 0.4;
 
@@ -1785,10 +1794,21 @@ impl Alerting {
             // moving the same way moved because of it.
             self.cover(f.level, &f.key, c.direction, Cover::Own);
             let factor = self.cfg.level_shift_max_factor;
+            // A burst below: the SKUs that jumped by the factor carry at
+            // least half the move (a small SKU tripling inside a category
+            // that rose 1.8x is noise on the shift, not its cause).
+            let excess = f.actual.units as f64 - e_p50(f);
+            let bursting = |ch: &&Child| {
+                ch.level == Level::SkuStore && log_ratio(ch.observed, ch.expected) >= factor.ln()
+            };
+            let burst_units: f64 = children
+                .iter()
+                .filter(bursting)
+                .map(|ch| ch.observed - ch.expected)
+                .sum();
             if factor > 0.0
-                && children
-                    .iter()
-                    .any(|ch| log_ratio(ch.observed, ch.expected) >= factor.ln())
+                && children.iter().any(|ch| bursting(&ch))
+                && burst_units >= BURST_SHARE * excess.abs()
             {
                 if let Some(x) = self
                     .series
@@ -2921,6 +2941,36 @@ mod tests {
         assert_eq!(category.len(), 1, "{got:#?}");
         assert_eq!(category[0].direction, Direction::Down);
         assert!(category[0].children.iter().any(|c| &*c.key == "lego|web"));
+    }
+
+    #[test]
+    fn a_category_shift_is_called_on_its_second_window_though_a_small_sku_triples() {
+        // Toys rises 1.8x from window 40 on, every SKU with it, and duplo
+        // (30 a window) happens to triple. That SKU's 60 extra units are no
+        // burst carrying the category's 420: the two windows in a row at
+        // the new level confirm the shift on the second.
+        let window = |i: i64| {
+            let f = if i >= 40 { 1.8 } else { 1.0 };
+            let lego = ((300 + wobble(i)) as f64 * f) as i64;
+            let duplo = if i >= 40 { 90 } else { 30 + wobble(i + 5) };
+            let rest = ((190 + wobble(i + 3)) as f64 * f) as i64;
+            lego_and_rest(i * 60_000, lego, &[("duplo|web", duplo, 30.0)], rest, 520.0)
+        };
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&window(i)).is_empty());
+        }
+        let got: Vec<Alert> = (40..50).flat_map(|i| a.process(&window(i))).collect();
+        let toys: Vec<(AlertKind, i64)> = got
+            .iter()
+            .filter(|x| &*x.key == "toys|web")
+            .map(|x| (x.kind, x.window_start_ms / 60_000))
+            .collect();
+        assert_eq!(
+            toys,
+            [(AlertKind::Spike, 40), (AlertKind::LevelShift, 41)],
+            "{got:#?}"
+        );
     }
 
     #[test]
