@@ -142,7 +142,8 @@ pub struct Config {
     /// way with a score of at least half the z-threshold each and together
     /// (their sum over the square root of their number) the z-threshold of
     /// their level (see `family-wise-correction`), at about the same new
-    /// level (log ratios to the expectation within `ln 1.5` of each other),
+    /// level (log ratios of units to the first window's expectation within
+    /// `ln 1.5` of each other),
     /// and up by less than this factor (a move this big or more is a spike
     /// while it is young; a move down that is not to zero is a shift). 0
     /// turns the rule off.
@@ -701,32 +702,48 @@ struct OutsideRun {
     /// Their scores summed.
     sum_z: f64,
     windows: u32,
-    /// The lowest and highest log ratio of units to the bias-corrected
-    /// expectation among them.
-    lo: f64,
+    /// The highest log ratio of units to the bias-corrected expectation
+    /// among them.
     hi: f64,
+    /// Log of its first window's bias-corrected expectation, and the
+    /// lowest and highest log ratio of units to it (a forecast that
+    /// follows the move partway does not make one new level look like two).
+    base: f64,
+    ulo: f64,
+    uhi: f64,
 }
 
 impl OutsideRun {
     /// The run with one more window (a new run if `start` does not follow
     /// on, or goes the other way).
-    fn then(run: Option<Self>, start: i64, width: i64, d: Direction, z: f64, ln_r: f64) -> Self {
+    fn then(
+        run: Option<Self>,
+        start: i64,
+        width: i64,
+        d: Direction,
+        z: f64,
+        (ln_r, ln_y): (f64, f64),
+    ) -> Self {
         match run {
             Some(r) if r.last == start - width && r.direction == d => OutsideRun {
                 last: start,
                 direction: d,
                 sum_z: r.sum_z + z,
                 windows: r.windows + 1,
-                lo: r.lo.min(ln_r),
                 hi: r.hi.max(ln_r),
+                base: r.base,
+                ulo: r.ulo.min(ln_y - r.base),
+                uhi: r.uhi.max(ln_y - r.base),
             },
             _ => OutsideRun {
                 last: start,
                 direction: d,
                 sum_z: z,
                 windows: 1,
-                lo: ln_r,
                 hi: ln_r,
+                base: ln_y - ln_r,
+                ulo: ln_r,
+                uhi: ln_r,
             },
         }
     }
@@ -1240,8 +1257,16 @@ impl Alerting {
             // change detector; one still going on is no shift yet.
             let dir = dir_of(zv);
             // The run of windows outside the band with this one added.
-            let extended =
-                dir.map(|d| OutsideRun::then(prior_run, f.window_start_ms, width_ms, d, zv, ln_r));
+            let extended = dir.map(|d| {
+                OutsideRun::then(
+                    prior_run,
+                    f.window_start_ms,
+                    width_ms,
+                    d,
+                    zv,
+                    (ln_r, (y.max(0.0) + 1.0).ln()),
+                )
+            });
             let outside = verdict.is_some_and(|v| {
                 matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
             });
@@ -1358,7 +1383,7 @@ impl Alerting {
                         && extended.is_some_and(|r| {
                             (2..=cfg.spike_max_windows.max(2)).contains(&r.windows)
                                 && r.sum_z.abs() / f64::from(r.windows).sqrt() >= level_z
-                                && r.hi - r.lo <= 1.5f64.ln()
+                                && r.uhi - r.ulo <= 1.5f64.ln()
                                 && (r.direction == Direction::Down
                                     || r.hi < cfg.level_shift_max_factor.ln())
                         });
@@ -2969,6 +2994,30 @@ mod tests {
         assert_eq!(
             toys,
             [(AlertKind::Spike, 40), (AlertKind::LevelShift, 41)],
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn a_drop_the_forecast_half_follows_is_still_one_new_level() {
+        // A store selling 400 halves at minute 40 (a first window lower
+        // still, 140); the forecast follows partway at once (300). Against
+        // that moving forecast the two windows look like different levels
+        // (0.35x, then 0.67x); against the expectation before the drop
+        // they are about one new level (0.35x and 0.5x): a level shift on
+        // the second window.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            let y = 400 + wobble(i);
+            assert!(a
+                .process(&[fc(i * 60_000, y, 360.0, 400.0, 440.0)])
+                .is_empty());
+        }
+        let mut got = a.process(&[fc(40 * 60_000, 140, 360.0, 400.0, 440.0)]);
+        got.extend(a.process(&[fc(41 * 60_000, 200, 270.0, 300.0, 330.0)]));
+        assert_eq!(
+            kinds_by_minute(&got),
+            [(AlertKind::Drop, 40), (AlertKind::LevelShift, 41)],
             "{got:#?}"
         );
     }
