@@ -174,7 +174,7 @@ pub struct Config {
     /// the labeled sales scenarios it raised mostly false alerts, while it
     /// is what catches the regime changes of machine metrics (NAB).
     pub novelty_windows: u32,
-    /// Equal bins between the smallest and largest units seen.
+    /// Equal bins between the smallest and largest residual seen.
     pub novelty_bins: u32,
     /// Chi-square significance of the divergence from the nearest
     /// remembered stretch.

@@ -19,6 +19,10 @@
 //! new mix of before and after is novel too, so novel stretches within one
 //! stretch's length of a reported one are remembered but not reported.
 //!
+//! The alerting stage feeds it each window's residual (units less the
+//! bias-corrected forecast), so the daily shape the forecast knows is not
+//! news; the detector itself takes any integer series.
+//!
 //! Remembered stretches keep their raw values, so they are re-binned when
 //! the range grows (a value beyond every earlier one moves the bins); at
 //! most `memory` are kept, the least recently matched going first.
