@@ -446,8 +446,9 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         for k in AlertKind::ALL {
             let e = per_kind.entry(k.as_str()).or_default();
             let of_kind = |v: &[&Alert]| v.iter().filter(|a| a.kind == k).count();
-            e.0.alerts += of_kind(&alerts);
-            e.0.matched_alerts += of_kind(&alerts) - of_kind(&no_label);
+            let n = of_kind(&alerts);
+            e.0.alerts += n;
+            e.0.matched_alerts += n - of_kind(&no_label);
             e.0.same_kind_alerts += alerts
                 .iter()
                 .filter(|a| a.kind == k && labels.iter().any(|l| matches(a, l) && same_kind(k, l)))

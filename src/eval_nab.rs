@@ -58,6 +58,17 @@ pub struct NabArgs {
     pub novelty_windows: u32,
 }
 
+impl NabArgs {
+    /// The stretch pattern novelty runs with: `--novelty-windows`, or the
+    /// configured one when that is 0.
+    fn novelty_windows(&self, cfg: &crate::Config) -> u32 {
+        match self.novelty_windows {
+            0 => cfg.alerting.novelty_windows,
+            w => w,
+        }
+    }
+}
+
 /// One file's detector output: where alerts were raised, and each row's
 /// anomaly strength (`Alerting::strength`; 1 is where alerts begin).
 struct Detected {
@@ -127,10 +138,7 @@ fn detect(
             .alerting
             .incident_cooldown_windows
             .max((args.quiet_fraction * n as f64) as i64),
-        novelty_windows: match args.novelty_windows {
-            0 => cfg.alerting.novelty_windows,
-            w => w,
-        },
+        novelty_windows: args.novelty_windows(cfg),
         ..cfg.alerting.clone()
     })?;
     let mut out = vec![false; n];
@@ -351,7 +359,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "files": per_file.len(),
                 "rows": rows,
                 "model": cfg.inference.model,
-                "novelty_windows": args.novelty_windows,
+                "novelty_windows": args.novelty_windows(cfg),
             })
         );
         return Ok(());
@@ -360,10 +368,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
         "NAB v1.1: {} files, {rows} rows, model {:?}, pattern novelty over {} windows, {:.1}s",
         per_file.len(),
         cfg.inference.model,
-        match args.novelty_windows {
-            0 => cfg.alerting.novelty_windows,
-            w => w,
-        },
+        args.novelty_windows(cfg),
         t0.elapsed().as_secs_f64()
     );
     println!(

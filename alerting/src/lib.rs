@@ -826,20 +826,20 @@ impl Excursion {
     }
 }
 
-/// Log ratio of `observed` to `expected` units, each plus one (and at
-/// least one: returns can make units negative).
 /// A forecast's expected median (0 without one).
 fn e_p50(f: &Forecast) -> f64 {
     f.expected.map_or(0.0, |e| e.p50)
 }
 
+/// Log ratio of `observed` to `expected` units, each plus one (and at
+/// least one: returns can make units negative).
 fn log_ratio(observed: f64, expected: f64) -> f64 {
     ((observed + 1.0).max(1.0) / (expected + 1.0).max(1.0)).ln()
 }
 
 /// Log ratio of a window's units to its expected median.
 fn ln_ratio(f: &Forecast) -> f64 {
-    log_ratio(f.actual.units as f64, f.expected.map_or(0.0, |e| e.p50))
+    log_ratio(f.actual.units as f64, e_p50(f))
 }
 
 /// The direction a score points, beyond 1 either way.
@@ -1673,7 +1673,7 @@ impl Alerting {
         // that dropped because one store did, a category because one SKU).
         let deviation = |ci: usize| {
             let f = group[cands[ci].idx];
-            (f.actual.units as f64 - f.expected.map_or(0.0, |e| e.p50)).abs()
+            (f.actual.units as f64 - e_p50(f)).abs()
         };
         let mut explains: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
         // Deferred to a child: not alerted on its own, but still part of an
@@ -1708,15 +1708,14 @@ impl Alerting {
             // break (a category-wide shift seen in its best seller).
             let rest_moved = |k: usize| {
                 let (p, c) = (group[cands[ci].idx], group[cands[k].idx]);
-                let p50 = |f: &Forecast| f.expected.map_or(0.0, |e| e.p50);
-                let rest_p50 = (p50(p) - p50(c)).max(1.0);
-                let rest_dev = (p.actual.units - c.actual.units) as f64 - (p50(p) - p50(c));
+                let rest_p50 = (e_p50(p) - e_p50(c)).max(1.0);
+                let rest_dev = (p.actual.units - c.actual.units) as f64 - (e_p50(p) - e_p50(c));
                 let rest_z = rest_dev / rest_p50.sqrt();
                 // ...and by at least half as much, relative to its level, as
                 // the child did (a lone SKU's outage is -100% against a few
                 // percent of noise in the rest).
                 let rel = rest_dev / rest_p50;
-                let child_rel = (c.actual.units as f64 - p50(c)) / p50(c).max(1.0);
+                let child_rel = (c.actual.units as f64 - e_p50(c)) / e_p50(c).max(1.0);
                 // A level shift has lasted a few windows already: the rest
                 // moving less surely in this one is enough.
                 let bar = if cands[ci].kind == AlertKind::LevelShift {
@@ -1786,7 +1785,7 @@ impl Alerting {
                         key: df.key.clone(),
                         kind: d.kind,
                         observed: df.actual.units as f64,
-                        expected: df.expected.map_or(0.0, |e| e.p50),
+                        expected: e_p50(df),
                     });
                     let shifting = shift_move.is_some() && d.kind == AlertKind::LevelShift;
                     stack.push(((df.level, df.key.clone()), shifting.then(|| ln_ratio(df))));
@@ -1821,20 +1820,19 @@ impl Alerting {
             let factor = self.cfg.level_shift_max_factor;
             // A burst below: the SKUs that jumped by the factor carry at
             // least half the move (a small SKU tripling inside a category
-            // that rose 1.8x is noise on the shift, not its cause).
-            let excess = f.actual.units as f64 - e_p50(f);
-            let bursting = |ch: &&Child| {
-                ch.level == Level::SkuStore && log_ratio(ch.observed, ch.expected) >= factor.ln()
-            };
+            // that rose 1.8x is noise on the shift, not its cause). Each
+            // such SKU sold more than expected, so a positive sum means
+            // there is one.
             let burst_units: f64 = children
                 .iter()
-                .filter(bursting)
+                .filter(|ch| {
+                    ch.level == Level::SkuStore
+                        && log_ratio(ch.observed, ch.expected) >= factor.ln()
+                })
                 .map(|ch| ch.observed - ch.expected)
                 .sum();
-            if factor > 0.0
-                && children.iter().any(|ch| bursting(&ch))
-                && burst_units >= BURST_SHARE * excess.abs()
-            {
+            let excess = f.actual.units as f64 - e_p50(f);
+            if factor > 0.0 && burst_units > 0.0 && burst_units >= BURST_SHARE * excess.abs() {
                 if let Some(x) = self
                     .series
                     .get_mut(&(f.level, f.key.clone()))
@@ -2986,13 +2984,13 @@ mod tests {
             assert!(a.process(&window(i)).is_empty());
         }
         let got: Vec<Alert> = (40..50).flat_map(|i| a.process(&window(i))).collect();
-        let toys: Vec<(AlertKind, i64)> = got
+        let toys: Vec<Alert> = got
             .iter()
             .filter(|x| &*x.key == "toys|web")
-            .map(|x| (x.kind, x.window_start_ms / 60_000))
+            .cloned()
             .collect();
         assert_eq!(
-            toys,
+            kinds_by_minute(&toys),
             [(AlertKind::Spike, 40), (AlertKind::LevelShift, 41)],
             "{got:#?}"
         );

@@ -144,16 +144,16 @@ impl Novelty {
                 nearest = Some((i, d));
             }
         }
-        let mean = self.recent.iter().sum::<i64>() as f64 / self.windows as f64;
-        // Which way it went: its newest quarter against the nearest's mean.
-        let q = (self.windows / 4).max(1);
-        let newest = self.recent.iter().rev().take(q).sum::<i64>() as f64 / q as f64;
         match nearest {
             Some((i, d)) if d < self.threshold => {
                 self.seen[i].used = self.count;
                 None
             }
             _ => {
+                let mean = self.recent.iter().sum::<i64>() as f64 / self.windows as f64;
+                // Which way it went: its newest quarter against the nearest's mean.
+                let q = (self.windows / 4).max(1);
+                let newest = self.recent.iter().rev().take(q).sum::<i64>() as f64 / q as f64;
                 // The first stretch is the reference, not a novelty; one
                 // within a stretch of the last reported is that change's.
                 let count = self.count;
