@@ -148,20 +148,32 @@ pub struct Config {
     /// while it is young; a move down that is not to zero is a shift). 0
     /// turns the rule off.
     pub level_shift_max_factor: f64,
-    /// Trend breaks: the width, in windows, of each of the three spans
-    /// compared. Each window's units are set against the same window one
-    /// `recurring-period-ms` earlier (a day: the daily shape cancels out,
-    /// and so does a steady weekday difference), and a trend break is a
-    /// log ratio that climbs (or slides) across three consecutive spans
-    /// of this many windows: each span's median above the one before, by
-    /// at least half `trend-z` and by `trend-z` over the two steps. A step
-    /// moves one span against the next only: that is a level shift's (or
-    /// nothing; with an odd width a step cannot straddle the middle span
-    /// and read as a climb). 0 turns trend breaks off.
+    /// Trend breaks: each window's units are set against the same window
+    /// one `recurring-period-ms` earlier and, when known, two (a day: the
+    /// daily shape cancels out, and so does a steady weekday difference,
+    /// learnt as the usual ratio). A CUSUM sums how far the log ratio
+    /// strays from the usual, by the lesser of the two comparisons (an
+    /// anomaly the day before that passed unseen is no trend today), in
+    /// standard deviations of a window's ratio (Poisson counts times the
+    /// series' own overdispersion), less an allowance (see
+    /// `trend-min-change`), at most 2 beyond it a window. A trend break is
+    /// a sum of `trend-z` whose deviations climb (their slope at least 2
+    /// standard errors: a step, that is a level shift's, or nothing, is
+    /// flat). This is the width, in windows, of the spans that tell when a
+    /// trend called has settled (its newest span no longer beyond its
+    /// oldest; its level then becomes the usual) and of the first usual
+    /// ratio learnt after a jump. 0 turns trend breaks off.
     pub trend_windows: u32,
-    /// How many standard errors the newest span's median must be from the
-    /// oldest's (half as many for each step between them).
+    /// The trend CUSUM's decision threshold, in standard deviations of a
+    /// window's ratio.
     pub trend_z: f64,
+    /// Smallest drift a trend break is summed from, as a fraction of the
+    /// usual ratio to a period earlier (0.4: two fifths): a window adds to
+    /// the trend CUSUM only by how far it is beyond half of this (and at
+    /// least half a standard deviation), however sure its count (a best
+    /// seller on promotion moves its category a few percent for hours;
+    /// that is no trend).
+    pub trend_min_change: f64,
     /// Lowest level with trend breaks (each series keeps a period of its
     /// units: the thousands of SKUs would cost the most memory, and one
     /// SKU's units are too few to see a gradual trend in).
@@ -211,7 +223,8 @@ impl Default for Config {
             spike_max_windows: 3,
             level_shift_max_factor: 2.5,
             trend_windows: 9,
-            trend_z: 5.0,
+            trend_z: 12.0,
+            trend_min_change: 0.4,
             trend_min_level: Level::CategoryStore,
             novelty_windows: 0,
             novelty_bins: 5,
@@ -528,7 +541,7 @@ struct SeriesState {
     novelty: Option<Box<Novelty>>,
 }
 
-/// Weight of the newest window in [`TrendState::spread`] (about 100
+/// Weight of the newest window in [`TrendState::disp`] (about 100
 /// windows).
 const TREND_ALPHA: f64 = 0.01;
 /// Largest difference in the share of lines on promotion between a window
@@ -536,6 +549,67 @@ const TREND_ALPHA: f64 = 0.01;
 const TREND_PROMO_DIFF: f64 = 0.05;
 /// Windows of day-over-day ratios a series needs before its spread is known.
 const TREND_MIN_SEEN: u32 = 30;
+/// The trend CUSUM's allowance, in standard deviations of one window's
+/// ratio: a drift smaller than this is never summed.
+const TREND_K: f64 = 0.5;
+/// The most one window adds to the trend CUSUM, in standard deviations (a
+/// lone outlier the other detectors let pass cannot make a trend).
+const TREND_CLIP: f64 = 2.0;
+/// Least slope, in standard errors, of a trend's deviations over the
+/// windows summed.
+const TREND_SLOPE_T: f64 = 2.0;
+/// Weight of the newest quiet window in [`TrendState::base`] (about three
+/// hours of five-minute windows).
+const TREND_BASE_ALPHA: f64 = 1.0 / 36.0;
+
+/// One side (up or down) of the trend CUSUM.
+#[derive(Debug, Clone, Copy, Default)]
+struct TrendSide {
+    /// The cumulative sum, in standard deviations.
+    s: f64,
+    /// Windows since it was last zero, and their log ratios less the usual.
+    n: u32,
+    moved: f64,
+    /// Sums for the least-squares slope of the log deviations over the
+    /// run: of window index times deviation, of index squared, and of the
+    /// deviations' variances.
+    id: f64,
+    ii: f64,
+    var: f64,
+}
+
+impl TrendSide {
+    /// Add a window's standardized deviation `z` (the sign of this side)
+    /// less the allowance `k`, and its log deviation `d` and that
+    /// deviation's standard deviation `sd`.
+    fn add(&mut self, z: f64, k: f64, d: f64, sd: f64) {
+        self.s += z - k;
+        if self.s <= 0.0 {
+            *self = TrendSide::default();
+        } else {
+            let i = f64::from(self.n);
+            self.n += 1;
+            self.moved += d;
+            self.id += i * d;
+            self.ii += i * i;
+            self.var += sd * sd;
+        }
+    }
+
+    /// The slope of the deviations over the run, in standard errors (a
+    /// climb rises; a step, or a day before that was low all along, is
+    /// flat).
+    fn slope_t(&self) -> f64 {
+        let n = f64::from(self.n);
+        let mean_i = (n - 1.0) / 2.0;
+        let sxx = self.ii - n * mean_i * mean_i;
+        if self.n < 3 || sxx <= 0.0 {
+            return 0.0;
+        }
+        let b = (self.id - mean_i * self.moved) / sxx;
+        b / (self.var / n / sxx).sqrt()
+    }
+}
 
 /// Per-series state of the trend-break detector (see `trend-windows`).
 #[derive(Debug, Clone, Default)]
@@ -551,13 +625,22 @@ struct TrendState {
     /// first.
     ratios: [VecDeque<f64>; 2],
     /// Exponentially weighted mean absolute difference between successive
-    /// ratios (1.128 standard deviations for independent noise; a trend
-    /// barely moves it).
-    spread: f64,
+    /// ratios, each over its standard deviation were the units Poisson
+    /// counts (`pi / 2` times its square is the variance multiplier: 1
+    /// for Poisson counts, more for overdispersed ones; a trend barely
+    /// moves it).
+    disp: f64,
+    /// The previous window's ratio and its variance as Poisson counts.
+    prev: Option<(f64, f64)>,
     seen: u32,
-    /// Windows since the series' last spike, drop, level shift or cover by
-    /// another's alert.
-    calm: u32,
+    /// The usual log ratios to one and two periods earlier (a steady
+    /// weekday difference), learnt while the CUSUM is quiet, and how many
+    /// windows each has learnt from since they were last reset (a jump
+    /// starts them anew).
+    base: [f64; 2],
+    base_n: [u32; 2],
+    /// The CUSUM of the ratios' deviations from the usual, up and down.
+    sides: [TrendSide; 2],
     /// A trend break in progress and its calm windows.
     going: Option<Direction>,
     settled: u32,
@@ -591,9 +674,9 @@ impl TrendState {
     /// (None without one), and `y` queued to become what is usual at its
     /// position in the period once `hold` newer windows have come. A window
     /// in an anomaly (`usual` false, or marked by [`TrendState::unusual`]
-    /// while queued) keeps the position's earlier units instead, so tomorrow
-    /// is not judged against today's anomaly (a climb today would read as a
-    /// slide tomorrow). Promotions come and go at any hour: a window whose
+    /// while queued) leaves the position as it was, so tomorrow is not
+    /// judged against today's anomaly (a climb today would read as a slide
+    /// tomorrow): there is no comparison there tomorrow. Promotions come and go at any hour: a window whose
     /// share of lines on promotion differs from the earlier one's is no
     /// comparison.
     fn ratio(
@@ -624,17 +707,17 @@ impl TrendState {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
             let slot = &mut self.day[qn.rem_euclid(slots) as usize];
             let round = qn.div_euclid(slots) as u32;
-            let known = slot.round != u32::MAX;
-            let follows = known && slot.round.wrapping_add(1) == round;
-            let (units, share) = if qusual || !known {
-                (qy, qshare)
-            } else {
-                (slot.units, slot.share)
-            };
+            if !qusual {
+                // Not what is usual there: the slot stays as it was (and,
+                // a period old by then, is no comparison the next period:
+                // carried on, an anomaly in it would be judged again).
+                continue;
+            }
+            let follows = slot.round != u32::MAX && slot.round.wrapping_add(1) == round;
             *slot = DaySlot {
                 round,
-                units,
-                share,
+                units: qy,
+                share: qshare,
                 older: if follows { slot.units } else { f32::NAN },
                 older_share: slot.share,
             };
@@ -922,9 +1005,9 @@ struct Candidate {
     /// A promotion explains it: silent too, unless children no promotion
     /// explains broke with it (grouping then clears this).
     promo: bool,
-    /// A trend break's move: the log ratio to a period earlier, newest
-    /// span's median less the oldest's.
-    trend: Option<f64>,
+    /// A trend break's move: the mean log ratio to a period earlier, less
+    /// the usual one, over the windows it was summed from, and how many.
+    trend: Option<(f64, u32)>,
 }
 
 impl Candidate {
@@ -982,6 +1065,12 @@ impl Alerting {
         if cfg.cusum_h <= 0.0 || cfg.cusum_k < 0.0 || cfg.z_threshold < 0.0 {
             return Err(Error::Config(
                 "alerting.cusum-h must be > 0, cusum-k and z-threshold >= 0".into(),
+            ));
+        }
+        let trend_ok = cfg.trend_z > 0.0 && cfg.trend_min_change >= 0.0;
+        if !trend_ok {
+            return Err(Error::Config(
+                "alerting.trend-z must be > 0 and trend-min-change >= 0".into(),
             ));
         }
         if cfg.novelty_bins < 2
@@ -1421,8 +1510,9 @@ impl Alerting {
             });
         }
         // Trend breaks: the series' units against the same window a period
-        // earlier climb (or slide) steadily across three spans, with no step
-        // of its own (a spike, drop, shift or another's alert) meanwhile.
+        // earlier drift away from their usual ratio (a CUSUM of the
+        // deviations), with no step of its own (a spike, drop, shift or
+        // another's alert) meanwhile.
         let mut trend = None;
         let tw = cfg.trend_windows as usize;
         if tw > 0 && period > 0 && f.level >= cfg.trend_min_level {
@@ -1430,82 +1520,119 @@ impl Alerting {
                 || st.shift.is_some()
                 || st.excursion.is_some_and(|x| x.cover != Cover::None);
             let t = st.trend.get_or_insert_with(Default::default);
-            t.calm = if jump { 0 } else { t.calm.saturating_add(1) };
-            let usual = !jump && t.going.is_none();
+            // Only a window the detector could have flagged is a usual one
+            // (before the series is scored, an outage passes unseen).
+            let usual = !jump && t.going.is_none() && scored.is_some();
             let at = (f.window_start_ms, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
-            if let (Some(d), Some(&last)) = (r1, t.ratios[0].back()) {
-                if !jump && !last.is_nan() {
+            t.push_ratios(r1, r2, 3 * tw);
+            if jump {
+                // A step here: what is usual is learnt anew after it.
+                t.base_n = [0, 0];
+                t.sides = Default::default();
+                t.prev = None;
+            }
+            if let Some(r) = r1.filter(|_| !jump) {
+                // The ratio's variance were the units Poisson counts (that
+                // of ln((y + 1) / (y0 + 1)), with y0 + 1 = (y + 1) / e^r).
+                let v = (1.0 + r.exp()) / (y.max(0.0) + 1.0);
+                if let Some((pr, pv)) = t.prev {
                     t.seen = t.seen.saturating_add(1);
                     let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
-                    t.spread += a * ((d - last).abs() - t.spread);
+                    t.disp += a * ((r - pr).abs() / (v + pv).sqrt() - t.disp);
                 }
-            }
-            t.push_ratios(r1, r2, 3 * tw);
-            if r1.is_some() {
-                // Standard error of the difference of two spans' medians
-                // (of `n` ratios each), from the ratios' spread, never below
-                // a count's own noise (each ratio is of two counts around
-                // the series' mean).
-                let sd = (t.spread / 1.128).max((2.0 / (st.mean_y.max(0.0) + 1.0)).sqrt());
-                let se = |n: usize| 1.2533 * sd * (2.0 / n.max(1) as f64).sqrt();
-                let ready = t.seen >= TREND_MIN_SEEN && t.calm as usize >= 3 * tw && sd > 0.0;
-                // The spans' medians are sorted for only when they are read.
-                let spans = if ready || t.going.is_some() {
-                    t.spans(0, tw, &mut self.scratch)
-                } else {
-                    None
-                };
-                // Climbed all the way, `z` standard errors in all and half
-                // that at each step: its direction, score and log move.
-                let climbed =
-                    |([m0, m1, m2], n): ([f64; 3], usize), z: f64| {
-                        let d = if m2 >= m0 {
-                            Direction::Up
-                        } else {
-                            Direction::Down
-                        };
-                        let step = |a: f64, b: f64| (b - a) * d.sign() / se(n);
-                        let all = step(m0, m2);
-                        (step(m0, m1) >= z / 2.0 && step(m1, m2) >= z / 2.0 && all >= z)
-                            .then_some((d, all, m2 - m0))
-                    };
+                t.prev = Some((r, v));
+                let sd = (std::f64::consts::FRAC_PI_2 * v).sqrt() * t.disp;
                 match t.going {
                     Some(dir) => {
                         // It lasts while the newest span keeps moving its way
-                        // (no verdict here: that would be a jump).
+                        // (no verdict here: that would be a jump); then its
+                        // new level is the usual.
+                        let spans = t.spans(0, tw, &mut self.scratch);
                         let same =
                             spans.is_some_and(|([m0, _, m2], _)| (m2 - m0) * dir.sign() > 0.0);
                         t.settled = if same { 0 } else { t.settled + 1 };
-                        if t.settled >= tw as u32 || jump {
+                        if t.settled >= tw as u32 {
                             t.going = None;
+                            for (b, ratios) in t.ratios.iter().enumerate() {
+                                self.scratch.clear();
+                                let newest = ratios.iter().rev().take(tw);
+                                self.scratch.extend(newest.filter(|r| !r.is_nan()));
+                                t.base_n[b] = self.scratch.len() as u32;
+                                if !self.scratch.is_empty() {
+                                    t.base[b] = median(&mut self.scratch);
+                                }
+                            }
+                            t.sides = Default::default();
                         } else {
                             silent = true;
                             verdict = Some((AlertKind::TrendBreak, dir, 0.0));
                         }
                     }
                     None => {
-                        // Material, as a level shift must be. A climb today
-                        // shows against any usual day; against the day before
-                        // only, it is yesterday's anomaly echoing (a level
-                        // shift's windows after it was called are usual
-                        // there): the second comparison confirms at half the
-                        // z when it exists.
-                        let climb = spans
-                            .filter(|_| ready)
-                            .and_then(|m| climbed(m, cfg.trend_z))
-                            .filter(|&(dir, _, moved)| {
-                                (moved.exp() - 1.0).abs() >= cfg.level_shift_min_change
-                                    && t.spans(1, tw, &mut self.scratch).is_none_or(|m| {
-                                        climbed(m, 0.5 * cfg.trend_z).is_some_and(|c| c.0 == dir)
-                                    })
-                            });
-                        if let Some((dir, score, moved)) = climb {
-                            t.going = Some(dir);
-                            t.settled = 0;
-                            t.unusual();
-                            verdict = Some((AlertKind::TrendBreak, dir, score));
-                            trend = Some(moved);
+                        let active =
+                            t.seen >= TREND_MIN_SEEN && t.base_n[0] >= tw as u32 && sd > 0.0;
+                        if active {
+                            // Moved against the day before and, when known,
+                            // the day before that too (by the less of the
+                            // two): an anomaly the day before that passed
+                            // unseen is no trend today.
+                            let d1 = r - t.base[0];
+                            let d = match r2.filter(|_| t.base_n[1] >= tw as u32) {
+                                Some(r2) => {
+                                    let d2 = r2 - t.base[1];
+                                    if d2 * d1 <= 0.0 {
+                                        0.0
+                                    } else if d2.abs() < d1.abs() {
+                                        d2
+                                    } else {
+                                        d1
+                                    }
+                                }
+                                None => d1,
+                            };
+                            let k = TREND_K.max(0.5 * cfg.trend_min_change.ln_1p() / sd);
+                            let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
+                            t.sides[0].add(z, k, d, sd);
+                            t.sides[1].add(-z, k, d, sd);
+                            for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
+                                let slope = t.sides[side].slope_t() * dir.sign();
+                                let TrendSide { s, n, moved, .. } = t.sides[side];
+                                let moved = moved / f64::from(n);
+                                // A climb: its deviations rise (a step, or a
+                                // day before that was low all along, is flat).
+                                if s < cfg.trend_z || verdict.is_some() || slope < TREND_SLOPE_T {
+                                    continue;
+                                }
+                                // Material, as a level shift must be.
+                                if (moved.exp() - 1.0).abs() < cfg.level_shift_min_change {
+                                    t.sides[side] = TrendSide::default();
+                                    continue;
+                                }
+                                t.going = Some(dir);
+                                t.settled = 0;
+                                t.sides = Default::default();
+                                t.unusual();
+                                verdict = Some((AlertKind::TrendBreak, dir, s));
+                                trend = Some((moved, n));
+                            }
+                        }
+                        // What is usual is learnt while the CUSUM is quiet.
+                        let quiet = t.sides.iter().all(|x| x.s < 0.25 * cfg.trend_z);
+                        if t.going.is_none() && (!active || quiet) {
+                            for (b, r) in [Some(r), r2].into_iter().enumerate() {
+                                if let Some(r) = r {
+                                    t.base_n[b] = t.base_n[b].saturating_add(1);
+                                    // The mean of the first `trend-windows`,
+                                    // then slow to follow.
+                                    let a = if t.base_n[b] <= tw as u32 {
+                                        1.0 / f64::from(t.base_n[b])
+                                    } else {
+                                        TREND_BASE_ALPHA
+                                    };
+                                    t.base[b] += a * (r - t.base[b]);
+                                }
+                            }
                         }
                     }
                 }
@@ -1995,14 +2122,14 @@ impl Alerting {
                 if c.direction == Direction::Up { "higher" } else { "lower" }
             ));
         }
-        if let (AlertKind::TrendBreak, Some(moved)) = (c.kind, c.trend) {
-            let span = i64::from(self.cfg.trend_windows) * (f.window_end_ms - f.window_start_ms);
+        if let (AlertKind::TrendBreak, Some((moved, n))) = (c.kind, c.trend) {
+            let span = i64::from(n) * (f.window_end_ms - f.window_start_ms);
             explanation.push_str(&format!(
-                "; trending {}: against the same time a day earlier, {}% {} over the last {} min",
+                "; trending {}: against the same time a day earlier, {}% {} than usual over the last {} min",
                 c.direction.as_str(),
                 ((moved.exp() - 1.0) * 100.0).abs().round(),
                 if moved >= 0.0 { "higher" } else { "lower" },
-                3 * span / 60_000
+                span / 60_000
             ));
         }
         if !children.is_empty() {
@@ -2531,7 +2658,9 @@ mod tests {
         assert_eq!(got[0].direction, Direction::Up);
         assert!((310..335).contains(&at), "called during the climb: {at}");
         assert!(
-            got[0].explanation.contains("higher over the last 27 min"),
+            got[0]
+                .explanation
+                .contains("% higher than usual over the last "),
             "{}",
             got[0].explanation
         );
@@ -2541,6 +2670,71 @@ mod tests {
         assert_eq!(kinds.len(), 1, "{got:#?}");
         assert_eq!(kinds[0].0, AlertKind::TrendBreak);
         assert_eq!(got[0].direction, Direction::Down);
+    }
+
+    #[test]
+    fn trend_settings_out_of_range_are_rejected() {
+        for cfg in [
+            Config {
+                trend_z: 0.0,
+                ..Config::default()
+            },
+            Config {
+                trend_min_change: -0.1,
+                ..Config::default()
+            },
+            Config {
+                trend_min_change: f64::NAN,
+                ..Config::default()
+            },
+        ] {
+            assert!(matches!(Alerting::new(cfg), Err(Error::Config(_))));
+        }
+        assert!(Alerting::new(Config::default()).is_ok());
+    }
+
+    #[test]
+    fn a_climb_has_a_slope_and_a_step_none() {
+        let side = |d: &dyn Fn(u32) -> f64| {
+            let mut s = TrendSide::default();
+            for i in 0..20 {
+                s.add(10.0, 0.5, d(i), 0.1);
+            }
+            s.slope_t()
+        };
+        // 0.02 a window over 20 windows, each deviation's standard
+        // deviation 0.1: 0.02 / (0.1 / sqrt(20 * 399 / 12)) = 5.16.
+        let climb = side(&|i| 0.02 * f64::from(i));
+        assert!((climb - 5.16).abs() < 0.01, "{climb}");
+        assert!((side(&|i| -0.02 * f64::from(i)) + 5.16).abs() < 0.01);
+        // A step (the whole run at one new level) and a day before that
+        // was low all along are flat.
+        assert_eq!(side(&|_| 0.5), 0.0);
+        // A run that ends (the sum back to zero) starts over.
+        let mut s = TrendSide::default();
+        s.add(3.0, 0.5, 0.3, 0.1);
+        s.add(-5.0, 0.5, -0.5, 0.1);
+        assert_eq!((s.n, s.s), (0, 0.0));
+    }
+
+    #[test]
+    fn an_unusual_window_is_no_comparison_the_next_period() {
+        // A 4-window period: day 0 sets what is usual, day 1's second
+        // window is an anomaly, and on day 2 that position has no
+        // comparison (carried on, day 0 would judge day 2, and an anomaly
+        // the day before that went unseen would be judged again every day).
+        let mut t = TrendState::default();
+        let mut on = |n: i64, y: f64, usual: bool| t.ratio((n, 1, 4), (y, 0.0), usual, 0);
+        for n in 0..4 {
+            on(n, 100.0, true);
+        }
+        assert_eq!(on(4, 100.0, true)[0], Some(0.0));
+        assert!(on(5, 300.0, false)[0].is_some_and(|r| r > 1.0));
+        on(6, 100.0, true);
+        on(7, 100.0, true);
+        assert_eq!(on(8, 100.0, true), [Some(0.0), Some(0.0)]);
+        assert_eq!(on(9, 100.0, true), [None, None]);
+        assert_eq!(on(10, 100.0, true), [Some(0.0), Some(0.0)]);
     }
 
     #[test]
