@@ -657,6 +657,8 @@ struct DaySlot {
     /// ...and in the period before it (NaN: unknown).
     older: f32,
     older_share: f32,
+    /// Its units were carried over an unusual window (once only).
+    carried: bool,
 }
 
 impl DaySlot {
@@ -666,6 +668,7 @@ impl DaySlot {
         share: 0.0,
         older: f32::NAN,
         older_share: 0.0,
+        carried: false,
     };
 }
 
@@ -674,9 +677,10 @@ impl TrendState {
     /// (None without one), and `y` queued to become what is usual at its
     /// position in the period once `hold` newer windows have come. A window
     /// in an anomaly (`usual` false, or marked by [`TrendState::unusual`]
-    /// while queued) leaves the position as it was, so tomorrow is not
+    /// while queued) keeps the position's earlier units, so tomorrow is not
     /// judged against today's anomaly (a climb today would read as a slide
-    /// tomorrow): there is no comparison there tomorrow. Promotions come and go at any hour: a window whose
+    /// tomorrow), but only once: a second one leaves the position a period
+    /// old, no comparison. Promotions come and go at any hour: a window whose
     /// share of lines on promotion differs from the earlier one's is no
     /// comparison.
     fn ratio(
@@ -707,19 +711,26 @@ impl TrendState {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
             let slot = &mut self.day[qn.rem_euclid(slots) as usize];
             let round = qn.div_euclid(slots) as u32;
+            let follows = slot.round != u32::MAX && slot.round.wrapping_add(1) == round;
             if !qusual {
-                // Not what is usual there: the slot stays as it was (and,
-                // a period old by then, is no comparison the next period:
-                // carried on, an anomaly in it would be judged again).
+                // Not what is usual there: the day before's units are the
+                // reference the next period, once; then the slot stays as
+                // it was, and a period old is no comparison (carried on,
+                // an anomaly in it would be judged again every day).
+                if follows && !slot.carried {
+                    slot.round = round;
+                    slot.older = f32::NAN;
+                    slot.carried = true;
+                }
                 continue;
             }
-            let follows = slot.round != u32::MAX && slot.round.wrapping_add(1) == round;
             *slot = DaySlot {
                 round,
                 units: qy,
                 share: qshare,
                 older: if follows { slot.units } else { f32::NAN },
                 older_share: slot.share,
+                carried: false,
             };
         }
         r
@@ -2718,11 +2729,12 @@ mod tests {
     }
 
     #[test]
-    fn an_unusual_window_is_no_comparison_the_next_period() {
-        // A 4-window period: day 0 sets what is usual, day 1's second
-        // window is an anomaly, and on day 2 that position has no
-        // comparison (carried on, day 0 would judge day 2, and an anomaly
-        // the day before that went unseen would be judged again every day).
+    fn an_unusual_windows_reference_is_carried_once() {
+        // A 4-window period: day 0 sets what is usual; day 1's second
+        // window is an anomaly, so day 2 is set against day 0 there (and
+        // has no two-day comparison); day 2's is unusual too, and day 3
+        // has no comparison there: carried on, an anomaly in the reference
+        // that went unseen would be judged again every day.
         let mut t = TrendState::default();
         let mut on = |n: i64, y: f64, usual: bool| t.ratio((n, 1, 4), (y, 0.0), usual, 0);
         for n in 0..4 {
@@ -2733,8 +2745,14 @@ mod tests {
         on(6, 100.0, true);
         on(7, 100.0, true);
         assert_eq!(on(8, 100.0, true), [Some(0.0), Some(0.0)]);
-        assert_eq!(on(9, 100.0, true), [None, None]);
-        assert_eq!(on(10, 100.0, true), [Some(0.0), Some(0.0)]);
+        assert_eq!(on(9, 300.0, false), [Some((301.0f64 / 101.0).ln()), None]);
+        on(10, 100.0, true);
+        on(11, 100.0, true);
+        assert_eq!(on(12, 100.0, true), [Some(0.0), Some(0.0)]);
+        assert_eq!(on(13, 100.0, true), [None, None]);
+        on(14, 100.0, true);
+        on(15, 100.0, true);
+        assert_eq!(on(17, 100.0, true), [Some(0.0), None]);
     }
 
     #[test]
