@@ -1538,7 +1538,9 @@ impl Alerting {
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
             if jump {
-                // A step here: what is usual is learnt anew after it.
+                // A step here ends a trend break going on, and what is
+                // usual is learnt anew after it.
+                t.going = None;
                 t.base_n = [0, 0];
                 t.sides = Default::default();
                 t.prev = None;
