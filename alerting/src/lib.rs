@@ -558,6 +558,10 @@ const TREND_CLIP: f64 = 2.0;
 /// Least slope, in standard errors, of a trend's deviations over the
 /// windows summed.
 const TREND_SLOPE_T: f64 = 2.0;
+/// The longest run, in `trend-windows`, a trend break is summed over
+/// (eight of 9 windows: six hours of five-minute windows); a longer one is
+/// what is usual wandering, and starts over.
+const TREND_MAX_RUN: usize = 8;
 /// Weight of the newest quiet window in [`TrendState::base`] (about three
 /// hours of five-minute windows).
 const TREND_BASE_ALPHA: f64 = 1.0 / 36.0;
@@ -1612,6 +1616,12 @@ impl Alerting {
                                 let slope = t.sides[side].slope_t() * dir.sign();
                                 let TrendSide { s, n, moved, .. } = t.sides[side];
                                 let moved = moved / f64::from(n);
+                                if n as usize > TREND_MAX_RUN * tw {
+                                    // Hours of a slow wander: what is usual
+                                    // moved, not the series.
+                                    t.sides[side] = TrendSide::default();
+                                    continue;
+                                }
                                 // A climb: its deviations rise (a step, or a
                                 // day before that was low all along, is flat).
                                 if s < cfg.trend_z || verdict.is_some() || slope < TREND_SLOPE_T {
