@@ -552,8 +552,9 @@ const TREND_MIN_SEEN: u32 = 30;
 /// The trend CUSUM's allowance, in standard deviations of one window's
 /// ratio: a drift smaller than this is never summed.
 const TREND_K: f64 = 0.5;
-/// The most one window adds to the trend CUSUM, in standard deviations (a
-/// lone outlier the other detectors let pass cannot make a trend).
+/// The most one window adds to the trend CUSUM beyond its allowance, in
+/// standard deviations (a lone outlier the other detectors let pass cannot
+/// make a trend).
 const TREND_CLIP: f64 = 2.0;
 /// Least slope, in standard errors, of a trend's deviations over the
 /// windows summed.
