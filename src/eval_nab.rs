@@ -69,13 +69,12 @@ impl NabArgs {
     }
 }
 
-/// One file's detector output: where alerts were raised, and each row's
-/// anomaly strength (`Alerting::strength`; 1 is where alerts begin).
+/// One file's detector output: the kind of the alert opened on each row
+/// (the first, if several; None: no alert there), and each row's anomaly
+/// strength (`Alerting::strength`; 1 is where alerts begin).
 struct Detected {
-    alerts: Vec<bool>,
-    strength: Vec<f64>,
-    /// The kind of the alert opened on each row (the first, if several).
     kinds: Vec<Option<&'static str>>,
+    strength: Vec<f64>,
 }
 
 /// Per alert kind: windows it was the first detection of, and its
@@ -141,7 +140,6 @@ fn detect(
         novelty_windows: args.novelty_windows(cfg),
         ..cfg.alerting.clone()
     })?;
-    let mut out = vec![false; n];
     let mut row_kind = vec![None; n];
     let mut strength = vec![0.0; n];
     let debug = std::env::var_os("SALESCAST_EVAL_DEBUG").is_some();
@@ -177,7 +175,6 @@ fn detect(
                         a.band[1]
                     );
                 }
-                out[i] = true;
                 row_kind[i].get_or_insert(a.kind.as_str());
                 *kinds.entry(a.kind.as_str()).or_default() += 1;
             }
@@ -185,9 +182,8 @@ fn detect(
         strength[i] = alerting.strength(Level::Total, "total").unwrap_or(0.0);
     }
     Ok(Detected {
-        alerts: out,
-        strength,
         kinds: row_kind,
+        strength,
     })
 }
 
@@ -315,9 +311,10 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 ))
             })
             .collect::<anyhow::Result<_>>()?;
+        let alerted: Vec<bool> = det.kinds.iter().map(Option::is_some).collect();
         let mut scores = Vec::new();
         for (k, p) in PROFILES.iter().enumerate() {
-            let s = nab::score_file(&ts, &det.alerts, &w, p);
+            let s = nab::score_file(&ts, &alerted, &w, p);
             per_profile[k].push(s);
             scores.push(s);
         }

@@ -1614,9 +1614,7 @@ impl Alerting {
                             t.sides[0].add(z, k, d, sd);
                             t.sides[1].add(-z, k, d, sd);
                             for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
-                                let slope = t.sides[side].slope_t() * dir.sign();
                                 let TrendSide { s, n, moved, .. } = t.sides[side];
-                                let moved = moved / f64::from(n);
                                 if n as usize > TREND_MAX_RUN * tw {
                                     // Hours of a slow wander: what is usual
                                     // moved, not the series.
@@ -1625,9 +1623,15 @@ impl Alerting {
                                 }
                                 // A climb: its deviations rise (a step, or a
                                 // day before that was low all along, is flat).
-                                if s < cfg.trend_z || verdict.is_some() || slope < TREND_SLOPE_T {
+                                // The slope is worked out only for a sum
+                                // that reached the threshold.
+                                if s < cfg.trend_z
+                                    || verdict.is_some()
+                                    || t.sides[side].slope_t() * dir.sign() < TREND_SLOPE_T
+                                {
                                     continue;
                                 }
+                                let moved = moved / f64::from(n);
                                 // Material, as a level shift must be.
                                 if (moved.exp() - 1.0).abs() < cfg.level_shift_min_change {
                                     t.sides[side] = TrendSide::default();
