@@ -89,6 +89,12 @@ pub struct Config {
     /// Smallest change a level shift must show, as a fraction of the
     /// series' recent mean (0.1: a tenth).
     pub level_shift_min_change: f64,
+    /// Smallest change a spike or drop must show against the
+    /// bias-corrected forecast, as a fraction (0.2: units at least 1.2x
+    /// the forecast for a spike, at most 1/1.2 of it for a drop). A series
+    /// with a tight band (a smooth total) is otherwise out of it on a few
+    /// percent; an operator acts on a change that matters.
+    pub spike_min_change: f64,
     /// Revenue at stake (|observed - expected| x average price) above which
     /// an alert is at least `medium`.
     pub medium_revenue: f64,
@@ -212,6 +218,7 @@ impl Default for Config {
             cusum_k: 1.5,
             cusum_h: 12.0,
             level_shift_min_change: 0.1,
+            spike_min_change: 0.2,
             medium_revenue: 500.0,
             high_revenue: 5000.0,
             revision_memory_windows: 120,
@@ -470,6 +477,10 @@ const ZERO_ALPHA: f64 = 1.0 / 200.0;
 /// A series with zero windows more often than this does not "normally
 /// sell": a zero there is no `drop_to_zero`.
 const ZERO_RATE_MAX: f64 = 0.02;
+/// One zero window alone is a `drop_to_zero` only when the band's p10 is
+/// at least this share of its median: a band reaching down near zero says
+/// zero is plausible there (a run of zero windows is judged as a whole).
+const ZERO_BAND_FLOOR: f64 = 0.15;
 
 /// The most spike or drop windows a series remembers for
 /// `recurring-period-ms` (the newest).
@@ -1083,6 +1094,11 @@ impl Alerting {
                 "alerting.cusum-h must be > 0, cusum-k and z-threshold >= 0".into(),
             ));
         }
+        if !(cfg.spike_min_change >= 0.0) {
+            return Err(Error::Config(
+                "alerting.spike-min-change must be >= 0".into(),
+            ));
+        }
         let trend_ok = cfg.trend_z > 0.0 && cfg.trend_min_change >= 0.0;
         if !trend_ok {
             return Err(Error::Config(
@@ -1184,6 +1200,10 @@ impl Alerting {
         let ln_r = scored.map_or(0.0, |s| ((y + 1.0) / (e.p50 + s.1 + 1.0).max(1.0)).ln());
         let width = (e.p90 - e.p10).max(1.0);
         let margin = cfg.band_margin * width;
+        // Material: far enough from the bias-corrected forecast in ratio.
+        let bias = scored.map_or(0.0, |s| s.1);
+        let moved = ((y + 1.0) / (e.p50 + bias + 1.0).max(1.0)).ln();
+        let material = (1.0 + cfg.spike_min_change).ln();
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
         // Promotions explain a move up: most lines on promotion, or more
@@ -1221,17 +1241,27 @@ impl Alerting {
                 && scored.is_some()
                 && -tails::normal_isf_ln(lnp) / st.tail_scale() <= -0.5 * cfg.z_threshold
         });
-        let single_ok =
-            e.p50 >= cfg.min_expected_for_zero && e.p10 > 0.0 && zero_ok && !run_alerted;
+        let single_ok = e.p50 >= cfg.min_expected_for_zero
+            && e.p10 >= ZERO_BAND_FLOOR * e.p50
+            && zero_ok
+            && !run_alerted;
         // An outage already called goes on: one alert for all of it.
         let in_outage = run.is_some() && run_alerted;
         let mut verdict = if in_outage {
             Some((AlertKind::DropToZero, Direction::Down, 0.0))
         } else if y <= 0.0 && (single_ok || run_ok) && st.zero_rate <= ZERO_RATE_MAX {
             Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
-        } else if y > e.p90 + margin && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
+        } else if y > e.p90 + margin
+            && y - e.p90 >= cfg.min_units_outside
+            && z_ok(z)
+            && moved >= material
+        {
             Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
-        } else if y < e.p10 - margin && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
+        } else if y < e.p10 - margin
+            && e.p10 - y >= cfg.min_units_outside
+            && z_ok(z)
+            && -moved >= material
+        {
             Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
         } else {
             None
@@ -2701,7 +2731,7 @@ mod tests {
     }
 
     #[test]
-    fn trend_settings_out_of_range_are_rejected() {
+    fn trend_and_spike_settings_out_of_range_are_rejected() {
         for cfg in [
             Config {
                 trend_z: 0.0,
@@ -2713,6 +2743,10 @@ mod tests {
             },
             Config {
                 trend_min_change: f64::NAN,
+                ..Config::default()
+            },
+            Config {
+                spike_min_change: -0.5,
                 ..Config::default()
             },
         ] {
