@@ -1094,7 +1094,8 @@ impl Alerting {
                 "alerting.cusum-h must be > 0, cusum-k and z-threshold >= 0".into(),
             ));
         }
-        if !(cfg.spike_min_change >= 0.0) {
+        let spike_ok = cfg.spike_min_change >= 0.0;
+        if !spike_ok {
             return Err(Error::Config(
                 "alerting.spike-min-change must be >= 0".into(),
             ));
