@@ -2817,6 +2817,33 @@ mod tests {
     }
 
     #[test]
+    fn only_a_series_with_a_daily_shape_is_compared_with_the_day_before() {
+        // 48 windows a day, five days; units from a fixed pseudo-random
+        // sequence of +-20% around the level. With a threefold swing over
+        // the day, the ratio to the day before (about 0.2 off) tells more
+        // than the level (about 0.5 off); without one it tells less.
+        let run = |swing: f64| {
+            let mut t = TrendState::default();
+            let mut u = 0.5f64;
+            let mut y = vec![0.0; 5 * 48];
+            let mut shaped = false;
+            for i in 0..y.len() {
+                u = (u * 997.0 + 0.123).fract();
+                let day = 1.0 + swing * (std::f64::consts::TAU * (i % 48) as f64 / 48.0).sin();
+                y[i] = (200.0 * day * (0.8 + 0.4 * u)).round();
+                if i >= 48 {
+                    t.seen += 1;
+                    let r = log_ratio(y[i], y[i - 48]);
+                    shaped = t.shaped(y[i], r, 1.0 / 48.0);
+                }
+            }
+            shaped
+        };
+        assert!(run(0.5));
+        assert!(!run(0.0));
+    }
+
+    #[test]
     fn an_unusual_windows_reference_is_carried_once() {
         // A 4-window period: day 0 sets what is usual; day 1's second
         // window is an anomaly, so day 2 is set against day 0 there (and
