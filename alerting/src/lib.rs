@@ -533,9 +533,9 @@ struct SeriesState {
     /// The direction of the last alerted excursion, the window start at
     /// which it ended and its peak (for recoveries).
     ended: Option<(Direction, i64, f64)>,
-    /// The last level shift raised on the series (see
-    /// `level-shift-memory-windows`), and its move: the log ratio of its
-    /// window's units to the series' recent mean.
+    /// The last level shift or trend break raised on the series (see
+    /// `level-shift-memory-windows`), and a level shift's move: the log
+    /// ratio of its window's units to the series' recent mean.
     shifted: Option<(Box<Alert>, f64)>,
     /// The run of windows in a row, up to the newest, that fell outside the
     /// band the same way scoring at least half the z-threshold (see
@@ -676,6 +676,10 @@ struct TrendState {
     /// deviation from them, and that of the ratio from the usual one (see
     /// [`TREND_SHAPE_MAX`]).
     shape: [f64; 3],
+    /// The newest window's ratio less the usual ratio when the last trend
+    /// break was called (None: no comparison there), and that usual ratio.
+    last_dev: Option<f64>,
+    called_base: f64,
 }
 
 /// One position of a series' period in [`TrendState::day`].
@@ -1607,6 +1611,7 @@ impl Alerting {
             let at = (f.window_start_ms, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
+            t.last_dev = r1.map(|r| r - t.called_base);
             if jump {
                 // A step here ends a trend break going on, and what is
                 // usual is learnt anew after it.
@@ -1705,6 +1710,7 @@ impl Alerting {
                                     continue;
                                 }
                                 t.going = Some(dir);
+                                t.called_base = t.base[0];
                                 t.settled = 0;
                                 t.sides = Default::default();
                                 t.unusual();
@@ -2100,6 +2106,11 @@ impl Alerting {
                     continue;
                 }
             }
+            if c.kind == AlertKind::TrendBreak && f.revision == 0 {
+                if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
+                    st.shifted = Some((Box::new(a.clone()), 0.0));
+                }
+            }
             if let Some(up) = explains.get(&ci) {
                 let names: Vec<String> = up
                     .iter()
@@ -2120,18 +2131,28 @@ impl Alerting {
     }
 
     /// A level shift just called on `f`'s series: the end of the series'
-    /// last one if it undoes it (that shift, `resolved`), else None (and it
-    /// becomes the one remembered).
+    /// last move if it undoes it (that level shift or trend break,
+    /// `resolved`), else None (and it becomes the move remembered).
     fn end_of_shift(&mut self, f: &Forecast, a: &Alert) -> Option<Alert> {
         let memory = self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms);
+        // Back to what is usual against the day before: within half the
+        // trend-break allowance.
+        let usual_again = 0.5 * self.cfg.trend_min_change.ln_1p();
         let st = self.series.get_mut(&(f.level, f.key.clone()))?;
         // Measured on actuals, against the series' recent mean, both times:
         // the forecast may or may not have followed the first shift.
         let back = ((a.observed.max(0.0) + 1.0) / (st.mean_y.max(0.0) + 1.0)).ln();
+        let day_before = st.trend.as_ref().and_then(|t| t.last_dev);
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
+            // A trend break went on after it was called: its end is a
+            // shift back to the units of the same time a day earlier.
+            let back_enough = match prev.kind {
+                AlertKind::TrendBreak => day_before.is_some_and(|d| d.abs() <= usual_again),
+                _ => (0.5..=1.5).contains(&(-back / first)),
+            };
             prev.direction != a.direction
                 && f.window_start_ms - prev.window_start_ms <= memory
-                && (0.5..=1.5).contains(&(-back / first))
+                && back_enough
         });
         if !undoes {
             st.shifted = Some((Box::new(a.clone()), back));
@@ -2141,12 +2162,16 @@ impl Alerting {
         done.status = Status::Resolved;
         done.observed = a.observed;
         done.explanation = format!(
-            "resolved: {} {} units {} in {}, expected {}: the level shift {} of {} UTC ended",
+            "resolved: {} {} units {} in {}, expected {}: the {} {} of {} UTC ended",
             f.level,
             f.key,
             a.observed,
             fmt_utc(f.window_start_ms),
             a.expected.round(),
+            match done.kind {
+                AlertKind::TrendBreak => "trend break",
+                _ => "level shift",
+            },
             done.direction.as_str(),
             fmt_utc(done.window_start_ms)
         );
@@ -2765,6 +2790,58 @@ mod tests {
         assert_eq!(kinds.len(), 1, "{got:#?}");
         assert_eq!(kinds[0].0, AlertKind::TrendBreak);
         assert_eq!(got[0].direction, Direction::Down);
+    }
+
+    #[test]
+    fn a_shift_back_to_the_day_befores_units_resolves_a_trend_break() {
+        // A store whose trend break up was called at minute 300; at minute
+        // 420 a level shift down is called on it.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let cand = |kind, direction| Candidate {
+            idx: 0,
+            kind,
+            direction,
+            score: 1.0,
+            z: 0.0,
+            silent: false,
+            weak: false,
+            promo: false,
+            trend: None,
+        };
+        let up = fc(300 * 60_000, 450, 270.0, 300.0, 330.0);
+        let trend = a.alert(&up, &cand(AlertKind::TrendBreak, Direction::Up), vec![]);
+        let back = fc(420 * 60_000, 300, 540.0, 600.0, 660.0);
+        let shift = a.alert(&back, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
+        // `dev`: the shift's window against the same window a day earlier,
+        // less the usual ratio before the trend break.
+        let mut end = |dev: f64| {
+            a.series.insert(
+                (Level::Store, "web-uk".into()),
+                SeriesState {
+                    mean_y: 600.0,
+                    shifted: Some((Box::new(trend.clone()), 0.0)),
+                    trend: Some(Box::new(TrendState {
+                        last_dev: Some(dev),
+                        ..TrendState::default()
+                    })),
+                    ..SeriesState::default()
+                },
+            );
+            a.end_of_shift(&back, &shift)
+        };
+        // Back to the units of the day before: that trend break resolved.
+        let done = end(0.05).expect("resolved");
+        assert_eq!(
+            (done.id.as_str(), done.status),
+            (trend.id.as_str(), Status::Resolved)
+        );
+        assert!(
+            done.explanation.contains("the trend break up of"),
+            "{}",
+            done.explanation
+        );
+        // Still 50% off the day before: a level shift of its own.
+        assert!(end(-0.4).is_none());
     }
 
     #[test]
