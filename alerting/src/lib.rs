@@ -1235,14 +1235,15 @@ impl Alerting {
         // How far this window is from the bias-corrected forecast, relative
         // to the series' level (a level shift must be material).
         let change = scored.map_or(0.0, |s| (r - s.1).abs() / st.mean_y.max(1.0));
-        // Log ratio of the units to the bias-corrected expectation.
-        let ln_r = scored.map_or(0.0, |s| ((y + 1.0) / (e.p50 + s.1 + 1.0).max(1.0)).ln());
-        let width = (e.p90 - e.p10).max(1.0);
-        let margin = cfg.band_margin * width;
-        // Material: far enough from the bias-corrected forecast in ratio.
+        // Log ratio of the units to the bias-corrected expectation (to the
+        // forecast itself before the series is scored); a spike or drop
+        // must be that far off (`spike-min-change`).
         let bias = scored.map_or(0.0, |s| s.1);
         let moved = ((y + 1.0) / (e.p50 + bias + 1.0).max(1.0)).ln();
-        let material = (1.0 + cfg.spike_min_change).ln();
+        let material = cfg.spike_min_change.ln_1p();
+        let ln_r = scored.map_or(0.0, |_| moved);
+        let width = (e.p90 - e.p10).max(1.0);
+        let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
         // Promotions explain a move up: most lines on promotion, or more
@@ -2897,8 +2898,8 @@ mod tests {
     fn only_a_series_with_a_daily_shape_is_compared_with_the_day_before() {
         // 48 windows a day, five days; units from a fixed pseudo-random
         // sequence of +-20% around the level. With a threefold swing over
-        // the day, the ratio to the day before (about 0.2 off) tells more
-        // than the level (about 0.5 off); without one it tells less.
+        // the day, the ratio to the day before strays less from the usual
+        // than the units do from their level; without one, more.
         let run = |swing: f64| {
             let mut t = TrendState::default();
             let mut u = 0.5f64;
