@@ -1952,9 +1952,16 @@ impl Alerting {
                 } else {
                     REST_MOVED_Z
                 };
+                // ...or at least nearer (in standard deviations of a count)
+                // to having moved by the child's ratio than to not having
+                // moved (a small rest is noisy: 45 units that rose to 67
+                // with a best seller that doubled).
+                let whole = (rest_p50 * (1.0 + child_rel)).max(1.0);
+                let whole_z = (rest_p50 + rest_dev - whole) / whole.sqrt();
+                let with_child = whole_z.abs() < rest_z.abs();
                 match cands[ci].direction {
-                    Direction::Up => rest_z >= bar && rel >= 0.5 * child_rel,
-                    Direction::Down => rest_z <= -bar && rel <= 0.5 * child_rel,
+                    Direction::Up => rest_z >= bar && (rel >= 0.5 * child_rel || with_child),
+                    Direction::Down => rest_z <= -bar && (rel <= 0.5 * child_rel || with_child),
                 }
             };
             if let Some(k) =
@@ -3334,6 +3341,30 @@ mod tests {
             assert!(a.process(&window(i, 1.0)).is_empty());
         }
         let got = a.process(&window(40, 0.5));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(&*got[0].key, "toys|web", "{got:#?}");
+        assert!(got[0].children.iter().any(|c| &*c.key == "lego|web"));
+    }
+
+    #[test]
+    fn a_small_noisy_rest_that_rose_nearer_its_best_sellers_ratio_makes_the_category_the_cause() {
+        // Toys: lego sells 300 a window and the rest of the category 45.
+        // In window 40 lego doubles (627) and the rest rises to 67: less
+        // than half lego's relative move, but nearer (in a count's standard
+        // deviations) to having doubled with it than to not having moved.
+        let window = |i: i64| {
+            let (lego, rest) = if i == 40 {
+                (627, 67)
+            } else {
+                (300 + wobble(i), 45)
+            };
+            lego_and_rest(i * 60_000, lego, &[], rest, 345.0)
+        };
+        let mut a = Alerting::new(Config::default()).unwrap();
+        for i in 0..40 {
+            assert!(a.process(&window(i)).is_empty());
+        }
+        let got = a.process(&window(40));
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "toys|web", "{got:#?}");
         assert!(got[0].children.iter().any(|c| &*c.key == "lego|web"));
