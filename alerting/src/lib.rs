@@ -534,8 +534,8 @@ struct SeriesState {
     /// which it ended and its peak (for recoveries).
     ended: Option<(Direction, i64, f64)>,
     /// The last level shift or trend break raised on the series (see
-    /// `level-shift-memory-windows`), and a level shift's move: the log
-    /// ratio of its window's units to the series' recent mean.
+    /// `level-shift-memory-windows`), and its move (see
+    /// [`SeriesState::move_of`]).
     shifted: Option<(Box<Alert>, f64)>,
     /// The run of windows in a row, up to the newest, that fell outside the
     /// band the same way scoring at least half the z-threshold (see
@@ -676,9 +676,10 @@ struct TrendState {
     /// deviation from them, and that of the ratio from the usual one (see
     /// [`TREND_SHAPE_MAX`]).
     shape: [f64; 3],
-    /// The newest window's ratio less the usual ratio when the last trend
-    /// break was called (None: no comparison there), and that usual ratio.
-    last_dev: Option<f64>,
+    /// The newest window's ratio to a period earlier (None: no comparison
+    /// there), and the usual ratio when the last trend break was called
+    /// (what its end returns to).
+    last_r: Option<f64>,
     called_base: f64,
 }
 
@@ -1012,6 +1013,13 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl SeriesState {
+    /// An alert's move, measured on actuals against the series' recent
+    /// mean (the forecast may or may not have followed it): the log ratio
+    /// of `observed` to that mean.
+    fn move_of(&self, observed: f64) -> f64 {
+        ((observed.max(0.0) + 1.0) / (self.mean_y.max(0.0) + 1.0)).ln()
+    }
+
     /// How much heavier than the model the series' tails have been: the
     /// scale that brings the observed rate of |score| >= 2 back to the
     /// normal's 4.55% (1 when it is at or below it). Scores are divided by
@@ -1239,9 +1247,9 @@ impl Alerting {
         // forecast itself before the series is scored); a spike or drop
         // must be that far off (`spike-min-change`).
         let bias = scored.map_or(0.0, |s| s.1);
-        let moved = ((y + 1.0) / (e.p50 + bias + 1.0).max(1.0)).ln();
+        let off = ((y + 1.0) / (e.p50 + bias + 1.0).max(1.0)).ln();
         let material = cfg.spike_min_change.ln_1p();
-        let ln_r = scored.map_or(0.0, |_| moved);
+        let ln_r = scored.map_or(0.0, |_| off);
         let width = (e.p90 - e.p10).max(1.0);
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
@@ -1294,13 +1302,13 @@ impl Alerting {
         } else if y > e.p90 + margin
             && y - e.p90 >= cfg.min_units_outside
             && z_ok(z)
-            && moved >= material
+            && off >= material
         {
             Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
         } else if y < e.p10 - margin
             && e.p10 - y >= cfg.min_units_outside
             && z_ok(z)
-            && -moved >= material
+            && -off >= material
         {
             Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
         } else {
@@ -1612,7 +1620,7 @@ impl Alerting {
             let at = (f.window_start_ms, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
-            t.last_dev = r1.map(|r| r - t.called_base);
+            t.last_r = r1;
             if jump {
                 // A step here ends a trend break going on, and what is
                 // usual is learnt anew after it.
@@ -2116,7 +2124,7 @@ impl Alerting {
             }
             if c.kind == AlertKind::TrendBreak && f.revision == 0 {
                 if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
-                    st.shifted = Some((Box::new(a.clone()), 0.0));
+                    st.shifted = Some((Box::new(a.clone()), st.move_of(a.observed)));
                 }
             }
             if let Some(up) = explains.get(&ci) {
@@ -2147,10 +2155,13 @@ impl Alerting {
         // trend-break allowance.
         let usual_again = 0.5 * self.cfg.trend_min_change.ln_1p();
         let st = self.series.get_mut(&(f.level, f.key.clone()))?;
-        // Measured on actuals, against the series' recent mean, both times:
-        // the forecast may or may not have followed the first shift.
-        let back = ((a.observed.max(0.0) + 1.0) / (st.mean_y.max(0.0) + 1.0)).ln();
-        let day_before = st.trend.as_ref().and_then(|t| t.last_dev);
+        let back = st.move_of(a.observed);
+        // The window against the same window a day earlier, less the usual
+        // ratio from before the last trend break.
+        let day_before = st
+            .trend
+            .as_ref()
+            .and_then(|t| t.last_r.map(|r| r - t.called_base));
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
             // A trend break went on after it was called: its end is a
             // shift back to the units of the same time a day earlier.
@@ -2829,7 +2840,7 @@ mod tests {
                     mean_y: 600.0,
                     shifted: Some((Box::new(trend.clone()), 0.0)),
                     trend: Some(Box::new(TrendState {
-                        last_dev: Some(dev),
+                        last_r: Some(dev),
                         ..TrendState::default()
                     })),
                     ..SeriesState::default()
