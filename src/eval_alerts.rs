@@ -14,7 +14,8 @@
 //! first matching alert of its kind. Hierarchy-wide incidents (store-level
 //! labels) also report how many alerts they raised: one is the goal.
 //!
-//! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it.
+//! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it, and the
+//! labels of the warm-up.
 
 use std::collections::BTreeMap;
 
@@ -480,6 +481,16 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 }
             }
             eprintln!("unmatched by level/kind: {by:?}");
+            for l in &warmup_labels {
+                eprintln!(
+                    "warm-up {} x{} {} {} {}",
+                    l.kind,
+                    l.factor,
+                    l.level,
+                    l.key,
+                    salescast_alerting::fmt_utc(l.start_ms)
+                );
+            }
             for l in &labels {
                 let near: Vec<String> = alerts
                     .iter()

@@ -681,6 +681,12 @@ struct TrendState {
     /// (what its end returns to).
     last_r: Option<f64>,
     called_base: f64,
+    /// The last level shift or trend break called within the period: its
+    /// direction, the usual ratio from before the first of a series of
+    /// them (home) and its window's start. A window of the period after it
+    /// whose ratio to the day before is still its way from home is no
+    /// usual one for its time of day (tomorrow is not judged against it).
+    away: Option<(Direction, f64, i64)>,
 }
 
 /// One position of a series' period in [`TrendState::day`].
@@ -742,7 +748,7 @@ impl TrendState {
         &mut self,
         at: (i64, i64, i64),
         y: (f64, f64),
-        usual: bool,
+        usual: impl FnOnce(&mut Self, Option<f64>) -> bool,
         hold: usize,
     ) -> [Option<f64>; 2] {
         let (start, width, period) = at;
@@ -761,6 +767,7 @@ impl TrendState {
                 .then(|| log_ratio(y, f64::from(units)))
         };
         let r = [vs(d.units, d.share), vs(d.older, d.older_share)];
+        let usual = usual(self, r[0]);
         self.queued.push_back((n, y as f32, share as f32, usual));
         while self.queued.len() > hold.min(slots as usize - 1) {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
@@ -808,6 +815,25 @@ impl TrendState {
                 r.pop_front();
             }
         }
+    }
+
+    /// A level shift or trend break was called at `now` (see
+    /// [`TrendState::away`]).
+    fn moved(&mut self, d: Direction, now: i64) {
+        let home = self.away.map_or(self.base[0], |(_, home, _)| home);
+        self.away = Some((d, home, now));
+    }
+
+    /// Whether a window at `now` with ratio `r1` to the day before is
+    /// still away from home after the last move (see
+    /// [`TrendState::away`]): within the period after it, and its ratio
+    /// unknown or at least `back` the move's way from home.
+    fn away_at(&mut self, now: i64, period: i64, r1: Option<f64>, back: f64) -> bool {
+        if self.away.is_some_and(|(_, _, since)| now - since >= period) {
+            self.away = None;
+        }
+        self.away
+            .is_some_and(|(d, home, _)| r1.is_none_or(|r| (r - home) * d.sign() >= back))
     }
 
     /// The queued windows were the start of an anomaly (a trend just called).
@@ -1614,10 +1640,24 @@ impl Alerting {
                 || st.shift.is_some()
                 || st.excursion.is_some_and(|x| x.cover != Cover::None);
             let t = st.trend.get_or_insert_with(Default::default);
+            let now = f.window_start_ms;
+            if let Some(d) = verdict
+                .filter(|v| v.0 == AlertKind::LevelShift)
+                .map(|v| v.1)
+            {
+                // A step: the windows queued since it began are of the new
+                // level too.
+                t.moved(d, now);
+                t.unusual();
+            }
+            let back = 0.5 * cfg.trend_min_change.ln_1p();
             // Only a window the detector could have flagged is a usual one
-            // (before the series is scored, an outage passes unseen).
-            let usual = !jump && t.going.is_none() && scored.is_some();
-            let at = (f.window_start_ms, width_ms, period);
+            // (before the series is scored, an outage passes unseen), and
+            // not one of a move that still holds.
+            let usual = |t: &mut TrendState, r1: Option<f64>| {
+                !jump && !t.away_at(now, period, r1, back) && t.going.is_none() && scored.is_some()
+            };
+            let at = (now, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
             t.last_r = r1;
@@ -1720,6 +1760,7 @@ impl Alerting {
                                 }
                                 t.going = Some(dir);
                                 t.called_base = t.base[0];
+                                t.moved(dir, now);
                                 t.settled = 0;
                                 t.sides = Default::default();
                                 t.unusual();
@@ -2947,7 +2988,7 @@ mod tests {
         // has no comparison there: carried on, an anomaly in the reference
         // that went unseen would be judged again every day.
         let mut t = TrendState::default();
-        let mut on = |n: i64, y: f64, usual: bool| t.ratio((n, 1, 4), (y, 0.0), usual, 0);
+        let mut on = |n: i64, y: f64, usual: bool| t.ratio((n, 1, 4), (y, 0.0), |_, _| usual, 0);
         for n in 0..4 {
             on(n, 100.0, true);
         }
@@ -3041,6 +3082,36 @@ mod tests {
             vec![(AlertKind::Drop, 40), (AlertKind::Spike, 41)],
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn a_moves_windows_are_no_reference_until_it_is_undone() {
+        // A 100-window period; the usual ratio to the day before is 0.1
+        // when a level shift up is called at window 1000.
+        let mut t = TrendState {
+            base: [0.1, 0.0],
+            ..TrendState::default()
+        };
+        let back = 0.5 * 1.4f64.ln();
+        t.moved(Direction::Up, 1000);
+        // Still up against the day before, or no comparison: away.
+        assert!(t.away_at(1001, 100, Some(0.6), back));
+        assert!(t.away_at(1002, 100, None, back));
+        // Back near the usual ratio: a usual window again.
+        assert!(!t.away_at(1003, 100, Some(0.15), back));
+        // The shift back down is called when what is usual has been relearnt
+        // from the move's windows: home stays the ratio from before the
+        // first, so the series at home is not away.
+        t.base[0] = 0.6;
+        t.moved(Direction::Down, 1040);
+        assert!(!t.away_at(1041, 100, Some(0.1), back));
+        assert!(t.away_at(1042, 100, Some(-0.5), back));
+        // A period after the last move, every window is usual again, and
+        // the next move starts from what is usual then.
+        assert!(!t.away_at(1140, 100, None, back));
+        t.moved(Direction::Up, 1200);
+        assert!(t.away_at(1201, 100, Some(0.9), back));
+        assert!(!t.away_at(1202, 100, Some(0.7), back));
     }
 
     #[test]
