@@ -661,7 +661,8 @@ struct TrendState {
     prev: Option<(f64, f64)>,
     seen: u32,
     /// The usual log ratios to one and two periods earlier (a steady
-    /// weekday difference), learnt while the CUSUM is quiet, and how many
+    /// weekday difference), learnt while the CUSUM is quiet and the series
+    /// is not away after a move (see [`TrendState::away`]), and how many
     /// windows each has learnt from since they were last reset (a jump
     /// starts them anew).
     base: [f64; 2],
@@ -1641,21 +1642,23 @@ impl Alerting {
                 || st.excursion.is_some_and(|x| x.cover != Cover::None);
             let t = st.trend.get_or_insert_with(Default::default);
             let now = f.window_start_ms;
-            if let Some(d) = verdict
+            let step = verdict
                 .filter(|v| v.0 == AlertKind::LevelShift)
-                .map(|v| v.1)
-            {
-                // A step: the windows queued since it began are of the new
-                // level too.
-                t.moved(d, now);
-                t.unusual();
-            }
+                .map(|v| v.1);
             let back = 0.5 * cfg.trend_min_change.ln_1p();
             // Only a window the detector could have flagged is a usual one
             // (before the series is scored, an outage passes unseen), and
             // not one of a move that still holds.
+            let mut away = false;
             let usual = |t: &mut TrendState, r1: Option<f64>| {
-                !jump && !t.away_at(now, period, r1, back) && t.going.is_none() && scored.is_some()
+                if let Some(d) = step {
+                    // A step: the windows queued since it began are of the
+                    // new level too.
+                    t.moved(d, now);
+                    t.unusual();
+                }
+                away = t.away_at(now, period, r1, back);
+                !jump && !away && t.going.is_none() && scored.is_some()
             };
             let at = (now, width_ms, period);
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
@@ -1768,9 +1771,10 @@ impl Alerting {
                                 trend = Some((moved, n));
                             }
                         }
-                        // What is usual is learnt while the CUSUM is quiet.
+                        // What is usual is learnt while the CUSUM is quiet,
+                        // and not from a move that still holds.
                         let quiet = t.sides.iter().all(|x| x.s < 0.25 * cfg.trend_z);
-                        if t.going.is_none() && (!active || quiet) {
+                        if t.going.is_none() && (!active || quiet) && !away {
                             for (b, r) in [Some(r), r2].into_iter().enumerate() {
                                 if let Some(r) = r {
                                     t.base_n[b] = t.base_n[b].saturating_add(1);
