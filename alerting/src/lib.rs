@@ -827,14 +827,15 @@ impl TrendState {
 
     /// Whether a window at `now` with ratio `r1` to the day before is
     /// still away from home after the last move (see
-    /// [`TrendState::away`]): within the period after it, and its ratio
-    /// unknown or at least `back` the move's way from home.
+    /// [`TrendState::away`]): within the period after it, and its ratio at
+    /// least `back` the move's way from home (a window without a
+    /// comparison is not known to be away).
     fn away_at(&mut self, now: i64, period: i64, r1: Option<f64>, back: f64) -> bool {
         if self.away.is_some_and(|(_, _, since)| now - since >= period) {
             self.away = None;
         }
         self.away
-            .is_some_and(|(d, home, _)| r1.is_none_or(|r| (r - home) * d.sign() >= back))
+            .is_some_and(|(d, home, _)| r1.is_some_and(|r| (r - home) * d.sign() >= back))
     }
 
     /// The queued windows were the start of an anomaly (a trend just called).
@@ -3098,9 +3099,10 @@ mod tests {
         };
         let back = 0.5 * 1.4f64.ln();
         t.moved(Direction::Up, 1000);
-        // Still up against the day before, or no comparison: away.
+        // Still up against the day before: away; a window with no
+        // comparison tells nothing either way.
         assert!(t.away_at(1001, 100, Some(0.6), back));
-        assert!(t.away_at(1002, 100, None, back));
+        assert!(!t.away_at(1002, 100, None, back));
         // Back near the usual ratio: a usual window again.
         assert!(!t.away_at(1003, 100, Some(0.15), back));
         // The shift back down is called when what is usual has been relearnt
