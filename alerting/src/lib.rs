@@ -738,8 +738,9 @@ impl TrendState {
     /// The log ratios of `y` to the window one and two periods before
     /// (None without one), and `y` queued to become what is usual at its
     /// position in the period once `hold` newer windows have come. A window
-    /// in an anomaly (`usual` false, or marked by [`TrendState::unusual`]
-    /// while queued) keeps the position's earlier units, so tomorrow is not
+    /// in an anomaly (`usual`, given the state and the window's ratio to the
+    /// day before, says false, or marked by [`TrendState::unusual`] while
+    /// queued) keeps the position's earlier units, so tomorrow is not
     /// judged against today's anomaly (a climb today would read as a slide
     /// tomorrow), but only once: a second one leaves the position a period
     /// old, no comparison. Promotions come and go at any hour: a window whose
@@ -1643,21 +1644,21 @@ impl Alerting {
                 || st.excursion.is_some_and(|x| x.cover != Cover::None);
             let t = st.trend.get_or_insert_with(Default::default);
             let now = f.window_start_ms;
-            let step = verdict
+            if let Some(d) = verdict
                 .filter(|v| v.0 == AlertKind::LevelShift)
-                .map(|v| v.1);
+                .map(|v| v.1)
+            {
+                // A step: the windows queued since it began are of the new
+                // level too.
+                t.moved(d, now);
+                t.unusual();
+            }
             let back = 0.5 * cfg.trend_min_change.ln_1p();
             // Only a window the detector could have flagged is a usual one
             // (before the series is scored, an outage passes unseen), and
             // not one of a move that still holds.
             let mut away = false;
             let usual = |t: &mut TrendState, r1: Option<f64>| {
-                if let Some(d) = step {
-                    // A step: the windows queued since it began are of the
-                    // new level too.
-                    t.moved(d, now);
-                    t.unusual();
-                }
                 away = t.away_at(now, period, r1, back);
                 !jump && !away && t.going.is_none() && scored.is_some()
             };
