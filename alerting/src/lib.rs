@@ -1666,11 +1666,18 @@ impl Alerting {
             let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
             t.last_r = r1;
+            // Moved with another series' alert (a store's spike over its
+            // categories): no step of the series' own.
+            let own = verdict.is_some()
+                || st.shift.is_some()
+                || st.excursion.is_some_and(|x| x.cover == Cover::Own);
             if jump {
                 // A step here ends a trend break going on, and what is
-                // usual is learnt anew after it.
+                // usual is learnt anew after a step of the series' own.
                 t.going = None;
-                t.base_n = [0, 0];
+                if own {
+                    t.base_n = [0, 0];
+                }
                 t.sides = Default::default();
                 t.prev = None;
             }
