@@ -242,6 +242,15 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The trend CUSUM's allowance, in log terms: half of
+    /// `trend-min-change`. A ratio to the day before within it of the usual
+    /// one is back to usual.
+    fn trend_allowance(&self) -> f64 {
+        0.5 * self.trend_min_change.ln_1p()
+    }
+}
+
 /// Errors of the alerting stage.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -645,7 +654,7 @@ struct TrendState {
     day: Vec<DaySlot>,
     /// The newest windows (window number, units, promotion share, usual),
     /// oldest first, before they become the period's usual units (see
-    /// [`TrendState::ratio`]).
+    /// [`TrendState::remember`]).
     queued: VecDeque<(i64, f32, f32, bool)>,
     /// Log ratios of each window's units to the same window one and two
     /// periods earlier, the newest `3 x trend-windows` of each, oldest
@@ -735,24 +744,12 @@ impl TrendState {
         *off_usual < TREND_SHAPE_MAX * *off_level
     }
 
-    /// The log ratios of `y` to the window one and two periods before
-    /// (None without one), and `y` queued to become what is usual at its
-    /// position in the period once `hold` newer windows have come. A window
-    /// in an anomaly (`usual`, given the state and the window's ratio to the
-    /// day before, says false, or marked by [`TrendState::unusual`] while
-    /// queued) keeps the position's earlier units, so tomorrow is not
-    /// judged against today's anomaly (a climb today would read as a slide
-    /// tomorrow), but only once: a second one leaves the position a period
-    /// old, no comparison. Promotions come and go at any hour: a window whose
-    /// share of lines on promotion differs from the earlier one's is no
-    /// comparison.
-    fn ratio(
-        &mut self,
-        at: (i64, i64, i64),
-        y: (f64, f64),
-        usual: impl FnOnce(&mut Self, Option<f64>) -> bool,
-        hold: usize,
-    ) -> [Option<f64>; 2] {
+    /// The log ratios of `y` (units, share of lines on promotion) at `at`
+    /// (window start, width, period) to the window one and two periods
+    /// before (None without one). Promotions come and go at any hour: a
+    /// window whose share of lines on promotion differs from the earlier
+    /// one's is no comparison.
+    fn compare(&mut self, at: (i64, i64, i64), y: (f64, f64)) -> [Option<f64>; 2] {
         let (start, width, period) = at;
         let (y, share) = y;
         let slots = (period / width.max(1)).max(1);
@@ -768,8 +765,21 @@ impl TrendState {
             (fresh && !units.is_nan() && (share - f64::from(s)).abs() <= TREND_PROMO_DIFF)
                 .then(|| log_ratio(y, f64::from(units)))
         };
-        let r = [vs(d.units, d.share), vs(d.older, d.older_share)];
-        let usual = usual(self, r[0]);
+        [vs(d.units, d.share), vs(d.older, d.older_share)]
+    }
+
+    /// Queue `y` (as in [`TrendState::compare`], which comes first) to
+    /// become what is usual at its position in the period once `hold`
+    /// newer windows have come. A window in an anomaly (`usual` false, or
+    /// marked by [`TrendState::moved`] while queued) keeps the position's
+    /// earlier units, so tomorrow is not judged against today's anomaly (a
+    /// climb today would read as a slide tomorrow), but only once: a second
+    /// one leaves the position a period old, no comparison.
+    fn remember(&mut self, at: (i64, i64, i64), y: (f64, f64), usual: bool, hold: usize) {
+        let (start, width, period) = at;
+        let (y, share) = y;
+        let slots = (period / width.max(1)).max(1);
+        let n = start.div_euclid(width.max(1));
         self.queued.push_back((n, y as f32, share as f32, usual));
         while self.queued.len() > hold.min(slots as usize - 1) {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
@@ -797,7 +807,6 @@ impl TrendState {
                 carried: false,
             };
         }
-        r
     }
 
     /// Add a window's ratios to one and two periods before, keeping the
@@ -820,10 +829,14 @@ impl TrendState {
     }
 
     /// A level shift or trend break was called at `now` (see
-    /// [`TrendState::away`]).
+    /// [`TrendState::away`]): the windows queued since it began are of the
+    /// move too, no usual ones.
     fn moved(&mut self, d: Direction, now: i64) {
         let home = self.away.map_or(self.base[0], |(_, home, _)| home);
         self.away = Some((d, home, now));
+        for q in self.queued.iter_mut() {
+            q.3 = false;
+        }
     }
 
     /// Whether a window at `now` with ratio `r1` to the day before is
@@ -837,13 +850,6 @@ impl TrendState {
         }
         self.away
             .is_some_and(|(d, home, _)| r1.is_some_and(|r| (r - home) * d.sign() >= back))
-    }
-
-    /// The queued windows were the start of an anomaly (a trend just called).
-    fn unusual(&mut self) {
-        for q in self.queued.iter_mut() {
-            q.3 = false;
-        }
     }
 
     /// Medians of the three spans of `w` ratios to `back` (0: one period,
@@ -1639,38 +1645,31 @@ impl Alerting {
         let mut trend = None;
         let tw = cfg.trend_windows as usize;
         if tw > 0 && period > 0 && f.level >= cfg.trend_min_level {
-            let jump = verdict.is_some()
+            // A step of the series' own; or it moved with another series'
+            // alert (a store's spike over its categories).
+            let own = verdict.is_some()
                 || st.shift.is_some()
-                || st.excursion.is_some_and(|x| x.cover != Cover::None);
+                || st.excursion.is_some_and(|x| x.cover == Cover::Own);
+            let jump = own || st.excursion.is_some_and(|x| x.cover != Cover::None);
             let t = st.trend.get_or_insert_with(Default::default);
             let now = f.window_start_ms;
             if let Some(d) = verdict
                 .filter(|v| v.0 == AlertKind::LevelShift)
                 .map(|v| v.1)
             {
-                // A step: the windows queued since it began are of the new
-                // level too.
                 t.moved(d, now);
-                t.unusual();
             }
-            let back = 0.5 * cfg.trend_min_change.ln_1p();
+            let allowance = cfg.trend_allowance();
+            let at = (now, width_ms, period);
+            let [r1, r2] = t.compare(at, (y, share));
             // Only a window the detector could have flagged is a usual one
             // (before the series is scored, an outage passes unseen), and
             // not one of a move that still holds.
-            let mut away = false;
-            let usual = |t: &mut TrendState, r1: Option<f64>| {
-                away = t.away_at(now, period, r1, back);
-                !jump && !away && t.going.is_none() && scored.is_some()
-            };
-            let at = (now, width_ms, period);
-            let [r1, r2] = t.ratio(at, (y, share), usual, 3 * tw);
+            let away = t.away_at(now, period, r1, allowance);
+            let usual = !jump && !away && t.going.is_none() && scored.is_some();
+            t.remember(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
             t.last_r = r1;
-            // Moved with another series' alert (a store's spike over its
-            // categories): no step of the series' own.
-            let own = verdict.is_some()
-                || st.shift.is_some()
-                || st.excursion.is_some_and(|x| x.cover == Cover::Own);
             if jump {
                 // A step here ends a trend break going on, and what is
                 // usual is learnt anew after a step of the series' own.
@@ -1741,7 +1740,7 @@ impl Alerting {
                                 }
                                 None => d1,
                             };
-                            let k = TREND_K.max(0.5 * cfg.trend_min_change.ln_1p() / sd);
+                            let k = TREND_K.max(allowance / sd);
                             let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
                             t.sides[0].add(z, k, d, sd);
                             t.sides[1].add(-z, k, d, sd);
@@ -1775,7 +1774,6 @@ impl Alerting {
                                 t.moved(dir, now);
                                 t.settled = 0;
                                 t.sides = Default::default();
-                                t.unusual();
                                 verdict = Some((AlertKind::TrendBreak, dir, s));
                                 trend = Some((moved, n));
                             }
@@ -2205,9 +2203,9 @@ impl Alerting {
     /// `resolved`), else None (and it becomes the move remembered).
     fn end_of_shift(&mut self, f: &Forecast, a: &Alert) -> Option<Alert> {
         let memory = self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms);
-        // Back to what is usual against the day before: within half the
-        // trend-break allowance.
-        let usual_again = 0.5 * self.cfg.trend_min_change.ln_1p();
+        // Back to what is usual against the day before: within the trend
+        // CUSUM's allowance.
+        let usual_again = self.cfg.trend_allowance();
         let st = self.series.get_mut(&(f.level, f.key.clone()))?;
         let back = st.move_of(a.observed);
         // The window against the same window a day earlier, less the usual
@@ -3001,7 +2999,11 @@ mod tests {
         // has no comparison there: carried on, an anomaly in the reference
         // that went unseen would be judged again every day.
         let mut t = TrendState::default();
-        let mut on = |n: i64, y: f64, usual: bool| t.ratio((n, 1, 4), (y, 0.0), |_, _| usual, 0);
+        let mut on = |n: i64, y: f64, usual: bool| {
+            let r = t.compare((n, 1, 4), (y, 0.0));
+            t.remember((n, 1, 4), (y, 0.0), usual, 0);
+            r
+        };
         for n in 0..4 {
             on(n, 100.0, true);
         }
