@@ -15,7 +15,8 @@
 //! labels) also report how many alerts they raised: one is the goal.
 //!
 //! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it, and the
-//! labels of the warm-up.
+//! labels of the warm-up. `SALESCAST_EVAL_KEY=KEY` prints every alert (any
+//! status, warm-up included) of the series `KEY` (`cat-00|web-uk`).
 
 use std::collections::BTreeMap;
 
@@ -413,7 +414,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .collect()
     });
     let mut warmup_tail_alerts = 0;
-    for run in runs {
+    for (seed, run) in (args.first_seed..).zip(runs) {
         let run = run?;
         let matches = |a: &Alert, l: &AnomalyLabel| {
             covers(a, l) && a.window_start_ms >= l.start_ms && a.window_start_ms < l.end_ms + 2 * w
@@ -425,6 +426,18 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .labels
             .iter()
             .partition(|l| l.start_ms >= run.scored_from);
+        if let Ok(k) = std::env::var("SALESCAST_EVAL_KEY") {
+            for a in run.alerts.iter().filter(|a| &*a.key == k.as_str()) {
+                eprintln!(
+                    "seed {} {k}: {} {:?} {} {}",
+                    seed,
+                    salescast_alerting::fmt_utc(a.window_start_ms),
+                    a.status,
+                    a.kind.as_str(),
+                    a.explanation
+                );
+            }
+        }
         // The scored alerts, and those matching no scored label.
         let mut alerts: Vec<&Alert> = Vec::new();
         let mut no_label: Vec<&Alert> = Vec::new();

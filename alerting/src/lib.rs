@@ -133,7 +133,8 @@ pub struct Config {
     /// The longest a spike (or drop) lasts, in windows. A move that broke
     /// out of the band must outlast this before it is called a level
     /// shift, and one that ends within it was a spike: its windows are
-    /// taken back out of the change detector. A 3-window spike is then one
+    /// taken back out of the change detector (so are those of a move
+    /// another series' alert explained, however long). A 3-window spike is then one
     /// `spike` alert, not a spike and a level shift; a shift that starts
     /// with a jump is called on its `spike-max-windows + 1`-th window (its
     /// first window already raised the spike or drop). A gradual shift,
@@ -951,6 +952,13 @@ enum Cover {
     Within,
 }
 
+impl Cover {
+    /// Part of another series' alert.
+    fn by_another(self) -> bool {
+        matches!(self, Cover::Other | Cover::Outage | Cover::Within)
+    }
+}
+
 /// Consecutive windows of one series scoring beyond 1 in one direction.
 #[derive(Debug, Clone, Copy)]
 struct Excursion {
@@ -1502,7 +1510,12 @@ impl Alerting {
                 }
                 (prev, nd) => {
                     if let Some(e) = prev {
-                        if e.young(cfg) && st.shift.is_none() {
+                        // A jump that ended within a spike's length, or a
+                        // move another series' alert explained (of any
+                        // length: the forecast may lag behind a store's
+                        // spike for a window or two), leaves the change
+                        // detector: it is no evidence of a shift here.
+                        if (e.young(cfg) || e.cover.by_another()) && st.shift.is_none() {
                             match e.direction {
                                 Direction::Up => st.cusum_up = 0.0,
                                 Direction::Down => st.cusum_down = 0.0,
@@ -1650,7 +1663,7 @@ impl Alerting {
             let own = verdict.is_some()
                 || st.shift.is_some()
                 || st.excursion.is_some_and(|x| x.cover == Cover::Own);
-            let jump = own || st.excursion.is_some_and(|x| x.cover != Cover::None);
+            let jump = own || st.excursion.is_some_and(|x| x.cover.by_another());
             let t = st.trend.get_or_insert_with(Default::default);
             let now = f.window_start_ms;
             if let Some(d) = verdict
@@ -3342,6 +3355,43 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(&*got[0].key, "web");
         assert_eq!(got[0].kind, AlertKind::Spike);
+    }
+
+    #[test]
+    fn a_category_lagging_its_stores_spike_keeps_no_level_shift_from_it() {
+        // The store sells three times its usual for three windows; one
+        // category stays above its band a window longer (its forecast
+        // lagging) and is its store's child all along. Its change detector
+        // filled up inside the store's spike: a later window just outside
+        // its band is no level shift.
+        let mut a = quiet_store(50);
+        let mut got = Vec::new();
+        for i in 40..60 {
+            let mut w = store_window_at(i, if i < 43 { 3.0 } else { 1.0 }, 50);
+            let extra = match i {
+                43 => 30,
+                47 => 35,
+                _ => 0,
+            };
+            for f in w.iter_mut() {
+                if matches!(
+                    (f.level, &*f.key),
+                    (Level::SkuStore, "sku01|web")
+                        | (Level::CategoryStore, "toys|web")
+                        | (Level::Store, _)
+                        | (Level::Total, _)
+                ) {
+                    f.actual.units += extra;
+                }
+            }
+            got.extend(a.process(&w));
+        }
+        assert_eq!(
+            kinds_by_minute(&got),
+            vec![(AlertKind::Spike, 40)],
+            "{got:#?}"
+        );
+        assert_eq!(&*got[0].key, "web");
     }
 
     #[test]
