@@ -13,7 +13,12 @@
 //! - `level_shift`: a two-sided CUSUM over those scores, for material
 //!   changes only; a shift is called once, and the windows that follow in
 //!   the same direction are part of it (no spike or drop per window) until
-//!   the residuals settle.
+//!   the residuals settle. A step the forecast followed within a window or
+//!   two (its band wide, at night) is called against the same time a day
+//!   earlier instead (see `trend_break`);
+//! - `trend_break`: the units against the same time a day earlier climb or
+//!   slide away from their usual ratio (a CUSUM of the deviations), on
+//!   series with a shape over the day.
 //!
 //! **Root cause across the hierarchy.** Candidates of one window are
 //! grouped top-down (total, store, category x store, SKU x store): a
@@ -598,6 +603,9 @@ const TREND_BASE_ALPHA: f64 = 1.0 / 36.0;
 /// at the 90th percentile (small, noisy categories, which raised most
 /// false trend breaks).
 const TREND_SHAPE_MAX: f64 = 0.65;
+/// The fewest windows of a step against the day before (a spike lasts up
+/// to `spike-max-windows`, 3 by default, and raises its own alert).
+const STEP_MIN_WINDOWS: u32 = 3;
 
 /// One side (up or down) of the trend CUSUM.
 #[derive(Debug, Clone, Copy, Default)]
@@ -698,6 +706,30 @@ struct TrendState {
     /// whose ratio to the day before is still its way from home is no
     /// usual one for its time of day (tomorrow is not judged against it).
     away: Option<(Direction, f64, i64)>,
+    /// The previous compared window's deviation from the usual ratio, and
+    /// the run of windows since then beyond the allowance one way (see
+    /// [`StepRun`]).
+    prev_d: Option<f64>,
+    step: Option<StepRun>,
+}
+
+/// A run of windows whose ratio to the day before stands beyond the
+/// trend allowance one way, begun with a jump of at least
+/// `trend-min-change` from a window at the usual ratio: a step the
+/// forecast may already have followed (a climb crosses the allowance a
+/// little at a time, and is a trend break's).
+#[derive(Debug, Clone, Copy)]
+struct StepRun {
+    direction: Direction,
+    windows: u32,
+    /// Sum of the windows' deviations in standard deviations (each at most
+    /// `z-threshold`), and of the deviations themselves.
+    sum_z: f64,
+    sum_d: f64,
+    /// Its first window was outside the forecast's band its way: the
+    /// forecast did not see the step coming (a day before that was itself
+    /// off makes steps the forecast knew).
+    surprised: bool,
 }
 
 /// One position of a series' period in [`TrendState::day`].
@@ -1656,6 +1688,7 @@ impl Alerting {
         // deviations), with no step of its own (a spike, drop, shift or
         // another's alert) meanwhile.
         let mut trend = None;
+        let mut step_call = None;
         let tw = cfg.trend_windows as usize;
         if tw > 0 && period > 0 && f.level >= cfg.trend_min_level {
             // A step of the series' own; or it moved with another series'
@@ -1683,6 +1716,10 @@ impl Alerting {
             t.remember(at, (y, share), usual, 3 * tw);
             t.push_ratios(r1, r2, 3 * tw);
             t.last_r = r1;
+            if jump || r1.is_none() {
+                t.step = None;
+                t.prev_d = None;
+            }
             if jump {
                 // A step here ends a trend break going on, and what is
                 // usual is learnt anew after a step of the series' own.
@@ -1755,6 +1792,64 @@ impl Alerting {
                             };
                             let k = TREND_K.max(allowance / sd);
                             let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
+                            // A step (see [`StepRun`]): called once it has
+                            // lasted longer than a spike, sure at
+                            // `z-threshold` over its windows (each counting
+                            // at most that) and material as a trend would be.
+                            let wz = (d / sd).clamp(-cfg.z_threshold, cfg.z_threshold);
+                            let way = if d > 0.0 {
+                                Direction::Up
+                            } else {
+                                Direction::Down
+                            };
+                            t.step = match t.step {
+                                Some(mut run) if d * run.direction.sign() >= allowance => {
+                                    run.windows += 1;
+                                    run.sum_z += wz;
+                                    run.sum_d += d;
+                                    Some(run)
+                                }
+                                _ if d.abs() >= allowance
+                                    && t.prev_d.is_some_and(|p| {
+                                        p.abs() < allowance && (d - p).abs() >= 2.0 * allowance
+                                    }) =>
+                                {
+                                    Some(StepRun {
+                                        direction: way,
+                                        windows: 1,
+                                        sum_z: wz,
+                                        sum_d: d,
+                                        surprised: match way {
+                                            Direction::Up => y > e.p90,
+                                            Direction::Down => y < e.p10,
+                                        },
+                                    })
+                                }
+                                _ => None,
+                            };
+                            t.prev_d = Some(d);
+                            let stepped = t.step.filter(|run| {
+                                let n = f64::from(run.windows);
+                                run.windows >= STEP_MIN_WINDOWS
+                                    && run.surprised
+                                    && (run.sum_z * run.direction.sign()) / n.sqrt()
+                                        >= cfg.z_threshold
+                                    && ((run.sum_d / n).exp() - 1.0).abs() >= cfg.trend_min_change
+                                    && shaped
+                                    && verdict.is_none()
+                                    && !away
+                            });
+                            if let Some(run) = stepped {
+                                let n = f64::from(run.windows);
+                                let dir = run.direction;
+                                t.moved(dir, now);
+                                t.sides = Default::default();
+                                t.step = None;
+                                step_call = Some(dir);
+                                verdict =
+                                    Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
+                                trend = Some((run.sum_d / n, run.windows));
+                            }
                             t.sides[0].add(z, k, d, sd);
                             t.sides[1].add(-z, k, d, sd);
                             for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
@@ -1812,6 +1907,12 @@ impl Alerting {
                     }
                 }
             }
+        }
+        if let Some(d) = step_call {
+            st.shift = Some(d);
+            st.settled = 0;
+            st.cusum_up = 0.0;
+            st.cusum_down = 0.0;
         }
         // A novel pattern no other verdict explains, outside any move.
         if let Some(n) = novel.filter(|_| {
@@ -2317,6 +2418,14 @@ impl Alerting {
         if c.kind == AlertKind::LevelShift {
             explanation.push_str("; level shifted ");
             explanation.push_str(c.direction.as_str());
+            if let Some((moved, n)) = c.trend {
+                explanation.push_str(&format!(
+                    ": against the same time a day earlier, {}% {} than usual over the last {} min",
+                    ((moved.exp() - 1.0) * 100.0).abs().round(),
+                    if moved >= 0.0 { "higher" } else { "lower" },
+                    i64::from(n) * (f.window_end_ms - f.window_start_ms) / 60_000
+                ));
+            }
         }
         if c.kind == AlertKind::PatternChange {
             explanation.push_str(&format!(
@@ -3141,6 +3250,42 @@ mod tests {
         t.moved(Direction::Up, 1200);
         assert!(t.away_at(1201, 100, Some(0.9), back));
         assert!(!t.away_at(1202, 100, Some(0.7), back));
+    }
+
+    #[test]
+    fn a_step_the_forecast_follows_at_once_is_a_level_shift_against_the_day_before() {
+        // A forecast that follows each window (its median the previous
+        // window's units) with a band wide above it: the step to 1.6x at
+        // window 300 lands outside the band but is no spike, and the
+        // forecast has followed it by the next window. Against the same
+        // time a "day" (60 windows) earlier it holds.
+        let mut a = Alerting::new(Config {
+            recurring_period_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut prev = 300.0;
+        let mut got = Vec::new();
+        for i in 0..420 {
+            let shape = 300.0 + 90.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+            let f = if i >= 300 { 1.6 } else { 1.0 };
+            let units = (shape * f).round() as i64 + wobble(i);
+            got.extend(a.process(&[fc(i * 60_000, units, 0.9 * prev, prev, 1.5 * prev)]));
+            prev = units as f64;
+        }
+        assert_eq!(
+            kinds_by_minute(&got),
+            vec![(AlertKind::LevelShift, 302)],
+            "{got:#?}"
+        );
+        assert_eq!(got[0].direction, Direction::Up);
+        assert!(
+            got[0]
+                .explanation
+                .contains("level shifted up: against the same time a day earlier, 58% higher than usual over the last 3 min"),
+            "{}",
+            got[0].explanation
+        );
     }
 
     #[test]
