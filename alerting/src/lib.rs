@@ -1153,6 +1153,9 @@ struct Candidate {
     /// A promotion explains it: silent too, unless children no promotion
     /// explains broke with it (grouping then clears this).
     promo: bool,
+    /// Its window was a promotion's (or a promotion's end), kept out of
+    /// the change detector and of the series' excursions.
+    kept_out: bool,
     /// A trend break's move: the mean log ratio to a period earlier, less
     /// the usual one, over the windows it was summed from, and how many.
     trend: Option<(f64, u32)>,
@@ -1427,6 +1430,7 @@ impl Alerting {
                         Direction::Up => promo,
                         Direction::Down => promo_end,
                     },
+                    kept_out: promo || promo_end,
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
                         && z.is_some_and(|z| z.abs() < level_z),
@@ -2226,7 +2230,7 @@ impl Alerting {
             }
             // Its own move is alerted now, or was (cooldown); ancestors
             // moving the same way moved because of it.
-            self.cover(f.level, &f.key, c.direction, Cover::Own);
+            self.cover_own(f, c.direction, c.kept_out);
             let factor = self.cfg.level_shift_max_factor;
             // A burst below: the SKUs that jumped by the factor carry at
             // least half the move (a small SKU tripling inside a category
@@ -2361,6 +2365,30 @@ impl Alerting {
             fmt_utc(done.window_start_ms)
         );
         Some(done)
+    }
+
+    /// Record that a series' own alert covers its current excursion; one
+    /// raised on a window kept out of the change detector (a promotion's:
+    /// a store spiking over its promoted categories) starts one, so that
+    /// its end is a recovery, not a drop.
+    fn cover_own(&mut self, f: &Forecast, direction: Direction, kept_out: bool) {
+        if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
+            if kept_out && st.excursion.is_none_or(|x| x.direction != direction) {
+                let y = f.actual.units as f64;
+                let p50 = f.expected.map_or(y, |e| e.p50);
+                st.excursion = Some(Excursion {
+                    direction,
+                    windows: 1,
+                    outside: true,
+                    outage: false,
+                    cover: Cover::Own,
+                    recovery: false,
+                    burst: false,
+                    peak: ((y.max(0.0) + 1.0) / (p50.max(0.0) + 1.0)).ln().abs(),
+                });
+            }
+        }
+        self.cover(f.level, &f.key, direction, Cover::Own);
     }
 
     /// Record that a series' current excursion in `direction` is part of
@@ -2999,6 +3027,7 @@ mod tests {
             silent: false,
             weak: false,
             promo: false,
+            kept_out: false,
             trend: None,
         };
         let up = fc(300 * 60_000, 450, 270.0, 300.0, 330.0);
@@ -3534,6 +3563,38 @@ mod tests {
         assert_eq!(
             kinds_by_minute(&got),
             vec![(AlertKind::Spike, 40)],
+            "{got:#?}"
+        );
+        assert_eq!(&*got[0].key, "web");
+    }
+
+    #[test]
+    fn the_end_of_a_store_spike_on_promotion_is_its_recovery() {
+        // A third of the store's lines are on promotion when it sells half
+        // again its usual for three windows (its SKUs, on no promotion,
+        // with it): once its categories have moved for two windows the
+        // promotion no longer explains it, and the store's spike is raised
+        // (on its second window). Its forecast follows the spike up; the
+        // windows back at the usual level are the spike's end, no drop.
+        let mut a = quiet_store(50);
+        let mut got = Vec::new();
+        let mut prev = 0.0;
+        for i in 40..60 {
+            let mut w = store_window_at(i, if (45..48).contains(&i) { 1.5 } else { 1.0 }, 50);
+            for f in w.iter_mut().filter(|f| f.level == Level::Store) {
+                f.actual.promo_share = 0.35;
+                if (48..52).contains(&i) {
+                    if let Some(e) = f.expected.as_mut() {
+                        (e.p10, e.p50, e.p90) = (0.9 * prev - 1.0, prev, 1.1 * prev + 1.0);
+                    }
+                }
+                prev = f.actual.units as f64;
+            }
+            got.extend(a.process(&w));
+        }
+        assert_eq!(
+            kinds_by_minute(&got),
+            vec![(AlertKind::Spike, 46)],
             "{got:#?}"
         );
         assert_eq!(&*got[0].key, "web");
