@@ -174,7 +174,8 @@ pub struct Config {
     /// flat). This is the width, in windows, of the spans that tell when a
     /// trend called has settled (its newest span no longer beyond its
     /// oldest; its level then becomes the usual) and of the first usual
-    /// ratio learnt after a jump. 0 turns trend breaks off.
+    /// ratio learnt after a jump. 0 turns trend breaks off (and level
+    /// shifts against the day before with them).
     pub trend_windows: u32,
     /// The trend CUSUM's decision threshold, in standard deviations of a
     /// window's ratio.
@@ -184,7 +185,9 @@ pub struct Config {
     /// the trend CUSUM only by how far it is beyond half of this (and at
     /// least half a standard deviation), however sure its count (a best
     /// seller on promotion moves its category a few percent for hours;
-    /// that is no trend).
+    /// that is no trend). A level shift against the day before (a step the
+    /// forecast followed at once) must jump by this, in log terms, from a
+    /// window at the usual ratio, and move by it on average.
     pub trend_min_change: f64,
     /// Lowest level with trend breaks (each series keeps a period of its
     /// units: the thousands of SKUs would cost the most memory, and one
@@ -1840,7 +1843,6 @@ impl Alerting {
                                         >= cfg.z_threshold
                                     && ((run.sum_d / n).exp() - 1.0).abs() >= cfg.trend_min_change
                                     && shaped
-                                    && verdict.is_none()
                                     && !away
                             });
                             if let Some(run) = stepped {
