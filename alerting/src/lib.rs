@@ -2942,6 +2942,11 @@ mod tests {
     /// times `f(i)`, plus noise) whose forecaster follows it closely (the
     /// median is the previous window's units, the band +-10%).
     fn following(n: i64, f: impl Fn(i64) -> f64) -> Vec<Alert> {
+        following_up_to(n, f, 1.1)
+    }
+
+    /// [`following`] with the band's top at `top` times the median.
+    fn following_up_to(n: i64, f: impl Fn(i64) -> f64, top: f64) -> Vec<Alert> {
         let mut a = Alerting::new(Config {
             recurring_period_ms: 3_600_000,
             ..Config::default()
@@ -2952,7 +2957,7 @@ mod tests {
         for i in 0..n {
             let shape = 300.0 + 90.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
             let units = (shape * f(i)).round() as i64 + wobble(i);
-            got.extend(a.process(&[fc(i * 60_000, units, 0.9 * prev, prev, 1.1 * prev)]));
+            got.extend(a.process(&[fc(i * 60_000, units, 0.9 * prev, prev, top * prev)]));
             prev = units as f64;
         }
         got
@@ -3290,20 +3295,7 @@ mod tests {
         // window 300 lands outside the band but is no spike, and the
         // forecast has followed it by the next window. Against the same
         // time a "day" (60 windows) earlier it holds.
-        let mut a = Alerting::new(Config {
-            recurring_period_ms: 3_600_000,
-            ..Config::default()
-        })
-        .unwrap();
-        let mut prev = 300.0;
-        let mut got = Vec::new();
-        for i in 0..420 {
-            let shape = 300.0 + 90.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
-            let f = if i >= 300 { 1.6 } else { 1.0 };
-            let units = (shape * f).round() as i64 + wobble(i);
-            got.extend(a.process(&[fc(i * 60_000, units, 0.9 * prev, prev, 1.5 * prev)]));
-            prev = units as f64;
-        }
+        let got = following_up_to(420, |i| if i >= 300 { 1.6 } else { 1.0 }, 1.5);
         assert_eq!(
             kinds_by_minute(&got),
             vec![(AlertKind::LevelShift, 302)],
@@ -3511,26 +3503,51 @@ mod tests {
         // stays half again above its usual for a while after. Its change
         // detector filled up inside the store's spike: no level shift of
         // its own.
+        let got = store_run(
+            |i| if i < 43 { 3.0 } else { 1.0 },
+            |i, f| {
+                if (43..50).contains(&i) && moves_with("sku00|web", f) {
+                    f.actual.units += 20;
+                }
+            },
+        );
+        assert_one_store_spike(&got, 40);
+    }
+
+    /// Forty quiet windows of [`store_window`], then twenty of
+    /// [`store_window_at`] at `f(i)` times the usual, every series of
+    /// window `i` edited by `edit`: the alerts of those twenty.
+    fn store_run(f: impl Fn(i64) -> f64, mut edit: impl FnMut(i64, &mut Forecast)) -> Vec<Alert> {
         let mut a = quiet_store(50);
         let mut got = Vec::new();
         for i in 40..60 {
-            let mut w = store_window_at(i, if i < 43 { 3.0 } else { 1.0 }, 50);
-            if (43..50).contains(&i) {
-                for f in w.iter_mut() {
-                    match (f.level, &*f.key) {
-                        (Level::SkuStore, "sku00|web")
-                        | (Level::CategoryStore, "toys|web")
-                        | (Level::Store, _)
-                        | (Level::Total, _) => f.actual.units += 20,
-                        _ => {}
-                    }
-                }
+            let mut w = store_window_at(i, f(i), 50);
+            for node in w.iter_mut() {
+                edit(i, node);
             }
             got.extend(a.process(&w));
         }
-        assert_eq!(got.len(), 1, "{got:#?}");
+        got
+    }
+
+    /// `f` is the SKU `sku`, its category `toys|web`, the store or the
+    /// total (what moves when that SKU sells more).
+    fn moves_with(sku: &str, f: &Forecast) -> bool {
+        match f.level {
+            Level::SkuStore => &*f.key == sku,
+            Level::CategoryStore => &*f.key == "toys|web",
+            _ => f.level == Level::Store || f.level == Level::Total,
+        }
+    }
+
+    /// The only alert is the store's spike, at minute `at`.
+    fn assert_one_store_spike(got: &[Alert], at: i64) {
+        assert_eq!(
+            kinds_by_minute(got),
+            vec![(AlertKind::Spike, at)],
+            "{got:#?}"
+        );
         assert_eq!(&*got[0].key, "web");
-        assert_eq!(got[0].kind, AlertKind::Spike);
     }
 
     #[test]
@@ -3540,34 +3557,20 @@ mod tests {
         // lagging) and is its store's child all along. Its change detector
         // filled up inside the store's spike: a later window just outside
         // its band is no level shift.
-        let mut a = quiet_store(50);
-        let mut got = Vec::new();
-        for i in 40..60 {
-            let mut w = store_window_at(i, if i < 43 { 3.0 } else { 1.0 }, 50);
-            let extra = match i {
-                43 => 30,
-                47 => 35,
-                _ => 0,
-            };
-            for f in w.iter_mut() {
-                if matches!(
-                    (f.level, &*f.key),
-                    (Level::SkuStore, "sku01|web")
-                        | (Level::CategoryStore, "toys|web")
-                        | (Level::Store, _)
-                        | (Level::Total, _)
-                ) {
+        let got = store_run(
+            |i| if i < 43 { 3.0 } else { 1.0 },
+            |i, f| {
+                let extra = match i {
+                    43 => 30,
+                    47 => 35,
+                    _ => 0,
+                };
+                if moves_with("sku01|web", f) {
                     f.actual.units += extra;
                 }
-            }
-            got.extend(a.process(&w));
-        }
-        assert_eq!(
-            kinds_by_minute(&got),
-            vec![(AlertKind::Spike, 40)],
-            "{got:#?}"
+            },
         );
-        assert_eq!(&*got[0].key, "web");
+        assert_one_store_spike(&got, 40);
     }
 
     #[test]
@@ -3578,28 +3581,21 @@ mod tests {
         // promotion no longer explains it, and the store's spike is raised
         // (on its second window). Its forecast follows the spike up; the
         // windows back at the usual level are the spike's end, no drop.
-        let mut a = quiet_store(50);
-        let mut got = Vec::new();
         let mut prev = 0.0;
-        for i in 40..60 {
-            let mut w = store_window_at(i, if (45..48).contains(&i) { 1.5 } else { 1.0 }, 50);
-            for f in w.iter_mut().filter(|f| f.level == Level::Store) {
+        let got = store_run(
+            |i| if (45..48).contains(&i) { 1.5 } else { 1.0 },
+            |i, f| {
+                if f.level != Level::Store {
+                    return;
+                }
                 f.actual.promo_share = 0.35;
-                if (48..52).contains(&i) {
-                    if let Some(e) = f.expected.as_mut() {
-                        (e.p10, e.p50, e.p90) = (0.9 * prev - 1.0, prev, 1.1 * prev + 1.0);
-                    }
+                if let Some(e) = f.expected.as_mut().filter(|_| (48..52).contains(&i)) {
+                    (e.p10, e.p50, e.p90) = (0.9 * prev - 1.0, prev, 1.1 * prev + 1.0);
                 }
                 prev = f.actual.units as f64;
-            }
-            got.extend(a.process(&w));
-        }
-        assert_eq!(
-            kinds_by_minute(&got),
-            vec![(AlertKind::Spike, 46)],
-            "{got:#?}"
+            },
         );
-        assert_eq!(&*got[0].key, "web");
+        assert_one_store_spike(&got, 46);
     }
 
     #[test]
