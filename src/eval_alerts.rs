@@ -414,6 +414,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .collect()
     });
     let mut warmup_tail_alerts = 0;
+    let debug_key = std::env::var("SALESCAST_EVAL_KEY").ok();
     for (seed, run) in (args.first_seed..).zip(runs) {
         let run = run?;
         let matches = |a: &Alert, l: &AnomalyLabel| {
@@ -426,7 +427,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .labels
             .iter()
             .partition(|l| l.start_ms >= run.scored_from);
-        if let Ok(k) = std::env::var("SALESCAST_EVAL_KEY") {
+        if let Some(k) = &debug_key {
             for a in run.alerts.iter().filter(|a| &*a.key == k.as_str()) {
                 eprintln!(
                     "seed {} {k}: {} {:?} {} {}",

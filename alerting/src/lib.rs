@@ -735,6 +735,16 @@ struct StepRun {
     surprised: bool,
 }
 
+/// The window number of `at` (window start, width, period) and the
+/// windows in a period (its position is the number modulo those).
+fn window_in_period(at: (i64, i64, i64)) -> (i64, i64) {
+    let (start, width, period) = at;
+    (
+        start.div_euclid(width.max(1)),
+        (period / width.max(1)).max(1),
+    )
+}
+
 /// One position of a series' period in [`TrendState::day`].
 #[derive(Debug, Clone, Copy)]
 struct DaySlot {
@@ -786,14 +796,12 @@ impl TrendState {
     /// window whose share of lines on promotion differs from the earlier
     /// one's is no comparison.
     fn compare(&mut self, at: (i64, i64, i64), y: (f64, f64)) -> [Option<f64>; 2] {
-        let (start, width, period) = at;
         let (y, share) = y;
-        let slots = (period / width.max(1)).max(1);
+        let (n, slots) = window_in_period(at);
         if self.day.len() != slots as usize {
             self.day = vec![DaySlot::EMPTY; slots as usize];
             self.queued.clear();
         }
-        let n = start.div_euclid(width.max(1));
         let d = self.day[n.rem_euclid(slots) as usize];
         let round = n.div_euclid(slots) as u32;
         let fresh = d.round != u32::MAX && d.round.wrapping_add(1) == round;
@@ -812,10 +820,8 @@ impl TrendState {
     /// climb today would read as a slide tomorrow), but only once: a second
     /// one leaves the position a period old, no comparison.
     fn remember(&mut self, at: (i64, i64, i64), y: (f64, f64), usual: bool, hold: usize) {
-        let (start, width, period) = at;
         let (y, share) = y;
-        let slots = (period / width.max(1)).max(1);
-        let n = start.div_euclid(width.max(1));
+        let (n, slots) = window_in_period(at);
         self.queued.push_back((n, y as f32, share as f32, usual));
         while self.queued.len() > hold.min(slots as usize - 1) {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
@@ -1091,6 +1097,15 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl SeriesState {
+    /// A level shift `d` was called: windows its way belong to it until
+    /// they settle, and the change detector starts anew.
+    fn shift_called(&mut self, d: Direction) {
+        self.shift = Some(d);
+        self.settled = 0;
+        self.cusum_up = 0.0;
+        self.cusum_down = 0.0;
+    }
+
     /// An alert's move, measured on actuals against the series' recent
     /// mean (the forecast may or may not have followed it): the log ratio
     /// of `observed` to that mean.
@@ -1159,8 +1174,9 @@ struct Candidate {
     /// Its window was a promotion's (or a promotion's end), kept out of
     /// the change detector and of the series' excursions.
     kept_out: bool,
-    /// A trend break's move: the mean log ratio to a period earlier, less
-    /// the usual one, over the windows it was summed from, and how many.
+    /// A trend break's (or a level shift against the day before's) move:
+    /// the mean log ratio to a period earlier, less the usual one, over the
+    /// windows it was measured on, and how many.
     trend: Option<(f64, u32)>,
 }
 
@@ -1670,10 +1686,7 @@ impl Alerting {
                         let d = if up { Direction::Up } else { Direction::Down };
                         let stat = st.cusum_up.max(st.cusum_down);
                         shift_stat = stat;
-                        st.shift = Some(d);
-                        st.settled = 0;
-                        st.cusum_up = 0.0;
-                        st.cusum_down = 0.0;
+                        st.shift_called(d);
                         if verdict.is_none_or(|v| v.0 != AlertKind::DropToZero) {
                             verdict = Some((AlertKind::LevelShift, d, stat));
                         }
@@ -1804,11 +1817,6 @@ impl Alerting {
                             // `z-threshold` over its windows (each counting
                             // at most that) and material as a trend would be.
                             let wz = (d / sd).clamp(-cfg.z_threshold, cfg.z_threshold);
-                            let way = if d > 0.0 {
-                                Direction::Up
-                            } else {
-                                Direction::Down
-                            };
                             t.step = match t.step {
                                 Some(mut run) if d * run.direction.sign() >= allowance => {
                                     run.windows += 1;
@@ -1816,11 +1824,17 @@ impl Alerting {
                                     run.sum_d += d;
                                     Some(run)
                                 }
-                                _ if d.abs() >= allowance
-                                    && t.prev_d.is_some_and(|p| {
-                                        p.abs() < allowance && (d - p).abs() >= 2.0 * allowance
-                                    }) =>
+                                // From within the allowance, a jump of twice
+                                // it lands beyond it.
+                                _ if t.prev_d.is_some_and(|p| {
+                                    p.abs() < allowance && (d - p).abs() >= 2.0 * allowance
+                                }) =>
                                 {
+                                    let way = if d > 0.0 {
+                                        Direction::Up
+                                    } else {
+                                        Direction::Down
+                                    };
                                     Some(StepRun {
                                         direction: way,
                                         windows: 1,
@@ -1915,10 +1929,7 @@ impl Alerting {
             }
         }
         if let Some(d) = step_call {
-            st.shift = Some(d);
-            st.settled = 0;
-            st.cusum_up = 0.0;
-            st.cusum_down = 0.0;
+            st.shift_called(d);
         }
         // A novel pattern no other verdict explains, outside any move.
         if let Some(n) = novel.filter(|_| {
@@ -2376,8 +2387,6 @@ impl Alerting {
     fn cover_own(&mut self, f: &Forecast, direction: Direction, kept_out: bool) {
         if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
             if kept_out && st.excursion.is_none_or(|x| x.direction != direction) {
-                let y = f.actual.units as f64;
-                let p50 = f.expected.map_or(y, |e| e.p50);
                 st.excursion = Some(Excursion {
                     direction,
                     windows: 1,
@@ -2386,7 +2395,7 @@ impl Alerting {
                     cover: Cover::Own,
                     recovery: false,
                     burst: false,
-                    peak: ((y.max(0.0) + 1.0) / (p50.max(0.0) + 1.0)).ln().abs(),
+                    peak: ln_ratio(f).abs(),
                 });
             }
         }
@@ -2445,17 +2454,19 @@ impl Alerting {
             e.p10.round(),
             e.p90.round()
         );
+        // A move measured against the same time a day earlier.
+        let day_before = c.trend.map(|(moved, n)| {
+            format!(
+                ": against the same time a day earlier, {}% {} than usual over the last {} min",
+                ((moved.exp() - 1.0) * 100.0).abs().round(),
+                if moved >= 0.0 { "higher" } else { "lower" },
+                i64::from(n) * (f.window_end_ms - f.window_start_ms) / 60_000
+            )
+        });
         if c.kind == AlertKind::LevelShift {
             explanation.push_str("; level shifted ");
             explanation.push_str(c.direction.as_str());
-            if let Some((moved, n)) = c.trend {
-                explanation.push_str(&format!(
-                    ": against the same time a day earlier, {}% {} than usual over the last {} min",
-                    ((moved.exp() - 1.0) * 100.0).abs().round(),
-                    if moved >= 0.0 { "higher" } else { "lower" },
-                    i64::from(n) * (f.window_end_ms - f.window_start_ms) / 60_000
-                ));
-            }
+            explanation.push_str(day_before.as_deref().unwrap_or(""));
         }
         if c.kind == AlertKind::PatternChange {
             explanation.push_str(&format!(
@@ -2465,15 +2476,10 @@ impl Alerting {
                 if c.direction == Direction::Up { "higher" } else { "lower" }
             ));
         }
-        if let (AlertKind::TrendBreak, Some((moved, n))) = (c.kind, c.trend) {
-            let span = i64::from(n) * (f.window_end_ms - f.window_start_ms);
-            explanation.push_str(&format!(
-                "; trending {}: against the same time a day earlier, {}% {} than usual over the last {} min",
-                c.direction.as_str(),
-                ((moved.exp() - 1.0) * 100.0).abs().round(),
-                if moved >= 0.0 { "higher" } else { "lower" },
-                span / 60_000
-            ));
+        if let (AlertKind::TrendBreak, Some(text)) = (c.kind, &day_before) {
+            explanation.push_str("; trending ");
+            explanation.push_str(c.direction.as_str());
+            explanation.push_str(text);
         }
         if !children.is_empty() {
             let direct: Vec<&str> = children
