@@ -133,8 +133,15 @@ pub struct Config {
     /// part in root-cause grouping. 0 turns it off.
     pub recurring_period_ms: i64,
     /// Windows after any alert on a series during which it raises no other
-    /// alert of any kind (0: only the per-kind cooldown applies).
+    /// alert of any kind (0: only the per-kind cooldown applies), unless
+    /// the new one escalates (`incident-escalation`).
     pub incident_cooldown_windows: i64,
+    /// An alert at least this many times as strong (see
+    /// [`Alerting::strength`]) as the one that opened a series' incident
+    /// breaks through `incident-cooldown-windows`, and the incident goes on
+    /// from it: a far bigger anomaly is news, even within another's
+    /// cooldown. 0 turns it off. Values between 0 and 1 are rejected.
+    pub incident_escalation: f64,
     /// The longest a spike (or drop) lasts, in windows. A move that broke
     /// out of the band must outlast this before it is called a level
     /// shift, and one that ends within it was a spike: its windows are
@@ -235,6 +242,7 @@ impl Default for Config {
             promo_share_explains_spike: 0.5,
             root_cause_share: 0.5,
             incident_cooldown_windows: 0,
+            incident_escalation: 4.0,
             recurring_period_ms: 86_400_000,
             spike_max_windows: 3,
             level_shift_max_factor: 2.5,
@@ -1214,7 +1222,7 @@ type Raised = FxHashMap<(Level, Arc<str>, i64), Vec<Alert>>;
 pub struct Alerting {
     cfg: Config,
     last: FxHashMap<(Level, Arc<str>, AlertKind), i64>,
-    incident: FxHashMap<SeriesKey, i64>,
+    incident: FxHashMap<SeriesKey, (i64, f64)>,
     series: FxHashMap<SeriesKey, SeriesState>,
     raised: Raised,
     newest: i64,
@@ -1230,6 +1238,12 @@ impl Alerting {
         if cfg.band_margin < 0.0 || cfg.cooldown_windows < 0 {
             return Err(Error::Config(
                 "alerting.band-margin and cooldown-windows must be >= 0".into(),
+            ));
+        }
+        let e = cfg.incident_escalation;
+        if !(e == 0.0 || e >= 1.0) {
+            return Err(Error::Config(
+                "alerting.incident-escalation must be 0 (off) or at least 1".into(),
             ));
         }
         if cfg.cusum_h <= 0.0 || cfg.cusum_k < 0.0 || cfg.z_threshold < 0.0 {
@@ -1319,7 +1333,7 @@ impl Alerting {
         self.pruned_at = self.newest;
         let cutoff = self.newest - span;
         self.last.retain(|_, at| *at >= cutoff);
-        self.incident.retain(|_, at| *at >= cutoff);
+        self.incident.retain(|_, (at, _)| *at >= cutoff);
         self.raised.retain(|k, _| k.2 >= cutoff);
         // Detector state of series silent for a long time (100 x the memory).
         let stale = self.newest - span * 100;
@@ -2284,13 +2298,17 @@ impl Alerting {
                     }
                 }
                 let series = (f.level, f.key.clone());
-                if let Some(prev) = self.incident.get(&series) {
-                    if f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window {
+                let strength = self.series.get(&series).map_or(0.0, |st| st.strength);
+                if let Some(&(prev, was)) = self.incident.get(&series) {
+                    if f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window
+                        && !(self.cfg.incident_escalation > 0.0
+                            && strength >= self.cfg.incident_escalation * was)
+                    {
                         continue;
                     }
                 }
                 self.last.insert(k, f.window_start_ms);
-                self.incident.insert(series, f.window_start_ms);
+                self.incident.insert(series, (f.window_start_ms, strength));
             } else if self
                 .raised
                 .get(&(f.level, f.key.clone(), f.window_start_ms))
@@ -2669,6 +2687,42 @@ mod tests {
             n += a.process(&[fc(i * 60_000, 200, 31.0, 42.0, 55.0)]).len();
         }
         assert_eq!(n, 2, "alerts at windows 0 and 6 only");
+    }
+
+    #[test]
+    fn a_far_stronger_alert_breaks_through_the_incident_cooldown() {
+        let run = |escalation: f64| {
+            let mut a = Alerting::new(Config {
+                incident_cooldown_windows: 50,
+                incident_escalation: escalation,
+                ..Config::default()
+            })
+            .unwrap();
+            let mut at = Vec::new();
+            for i in 0..60i64 {
+                // A spike at 10, one about as strong at 20, one far
+                // stronger at 30.
+                let y = match i {
+                    10 | 20 => 90,
+                    30 => 400,
+                    _ => 40 + i % 3,
+                };
+                for x in a.process(&[fc(i * 60_000, y, 31.0, 41.0, 52.0)]) {
+                    at.push((i, x.kind));
+                }
+            }
+            at
+        };
+        assert_eq!(
+            run(4.0),
+            vec![(10, AlertKind::Spike), (30, AlertKind::Spike)]
+        );
+        assert_eq!(run(0.0), vec![(10, AlertKind::Spike)], "off");
+        assert!(Alerting::new(Config {
+            incident_escalation: 0.5,
+            ..Config::default()
+        })
+        .is_err());
     }
 
     /// A forecast of any series with a given band and parent.
