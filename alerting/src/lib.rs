@@ -138,9 +138,10 @@ pub struct Config {
     pub incident_cooldown_windows: i64,
     /// An alert at least this many times as strong (see
     /// [`Alerting::strength`]) as the one that opened a series' incident
-    /// breaks through `incident-cooldown-windows`, and the incident goes on
-    /// from it: a far bigger anomaly is news, even within another's
-    /// cooldown. 0 turns it off. Values between 0 and 1 are rejected.
+    /// (taken as at least 1, a detector's threshold) breaks through
+    /// `incident-cooldown-windows`, and the incident goes on from it: a
+    /// far bigger anomaly is news, even within another's cooldown. 0 turns
+    /// it off. Values between 0 and 1 are rejected.
     pub incident_escalation: f64,
     /// The longest a spike (or drop) lasts, in windows. A move that broke
     /// out of the band must outlast this before it is called a level
@@ -2302,7 +2303,7 @@ impl Alerting {
                 if let Some(&(prev, was)) = self.incident.get(&series) {
                     if f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window
                         && !(self.cfg.incident_escalation > 0.0
-                            && strength >= self.cfg.incident_escalation * was)
+                            && strength >= self.cfg.incident_escalation * was.max(1.0))
                     {
                         continue;
                     }
