@@ -2301,10 +2301,11 @@ impl Alerting {
                 let series = (f.level, f.key.clone());
                 let strength = self.series.get(&series).map_or(0.0, |st| st.strength);
                 if let Some(&(prev, was)) = self.incident.get(&series) {
-                    if f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window
-                        && !(self.cfg.incident_escalation > 0.0
-                            && strength >= self.cfg.incident_escalation * was.max(1.0))
-                    {
+                    let within =
+                        f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window;
+                    let escalation = self.cfg.incident_escalation;
+                    let escalates = escalation > 0.0 && strength >= escalation * was.max(1.0);
+                    if within && !escalates {
                         continue;
                     }
                 }
@@ -2404,18 +2405,22 @@ impl Alerting {
     /// a store spiking over its promoted categories) starts one, so that
     /// its end is a recovery, not a drop.
     fn cover_own(&mut self, f: &Forecast, direction: Direction, kept_out: bool) {
-        if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
-            if kept_out && st.excursion.is_none_or(|x| x.direction != direction) {
-                st.excursion = Some(Excursion {
-                    direction,
-                    windows: 1,
-                    outside: true,
-                    outage: false,
-                    cover: Cover::Own,
-                    recovery: false,
-                    burst: false,
-                    peak: ln_ratio(f).abs(),
-                });
+        if kept_out {
+            if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
+                if st.excursion.is_none_or(|x| x.direction != direction) {
+                    // Its own from the start: nothing left to cover.
+                    st.excursion = Some(Excursion {
+                        direction,
+                        windows: 1,
+                        outside: true,
+                        outage: false,
+                        cover: Cover::Own,
+                        recovery: false,
+                        burst: false,
+                        peak: ln_ratio(f).abs(),
+                    });
+                    return;
+                }
             }
         }
         self.cover(f.level, &f.key, direction, Cover::Own);
