@@ -119,7 +119,9 @@ pub struct Config {
     pub root_cause_share: f64,
     /// A spike in a window where at least this share of lines was on
     /// promotion is the promotion working, not an anomaly, and so is one
-    /// with more lines on promotion than the series usually has whose units
+    /// with more lines on promotion than the series usually has (by enough
+    /// to explain a material rise: 5 points at the default
+    /// `spike-min-change`, a promotion lifting demand at most 5x) whose units
     /// outside promotion lines (units x (1 - promo share)) are no more than
     /// usual (the band's top plus its margin, times the usual share not on
     /// promotion): it raises nothing, and a parent that moved only because
@@ -488,6 +490,11 @@ const MEAN_ALPHA: f64 = 0.05;
 /// Weight of the newest window in [`SeriesState::promo_recent`] when its
 /// share is higher.
 const PROMO_RECENT_ALPHA: f64 = 0.2;
+/// The highest lift in demand a promotion is assumed to bring: a share on
+/// promotion up by less than `spike-min-change / (PROMO_LIFT_MAX - 1)`
+/// (5 points at the default 20%) cannot explain a material rise (a total
+/// whose share drifts from 2.5% to 3.4% while a store spikes).
+const PROMO_LIFT_MAX: f64 = 5.0;
 /// How far below the recent share on promotion a window's share must be
 /// for a promotion to have ended.
 const PROMO_END_FALL: f64 = 0.1;
@@ -1045,9 +1052,11 @@ impl Excursion {
         self.outside || self.cover != Cover::None || self.recovery
     }
 
-    /// A drift that becomes a jump now: its spike clock starts here.
+    /// A drift that breaks out of the band now: its spike clock starts
+    /// here, also when another series' alert covered it before (a store
+    /// drifting up with a category's move, then spiking itself).
     fn start_jump(&mut self) {
-        if !self.jump() {
+        if !self.outside && !self.recovery {
             self.windows = 1;
         }
     }
@@ -1373,7 +1382,7 @@ impl Alerting {
         let (share, usual) = (f.actual.promo_share, st.promo_mean);
         let promo = cfg.promo_share_explains_spike < 1.0
             && (share >= cfg.promo_share_explains_spike
-                || (share > usual
+                || (share >= usual + cfg.spike_min_change / (PROMO_LIFT_MAX - 1.0)
                     && y > e.p90
                     && y * (1.0 - share) <= (e.p90 + margin) * (1.0 - usual)));
         // ...and a move down when a promotion ends: a share well below the
@@ -1570,6 +1579,13 @@ impl Alerting {
             st.excursion = match (st.excursion.take(), dir) {
                 (Some(mut e), Some(nd)) if e.direction == nd => {
                     e.windows += 1;
+                    if outside && !e.outside && !e.recovery && e.cover.by_another() {
+                        // A drift another series' alert covered that now
+                        // breaks out of the band on its own is a new jump,
+                        // its own (a store drifting with a category's
+                        // move, then spiking itself).
+                        e.cover = Cover::None;
+                    }
                     if outside {
                         e.start_jump();
                     }
@@ -2319,15 +2335,12 @@ impl Alerting {
                 continue; // still holds: already raised
             }
             let mut a = self.alert(f, &c, children);
-            if c.kind == AlertKind::LevelShift && f.revision == 0 {
+            // A level shift or trend break the other way that brings the
+            // series back is the end of its last move, not news.
+            if matches!(c.kind, AlertKind::LevelShift | AlertKind::TrendBreak) && f.revision == 0 {
                 if let Some(done) = self.end_of_shift(f, &a) {
                     out.push(done);
                     continue;
-                }
-            }
-            if c.kind == AlertKind::TrendBreak && f.revision == 0 {
-                if let Some(st) = self.series.get_mut(&(f.level, f.key.clone())) {
-                    st.shifted = Some((Box::new(a.clone()), st.move_of(a.observed)));
                 }
             }
             if let Some(up) = explains.get(&ci) {
@@ -2349,7 +2362,7 @@ impl Alerting {
         }
     }
 
-    /// A level shift just called on `f`'s series: the end of the series'
+    /// A level shift or trend break just called on `f`'s series: the end of the series'
     /// last move if it undoes it (that level shift or trend break,
     /// `resolved`), else None (and it becomes the move remembered).
     fn end_of_shift(&mut self, f: &Forecast, a: &Alert) -> Option<Alert> {
@@ -2365,12 +2378,24 @@ impl Alerting {
             .trend
             .as_ref()
             .and_then(|t| t.last_r.map(|r| r - t.called_base));
+        // ...and less the usual ratio from before the last move (home).
+        let from_home = st.trend.as_ref().and_then(|t| {
+            let home = t.away.map_or(t.base[0], |(_, home, _)| home);
+            t.last_r.map(|r| r - home)
+        });
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
             // A trend break went on after it was called: its end is a
             // shift back to the units of the same time a day earlier.
+            // A level shift ends by a move back about as far, against the
+            // series' recent mean, or (a mean that lagged the daily shape
+            // when the shift began understates it) back to the usual
+            // ratio to the same time a day earlier.
             let back_enough = match prev.kind {
                 AlertKind::TrendBreak => day_before.is_some_and(|d| d.abs() <= usual_again),
-                _ => (0.5..=1.5).contains(&(-back / first)),
+                _ => {
+                    (0.5..=1.5).contains(&(-back / first))
+                        || from_home.is_some_and(|d| d.abs() <= usual_again)
+                }
             };
             prev.direction != a.direction
                 && f.window_start_ms - prev.window_start_ms <= memory
@@ -4018,6 +4043,27 @@ mod tests {
         assert_eq!(run(0.0, 0.0).len(), 1, "no promotion: a spike");
         // 99 outside promotion lines against the usual 70: a spike.
         assert_eq!(run(0.3, 0.45).len(), 1, "more than the promotions explain");
+        // A series of 1000 with a wide band (900-1100, its top and margin
+        // 1200) sells 1250 with 4.5% of its lines on promotion, usually
+        // none: 1194 outside promotion lines, within the top and margin,
+        // but a share up 4.5 points cannot lift units by a quarter (at
+        // most 5 points at `spike-min-change`): a spike.
+        let wide = |share: f64| {
+            let mut a = Alerting::new(Config::default()).unwrap();
+            for i in 0..60 {
+                let f = fc(i * 60_000, 1000 + wobble(i), 900.0, 1000.0, 1100.0);
+                assert!(a.process(&[f]).is_empty());
+            }
+            let mut f = fc(60 * 60_000, 1250, 900.0, 1000.0, 1100.0);
+            f.actual.promo_share = share;
+            a.process(&[f])
+        };
+        assert_eq!(wide(0.0).len(), 1, "no promotion: a spike");
+        assert_eq!(
+            wide(0.045).len(),
+            1,
+            "a drift in the share explains no spike"
+        );
     }
 
     #[test]
