@@ -2391,7 +2391,9 @@ impl Alerting {
             // when the shift began understates it) back to the usual
             // ratio to the same time a day earlier.
             let back_enough = match prev.kind {
-                AlertKind::TrendBreak => day_before.is_some_and(|d| d.abs() <= usual_again),
+                AlertKind::TrendBreak => [day_before, from_home]
+                    .iter()
+                    .any(|d| d.is_some_and(|d| d.abs() <= usual_again)),
                 _ => {
                     (0.5..=1.5).contains(&(-back / first))
                         || from_home.is_some_and(|d| d.abs() <= usual_again)
@@ -3162,6 +3164,69 @@ mod tests {
         );
         // Still 50% off the day before: a level shift of its own.
         assert!(end(-0.4).is_none());
+    }
+
+    #[test]
+    fn a_move_back_to_the_usual_ratio_to_the_day_before_ends_the_last_move() {
+        // A category's level shift down was called in the morning rush,
+        // its recent mean still lagging the rush (a move of -0.24 against
+        // it, for a halving); ten hours later a level shift up brings it
+        // back (+0.66 against the mean of the halved level: 2.75 times the
+        // first move, no undoing by that measure).
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let cand = |kind, direction| Candidate {
+            idx: 0,
+            kind,
+            direction,
+            score: 1.0,
+            z: 0.0,
+            silent: false,
+            weak: false,
+            promo: false,
+            kept_out: false,
+            trend: None,
+        };
+        let down = fc(550 * 60_000, 217, 300.0, 331.0, 376.0);
+        let shift = a.alert(&down, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
+        let trend = a.alert(&down, &cand(AlertKind::TrendBreak, Direction::Down), vec![]);
+        let up = fc(1160 * 60_000, 548, 221.0, 265.0, 305.0);
+        let back = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
+        // `dev`: the window against the same window a day earlier, `home`
+        // the usual ratio from before the move.
+        let mut end = |prev: &Alert, dev: Option<f64>, home: f64| {
+            a.series.insert(
+                (Level::CategoryStore, "toys|web".into()),
+                SeriesState {
+                    mean_y: 282.0,
+                    shifted: Some((Box::new(prev.clone()), -0.24)),
+                    trend: Some(Box::new(TrendState {
+                        last_r: dev,
+                        // The usual ratio drifted with a slow trend.
+                        base: [-0.5, 0.0],
+                        called_base: -0.5,
+                        away: Some((prev.direction, home, prev.window_start_ms)),
+                        ..TrendState::default()
+                    })),
+                    ..SeriesState::default()
+                },
+            );
+            let mut f = up.clone();
+            f.level = Level::CategoryStore;
+            f.key = "toys|web".into();
+            a.end_of_shift(&f, &back)
+        };
+        let done = end(&shift, Some(0.12), 0.05).expect("back to the usual ratio");
+        assert_eq!(done.status, Status::Resolved);
+        assert_eq!(done.id, shift.id);
+        // Still 50% above the day before's usual: a move of its own.
+        assert!(end(&shift, Some(0.45), 0.05).is_none());
+        // Without a comparison (promotions unlike the day before's) the
+        // mean's measure alone decides: no undoing.
+        assert!(end(&shift, None, 0.05).is_none());
+        // A trend break whose usual ratio drifted with it (-0.5 when it
+        // was called) ends back at home too, not only at that ratio.
+        let done = end(&trend, Some(0.02), 0.0).expect("back home");
+        assert_eq!(done.id, trend.id);
     }
 
     #[test]
