@@ -3113,12 +3113,9 @@ mod tests {
         assert_eq!(got[0].direction, Direction::Down);
     }
 
-    #[test]
-    fn a_shift_back_to_the_day_befores_units_resolves_a_trend_break() {
-        // A store whose trend break up was called at minute 300; at minute
-        // 420 a level shift down is called on it.
-        let mut a = Alerting::new(Config::default()).unwrap();
-        let cand = |kind, direction| Candidate {
+    /// A candidate of series 0 of its window, nothing special about it.
+    fn cand(kind: AlertKind, direction: Direction) -> Candidate {
+        Candidate {
             idx: 0,
             kind,
             direction,
@@ -3129,7 +3126,14 @@ mod tests {
             promo: false,
             kept_out: false,
             trend: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_shift_back_to_the_day_befores_units_resolves_a_trend_break() {
+        // A store whose trend break up was called at minute 300; at minute
+        // 420 a level shift down is called on it.
+        let mut a = Alerting::new(Config::default()).unwrap();
         let up = fc(300 * 60_000, 450, 270.0, 300.0, 330.0);
         let trend = a.alert(&up, &cand(AlertKind::TrendBreak, Direction::Up), vec![]);
         let back = fc(420 * 60_000, 300, 540.0, 600.0, 660.0);
@@ -3174,18 +3178,6 @@ mod tests {
         // back (+0.66 against the mean of the halved level: 2.75 times the
         // first move, no undoing by that measure).
         let mut a = Alerting::new(Config::default()).unwrap();
-        let cand = |kind, direction| Candidate {
-            idx: 0,
-            kind,
-            direction,
-            score: 1.0,
-            z: 0.0,
-            silent: false,
-            weak: false,
-            promo: false,
-            kept_out: false,
-            trend: None,
-        };
         let down = fc(550 * 60_000, 217, 300.0, 331.0, 376.0);
         let shift = a.alert(&down, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
         let trend = a.alert(&down, &cand(AlertKind::TrendBreak, Direction::Down), vec![]);
