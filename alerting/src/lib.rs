@@ -3699,6 +3699,33 @@ mod tests {
     }
 
     #[test]
+    fn a_store_spiking_after_drifting_with_a_skus_move_raises_its_spike() {
+        // One SKU sells 2.25 times its usual from minute 40 on (its own alert, which
+        // covers the store's small rise with it); at minute 46 the whole
+        // store sells three times its usual for three windows: a spike of
+        // the store's own, not a window of the SKU's move.
+        let got = store_run(
+            |i| if (46..49).contains(&i) { 3.0 } else { 1.0 },
+            |i, f| {
+                if i >= 40 && moves_with("sku00|web", f) {
+                    f.actual.units += 50;
+                }
+            },
+        );
+        let store: Vec<_> = got
+            .iter()
+            .filter(|a| a.level == Level::Store)
+            .map(|a| (a.kind, a.window_start_ms / 60_000))
+            .collect();
+        assert!(
+            got.iter()
+                .any(|a| &*a.key == "sku00|web" && a.window_start_ms < 46 * 60_000),
+            "{got:#?}"
+        );
+        assert_eq!(store, vec![(AlertKind::Spike, 46)], "{got:#?}");
+    }
+
+    #[test]
     fn a_category_lagging_its_stores_spike_keeps_no_level_shift_from_it() {
         // The store sells three times its usual for three windows; one
         // category stays above its band a window longer (its forecast
