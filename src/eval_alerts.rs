@@ -11,7 +11,9 @@
 //! warm-up are left out, like that anomaly. Per kind: recall = labels of
 //! the kind caught by an alert of that kind; precision = alerts of the kind
 //! that match some label; delay = windows from the label's start to the
-//! first matching alert of its kind. Hierarchy-wide incidents (store-level
+//! first matching alert of its kind; "any kind" counts the labels matched
+//! by an alert of any kind, and its delay (found, if not always named
+//! right). Hierarchy-wide incidents (store-level
 //! labels) also report how many alerts they raised: one is the goal.
 //!
 //! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it, and the
@@ -97,6 +99,12 @@ pub struct KindScore {
     pub same_kind_f1: f64,
     /// Median windows from a label's start to its first matching alert.
     pub median_delay_windows: Option<f64>,
+    /// Labels of this kind matched by an alert of any kind: found, if not
+    /// always named right (a step first called a trend break).
+    pub caught_any_kind: usize,
+    /// Median windows from a label's start to its first matching alert of
+    /// any kind.
+    pub median_delay_any_kind_windows: Option<f64>,
 }
 
 fn level_name(a: &Alert) -> &'static str {
@@ -395,7 +403,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
     );
     let t0 = std::time::Instant::now();
     let w = args.window_ms;
-    let mut per_kind: BTreeMap<&'static str, (KindScore, Vec<f64>)> = BTreeMap::new();
+    let mut per_kind: BTreeMap<&'static str, (KindScore, Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let mut incident_alerts: Vec<usize> = Vec::new();
     let mut total_alerts = 0;
     let mut unmatched = 0;
@@ -547,6 +555,15 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 e.0.caught += 1;
                 e.1.push(((t - l.start_ms) / w) as f64);
             }
+            let first_any = alerts
+                .iter()
+                .filter(|a| matches(a, l))
+                .map(|a| a.window_start_ms)
+                .min();
+            if let Some(t) = first_any {
+                e.0.caught_any_kind += 1;
+                e.2.push(((t - l.start_ms) / w) as f64);
+            }
             if l.level == "store" {
                 // Alerts raised for a hierarchy-wide incident during its span.
                 incident_alerts.push(
@@ -559,7 +576,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         }
     }
     let mut kinds = BTreeMap::new();
-    for (k, (mut s, delays)) in per_kind {
+    for (k, (mut s, delays, any_delays)) in per_kind {
         let ratio = |n: usize, d: usize| if d > 0 { n as f64 / d as f64 } else { 0.0 };
         s.precision = ratio(s.matched_alerts, s.alerts);
         s.recall = ratio(s.caught, s.labels);
@@ -574,6 +591,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         s.same_kind_precision = ratio(s.same_kind_alerts, s.alerts);
         s.same_kind_f1 = f1(s.same_kind_precision, s.recall);
         s.median_delay_windows = median(delays);
+        s.median_delay_any_kind_windows = median(any_delays);
         kinds.insert(k, s);
     }
     let per_incident = if incident_alerts.is_empty() {
@@ -609,7 +627,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     println!(
-        "{:<14} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>14} {:>10} {:>8}",
+        "{:<14} {:>7} {:>7} {:>7} {:>10} {:>7} {:>7} {:>14} {:>10} {:>8} {:>10} {:>8}",
         "kind",
         "labels",
         "caught",
@@ -619,11 +637,13 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         "F1",
         "median delay",
         "same-kind:",
-        "prec/F1"
+        "prec/F1",
+        "any kind:",
+        "delay"
     );
     for (k, s) in &kinds {
         println!(
-            "{:<14} {:>7} {:>7} {:>7} {:>10.3} {:>7.3} {:>7.3} {:>14} {:>10.3} {:>8.3}",
+            "{:<14} {:>7} {:>7} {:>7} {:>10.3} {:>7.3} {:>7.3} {:>14} {:>10.3} {:>8.3} {:>10} {:>8}",
             k,
             s.labels,
             s.caught,
@@ -634,7 +654,10 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             s.median_delay_windows
                 .map_or("-".into(), |d| format!("{d:.1} windows")),
             s.same_kind_precision,
-            s.same_kind_f1
+            s.same_kind_f1,
+            s.caught_any_kind,
+            s.median_delay_any_kind_windows
+                .map_or("-".into(), |d| format!("{d:.1}"))
         );
     }
     println!(
