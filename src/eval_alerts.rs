@@ -546,32 +546,28 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             let Some(k) = kind_of(&l.kind) else { continue };
             let e = per_kind.entry(k.as_str()).or_default();
             e.0.labels += 1;
-            let first = alerts
-                .iter()
-                .filter(|a| a.kind == k && matches(a, l))
-                .map(|a| a.window_start_ms)
-                .min();
+            // The first matching alert of the label's kind and of any kind,
+            // and the alerts during its span, in one pass.
+            let (mut first, mut first_any, mut during) = (None::<i64>, None::<i64>, 0);
+            for a in alerts.iter().filter(|a| matches(a, l)) {
+                let t = a.window_start_ms;
+                first_any = Some(first_any.map_or(t, |f| f.min(t)));
+                if a.kind == k {
+                    first = Some(first.map_or(t, |f| f.min(t)));
+                }
+                during += usize::from(t < l.end_ms);
+            }
             if let Some(t) = first {
                 e.0.caught += 1;
                 e.1.push(((t - l.start_ms) / w) as f64);
             }
-            let first_any = alerts
-                .iter()
-                .filter(|a| matches(a, l))
-                .map(|a| a.window_start_ms)
-                .min();
             if let Some(t) = first_any {
                 e.0.caught_any_kind += 1;
                 e.2.push(((t - l.start_ms) / w) as f64);
             }
             if l.level == "store" {
                 // Alerts raised for a hierarchy-wide incident during its span.
-                incident_alerts.push(
-                    alerts
-                        .iter()
-                        .filter(|a| matches(a, l) && a.window_start_ms < l.end_ms)
-                        .count(),
-                );
+                incident_alerts.push(during);
             }
         }
     }

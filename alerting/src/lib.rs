@@ -886,12 +886,17 @@ impl TrendState {
         }
     }
 
+    /// The usual ratio from before the first of the last series of moves
+    /// (see [`TrendState::away`]); the usual one without a move.
+    fn home(&self) -> f64 {
+        self.away.map_or(self.base[0], |(_, home, _)| home)
+    }
+
     /// A level shift or trend break was called at `now` (see
     /// [`TrendState::away`]): the windows queued since it began are of the
     /// move too, no usual ones.
     fn moved(&mut self, d: Direction, now: i64) {
-        let home = self.away.map_or(self.base[0], |(_, home, _)| home);
-        self.away = Some((d, home, now));
+        self.away = Some((d, self.home(), now));
         for q in self.queued.iter_mut() {
             q.3 = false;
         }
@@ -1053,11 +1058,15 @@ impl Excursion {
     }
 
     /// A drift that breaks out of the band now: its spike clock starts
-    /// here, also when another series' alert covered it before (a store
-    /// drifting up with a category's move, then spiking itself).
+    /// here, and a cover by another series' alert was of the drift, not
+    /// of this jump, which is its own (a store drifting up with a
+    /// category's move, then spiking itself).
     fn start_jump(&mut self) {
         if !self.outside && !self.recovery {
             self.windows = 1;
+            if self.cover.by_another() {
+                self.cover = Cover::None;
+            }
         }
     }
 
@@ -1579,13 +1588,6 @@ impl Alerting {
             st.excursion = match (st.excursion.take(), dir) {
                 (Some(mut e), Some(nd)) if e.direction == nd => {
                     e.windows += 1;
-                    if outside && !e.outside && !e.recovery && e.cover.by_another() {
-                        // A drift another series' alert covered that now
-                        // breaks out of the band on its own is a new jump,
-                        // its own (a store drifting with a category's
-                        // move, then spiking itself).
-                        e.cover = Cover::None;
-                    }
                     if outside {
                         e.start_jump();
                     }
@@ -2362,9 +2364,9 @@ impl Alerting {
         }
     }
 
-    /// A level shift or trend break just called on `f`'s series: the end of the series'
-    /// last move if it undoes it (that level shift or trend break,
-    /// `resolved`), else None (and it becomes the move remembered).
+    /// A level shift or trend break just called on `f`'s series: the end
+    /// of the series' last move if it undoes it (that level shift or trend
+    /// break, `resolved`), else None (and it becomes the move remembered).
     fn end_of_shift(&mut self, f: &Forecast, a: &Alert) -> Option<Alert> {
         let memory = self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms);
         // Back to what is usual against the day before: within the trend
@@ -2379,10 +2381,11 @@ impl Alerting {
             .as_ref()
             .and_then(|t| t.last_r.map(|r| r - t.called_base));
         // ...and less the usual ratio from before the last move (home).
-        let from_home = st.trend.as_ref().and_then(|t| {
-            let home = t.away.map_or(t.base[0], |(_, home, _)| home);
-            t.last_r.map(|r| r - home)
-        });
+        let from_home = st
+            .trend
+            .as_ref()
+            .and_then(|t| t.last_r.map(|r| r - t.home()));
+        let usual = |d: Option<f64>| d.is_some_and(|d| d.abs() <= usual_again);
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
             // A trend break went on after it was called: its end is a
             // shift back to the units of the same time a day earlier.
@@ -2390,15 +2393,11 @@ impl Alerting {
             // series' recent mean, or (a mean that lagged the daily shape
             // when the shift began understates it) back to the usual
             // ratio to the same time a day earlier.
-            let back_enough = match prev.kind {
-                AlertKind::TrendBreak => [day_before, from_home]
-                    .iter()
-                    .any(|d| d.is_some_and(|d| d.abs() <= usual_again)),
-                _ => {
-                    (0.5..=1.5).contains(&(-back / first))
-                        || from_home.is_some_and(|d| d.abs() <= usual_again)
-                }
-            };
+            let back_enough = usual(from_home)
+                || match prev.kind {
+                    AlertKind::TrendBreak => usual(day_before),
+                    _ => (0.5..=1.5).contains(&(-back / first)),
+                };
             prev.direction != a.direction
                 && f.window_start_ms - prev.window_start_ms <= memory
                 && back_enough
