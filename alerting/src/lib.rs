@@ -15,10 +15,12 @@
 //!   the same direction are part of it (no spike or drop per window) until
 //!   the residuals settle. A step the forecast followed within a window or
 //!   two (its band wide, at night) is called against the same time a day
-//!   earlier instead (see `trend_break`);
+//!   earlier instead (see `trend_break`): a run of windows that jumped from
+//!   the usual ratio, or the trend CUSUM summing flat deviations confirmed
+//!   against two days before as well;
 //! - `trend_break`: the units against the same time a day earlier climb or
-//!   slide away from their usual ratio (a CUSUM of the deviations), on
-//!   series with a shape over the day.
+//!   slide away from their usual ratio (a CUSUM of the deviations, which
+//!   must rise), on series with a shape over the day.
 //!
 //! **Root cause across the hierarchy.** Candidates of one window are
 //! grouped top-down (total, store, category x store, SKU x store): a
@@ -604,6 +606,11 @@ const TREND_CLIP: f64 = 2.0;
 /// Least slope, in standard errors, of a trend's deviations over the
 /// windows summed.
 const TREND_SLOPE_T: f64 = 2.0;
+/// Least share of a flat trend CUSUM's windows (see [`TrendSide::both`])
+/// compared with two periods before as well as one, for it to be called a
+/// level shift: a move the day before that passed unseen also reads as a
+/// flat move today against it, but not against the day before that.
+const STEP_CONFIRMED_SHARE: f64 = 0.75;
 /// The longest run, in `trend-windows`, a trend break is summed over
 /// (eight of 9 windows: six hours of five-minute windows); a longer one is
 /// what is usual wandering, and starts over.
@@ -640,13 +647,17 @@ struct TrendSide {
     id: f64,
     ii: f64,
     var: f64,
+    /// Windows of the run whose deviation was also measured against two
+    /// periods before (the less of the two).
+    both: u32,
 }
 
 impl TrendSide {
     /// Add a window's standardized deviation `z` (the sign of this side)
     /// less the allowance `k`, and its log deviation `d` and that
-    /// deviation's standard deviation `sd`.
-    fn add(&mut self, z: f64, k: f64, d: f64, sd: f64) {
+    /// deviation's standard deviation `sd`; `both`: measured against two
+    /// periods before as well.
+    fn add(&mut self, z: f64, k: f64, d: f64, sd: f64, both: bool) {
         self.s += z - k;
         if self.s <= 0.0 {
             *self = TrendSide::default();
@@ -657,6 +668,7 @@ impl TrendSide {
             self.id += i * d;
             self.ii += i * i;
             self.var += sd * sd;
+            self.both += u32::from(both);
         }
     }
 
@@ -1830,7 +1842,8 @@ impl Alerting {
                             // two): an anomaly the day before that passed
                             // unseen is no trend today.
                             let d1 = r - t.base[0];
-                            let d = match r2.filter(|_| t.base_n[1] >= tw as u32) {
+                            let r2_known = r2.filter(|_| t.base_n[1] >= tw as u32);
+                            let d = match r2_known {
                                 Some(r2) => {
                                     let d2 = r2 - t.base[1];
                                     if d2 * d1 <= 0.0 {
@@ -1903,25 +1916,37 @@ impl Alerting {
                                     Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
                                 trend = Some((run.sum_d / n, run.windows));
                             }
-                            t.sides[0].add(z, k, d, sd);
-                            t.sides[1].add(-z, k, d, sd);
+                            let both = r2_known.is_some();
+                            t.sides[0].add(z, k, d, sd, both);
+                            t.sides[1].add(-z, k, d, sd, both);
                             for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
-                                let TrendSide { s, n, moved, .. } = t.sides[side];
+                                let TrendSide {
+                                    s, n, moved, both, ..
+                                } = t.sides[side];
                                 if n as usize > TREND_MAX_RUN * tw {
                                     // Hours of a slow wander: what is usual
                                     // moved, not the series.
                                     t.sides[side] = TrendSide::default();
                                     continue;
                                 }
-                                // A climb: its deviations rise (a step, or a
-                                // day before that was low all along, is flat).
-                                // The slope is worked out only for a sum
-                                // that reached the threshold.
-                                if s < cfg.trend_z
-                                    || !shaped
-                                    || verdict.is_some()
-                                    || t.sides[side].slope_t() * dir.sign() < TREND_SLOPE_T
-                                {
+                                if s < cfg.trend_z || !shaped || verdict.is_some() {
+                                    continue;
+                                }
+                                // A climb: its deviations rise (the slope is
+                                // worked out only for a sum that reached the
+                                // threshold). Flat ones, not rising at all,
+                                // are a step the forecast followed and the
+                                // step test missed (windows without a
+                                // comparison between, or a first window part
+                                // way up), or a day before that was low all
+                                // along: a step once most of them were
+                                // confirmed against the day before that too.
+                                // In between, neither.
+                                let slope = t.sides[side].slope_t() * dir.sign();
+                                let climb = slope >= TREND_SLOPE_T;
+                                let confirmed =
+                                    f64::from(both) >= STEP_CONFIRMED_SHARE * f64::from(n);
+                                if !climb && (slope > 0.0 || !confirmed || away) {
                                     continue;
                                 }
                                 let moved = moved / f64::from(n);
@@ -1930,13 +1955,18 @@ impl Alerting {
                                     t.sides[side] = TrendSide::default();
                                     continue;
                                 }
+                                t.moved(dir, now);
+                                t.sides = Default::default();
+                                trend = Some((moved, n));
+                                if !climb {
+                                    step_call = Some(dir);
+                                    verdict = Some((AlertKind::LevelShift, dir, s));
+                                    continue;
+                                }
                                 t.going = Some(dir);
                                 t.called_base = t.base[0];
-                                t.moved(dir, now);
                                 t.settled = 0;
-                                t.sides = Default::default();
                                 verdict = Some((AlertKind::TrendBreak, dir, s));
-                                trend = Some((moved, n));
                             }
                         }
                         // What is usual is learnt while the CUSUM is quiet,
@@ -2374,28 +2404,22 @@ impl Alerting {
         let usual_again = self.cfg.trend_allowance();
         let st = self.series.get_mut(&(f.level, f.key.clone()))?;
         let back = st.move_of(a.observed);
-        // The window against the same window a day earlier, less the usual
-        // ratio from before the last trend break.
-        let day_before = st
-            .trend
-            .as_ref()
-            .and_then(|t| t.last_r.map(|r| r - t.called_base));
-        // ...and less the usual ratio from before the last move (home).
-        let from_home = st
-            .trend
-            .as_ref()
-            .and_then(|t| t.last_r.map(|r| r - t.home()));
-        let usual = |d: Option<f64>| d.is_some_and(|d| d.abs() <= usual_again);
+        // Whether the window against the same window a day earlier is back
+        // at a usual ratio: `base` of the trend state.
+        let trend = st.trend.as_deref();
+        let usual = |base: fn(&TrendState) -> f64| {
+            trend.is_some_and(|t| t.last_r.is_some_and(|r| (r - base(t)).abs() <= usual_again))
+        };
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
-            // A trend break went on after it was called: its end is a
-            // shift back to the units of the same time a day earlier.
-            // A level shift ends by a move back about as far, against the
-            // series' recent mean, or (a mean that lagged the daily shape
-            // when the shift began understates it) back to the usual
-            // ratio to the same time a day earlier.
-            let back_enough = usual(from_home)
+            // Any move ends back at the usual ratio from before it (home).
+            // A trend break went on after it was called: it also ends back
+            // at the usual ratio when it was called. A level shift also
+            // ends by a move back about as far against the series' recent
+            // mean (which may lag the daily shape when the shift began, so
+            // understate it: hence home).
+            let back_enough = usual(TrendState::home)
                 || match prev.kind {
-                    AlertKind::TrendBreak => usual(day_before),
+                    AlertKind::TrendBreak => usual(|t| t.called_base),
                     _ => (0.5..=1.5).contains(&(-back / first)),
                 };
             prev.direction != a.direction
@@ -3250,7 +3274,7 @@ mod tests {
         let side = |d: &dyn Fn(u32) -> f64| {
             let mut s = TrendSide::default();
             for i in 0..20 {
-                s.add(10.0, 0.5, d(i), 0.1);
+                s.add(10.0, 0.5, d(i), 0.1, false);
             }
             s.slope_t()
         };
@@ -3264,8 +3288,8 @@ mod tests {
         assert_eq!(side(&|_| 0.5), 0.0);
         // A run that ends (the sum back to zero) starts over.
         let mut s = TrendSide::default();
-        s.add(3.0, 0.5, 0.3, 0.1);
-        s.add(-5.0, 0.5, -0.5, 0.1);
+        s.add(3.0, 0.5, 0.3, 0.1, false);
+        s.add(-5.0, 0.5, -0.5, 0.1, false);
         assert_eq!((s.n, s.s), (0, 0.0));
     }
 
@@ -3453,6 +3477,34 @@ mod tests {
             got[0]
                 .explanation
                 .contains("level shifted up: against the same time a day earlier, 58% higher than usual over the last 3 min"),
+            "{}",
+            got[0].explanation
+        );
+    }
+
+    #[test]
+    fn a_step_the_step_test_misses_is_a_level_shift_once_two_days_confirm_it() {
+        // The step to 1.6x at window 300 goes part way up first (1.15x,
+        // within the allowance), so no window jumps from the usual ratio
+        // to beyond it; the forecast follows within its band. Against the
+        // same time one and two "days" earlier it holds, flat: a level
+        // shift, not a trend break, and not silence.
+        let step = |i: i64| match i {
+            300 => 1.15,
+            301.. => 1.6,
+            _ => 1.0,
+        };
+        let got = following_up_to(420, step, 1.5);
+        let kinds = kinds_by_minute(&got);
+        assert_eq!(kinds.len(), 1, "{got:#?}");
+        let (kind, at) = kinds[0];
+        assert_eq!(kind, AlertKind::LevelShift, "{got:#?}");
+        assert!((301..330).contains(&at), "{at}");
+        assert_eq!(got[0].direction, Direction::Up);
+        assert!(
+            got[0]
+                .explanation
+                .contains("level shifted up: against the same time a day earlier"),
             "{}",
             got[0].explanation
         );
