@@ -295,19 +295,38 @@ pub async fn pipeline_config(
     Ok(cfg)
 }
 
-/// Wait until the pipeline has received `events` messages and closed every
-/// window; fails after `timeout`.
+/// Events the pipeline has taken through its window engine: accepted,
+/// replayed, dropped as duplicates or dead-lettered for any reason.
+pub fn processed(metrics: &salescast_metrics::Metrics) -> u64 {
+    metrics.events_accepted.get()
+        + metrics.events_replayed.get()
+        + metrics.events_duplicate.get()
+        + salescast_stream_core::RejectReason::ALL
+            .iter()
+            .map(|r| {
+                metrics
+                    .events_dead_lettered
+                    .with_label_values(&[r.code()])
+                    .get()
+            })
+            .sum::<u64>()
+}
+
+/// Wait until the pipeline has taken `events` messages through its window
+/// engine (see [`processed`]: received is not enough, the engine may not
+/// have seen them yet) and closed every window; fails after `timeout`.
 pub async fn drained(
     metrics: &salescast_metrics::Metrics,
     events: u64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while metrics.events_received.get() < events || metrics.open_windows.get() > 0 {
+    while processed(metrics) < events || metrics.open_windows.get() > 0 {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the pipeline received {} of {events} events, {} windows open",
+            "the pipeline received {} and processed {} of {events} events, {} windows open",
             metrics.events_received.get(),
+            processed(metrics),
             metrics.open_windows.get()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -116,8 +116,7 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
             .sum()
     };
     loop {
-        let done =
-            metrics.events_accepted.get() + metrics.events_duplicate.get() + dead_total(&metrics);
+        let done = salescast_tests::processed(&metrics);
         if done >= EVENTS && metrics.open_windows.get() == 0 {
             break;
         }
