@@ -2413,14 +2413,26 @@ impl Alerting {
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
             // Any move ends back at the usual ratio from before it (home).
             // A trend break went on after it was called: it also ends back
-            // at the usual ratio when it was called. A level shift also
-            // ends by a move back about as far against the series' recent
-            // mean (which may lag the daily shape when the shift began, so
-            // understate it: hence home).
+            // at the usual ratio when it was called, or, once it settled
+            // (its new level the usual ratio since), by a move back about
+            // as far as it had settled from there (one window's ratio is
+            // noisy, and the day before may have been off a little). A
+            // level shift also ends by a move back about as far against
+            // the series' recent mean (which may lag the daily shape when
+            // the shift began, so understate it: hence home).
+            let about_as_far = |moved: f64, back: f64| (0.5..=1.5).contains(&(-back / moved));
             let back_enough = usual(TrendState::home)
                 || match prev.kind {
-                    AlertKind::TrendBreak => usual(|t| t.called_base),
-                    _ => (0.5..=1.5).contains(&(-back / first)),
+                    AlertKind::TrendBreak => {
+                        usual(|t| t.called_base)
+                            || trend.is_some_and(|t| {
+                                let settled = t.base[0] - t.called_base;
+                                settled.abs() >= usual_again
+                                    && t.last_r
+                                        .is_some_and(|r| about_as_far(settled, r - t.base[0]))
+                            })
+                    }
+                    _ => about_as_far(*first, back),
                 };
             prev.direction != a.direction
                 && f.window_start_ms - prev.window_start_ms <= memory
@@ -3191,6 +3203,55 @@ mod tests {
         );
         // Still 50% off the day before: a level shift of its own.
         assert!(end(-0.4).is_none());
+    }
+
+    #[test]
+    fn a_move_back_about_as_far_as_a_settled_trend_break_ends_it() {
+        // A category slid to 40% of its usual (called when the usual ratio
+        // to the day before was -0.1), settled, and its new level became
+        // the usual ratio (-1.14). Ten hours later it jumps back: 0.21
+        // against the day before, a little off home (the day before ran
+        // low there), but the move back is about as far as it had settled.
+        let mut a = Alerting::new(Config::default()).unwrap();
+        let key = || (Level::CategoryStore, "toys|web".to_string());
+        let mut down = fc(300 * 60_000, 120, 270.0, 300.0, 330.0);
+        (down.level, down.key) = (key().0, key().1.into());
+        let trend = a.alert(&down, &cand(AlertKind::TrendBreak, Direction::Down), vec![]);
+        let mut up = fc(900 * 60_000, 197, 78.0, 88.0, 102.0);
+        (up.level, up.key) = (key().0, key().1.into());
+        let shift = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
+        let mut end = |dev: f64, settled: f64| {
+            a.series.insert(
+                (key().0, key().1.into()),
+                SeriesState {
+                    mean_y: 90.0,
+                    shifted: Some((Box::new(trend.clone()), -0.3)),
+                    trend: Some(Box::new(TrendState {
+                        last_r: Some(dev),
+                        base: [settled, 0.0],
+                        called_base: -0.1,
+                        ..TrendState::default()
+                    })),
+                    ..SeriesState::default()
+                },
+            );
+            a.end_of_shift(&up, &shift)
+        };
+        let done = end(0.21, -1.14).expect("the slide ended");
+        assert_eq!(
+            (done.id.as_str(), done.status),
+            (trend.id.as_str(), Status::Resolved)
+        );
+        assert!(
+            done.explanation.contains("the trend break down of"),
+            "{}",
+            done.explanation
+        );
+        // A third of the way back: a move of its own.
+        assert!(end(-0.8, -1.14).is_none());
+        // Not settled (its usual ratio still the one it was called at), the
+        // window 0.31 off home: a move of its own too.
+        assert!(end(0.21, -0.1).is_none());
     }
 
     #[test]
