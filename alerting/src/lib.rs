@@ -3164,6 +3164,36 @@ mod tests {
         }
     }
 
+    /// `done` is `opened` resolved, and says which move ended.
+    fn assert_resolves(done: &Alert, opened: &Alert, says: &str) {
+        assert_eq!(
+            (done.id.as_str(), done.status),
+            (opened.id.as_str(), Status::Resolved)
+        );
+        assert!(done.explanation.contains(says), "{}", done.explanation);
+    }
+
+    /// Whether `now`, an alert on `f`'s series, ends the move `prev` (and
+    /// that move against the recent mean) the series remembers, given its
+    /// recent mean `mean_y` and trend state `t`.
+    fn end_with(
+        a: &mut Alerting,
+        f: &Forecast,
+        now: &Alert,
+        mean_y: f64,
+        prev: (&Alert, f64),
+        t: TrendState,
+    ) -> Option<Alert> {
+        let st = SeriesState {
+            mean_y,
+            shifted: Some((Box::new(prev.0.clone()), prev.1)),
+            trend: Some(Box::new(t)),
+            ..SeriesState::default()
+        };
+        a.series.insert((f.level, f.key.clone()), st);
+        a.end_of_shift(f, now)
+    }
+
     #[test]
     fn a_shift_back_to_the_day_befores_units_resolves_a_trend_break() {
         // A store whose trend break up was called at minute 300; at minute
@@ -3176,30 +3206,17 @@ mod tests {
         // `dev`: the shift's window against the same window a day earlier,
         // less the usual ratio before the trend break.
         let mut end = |dev: f64| {
-            a.series.insert(
-                (Level::Store, "web-uk".into()),
-                SeriesState {
-                    mean_y: 600.0,
-                    shifted: Some((Box::new(trend.clone()), 0.0)),
-                    trend: Some(Box::new(TrendState {
-                        last_r: Some(dev),
-                        ..TrendState::default()
-                    })),
-                    ..SeriesState::default()
-                },
-            );
-            a.end_of_shift(&back, &shift)
+            let t = TrendState {
+                last_r: Some(dev),
+                ..TrendState::default()
+            };
+            end_with(&mut a, &back, &shift, 600.0, (&trend, 0.0), t)
         };
         // Back to the units of the day before: that trend break resolved.
-        let done = end(0.05).expect("resolved");
-        assert_eq!(
-            (done.id.as_str(), done.status),
-            (trend.id.as_str(), Status::Resolved)
-        );
-        assert!(
-            done.explanation.contains("the trend break up of"),
-            "{}",
-            done.explanation
+        assert_resolves(
+            &end(0.05).expect("resolved"),
+            &trend,
+            "the trend break up of",
         );
         // Still 50% off the day before: a level shift of its own.
         assert!(end(-0.4).is_none());
@@ -3213,39 +3230,28 @@ mod tests {
         // against the day before, a little off home (the day before ran
         // low there), but the move back is about as far as it had settled.
         let mut a = Alerting::new(Config::default()).unwrap();
-        let key = || (Level::CategoryStore, "toys|web".to_string());
-        let mut down = fc(300 * 60_000, 120, 270.0, 300.0, 330.0);
-        (down.level, down.key) = (key().0, key().1.into());
+        let category = |f: Forecast| Forecast {
+            level: Level::CategoryStore,
+            key: "toys|web".into(),
+            ..f
+        };
+        let down = category(fc(300 * 60_000, 120, 270.0, 300.0, 330.0));
         let trend = a.alert(&down, &cand(AlertKind::TrendBreak, Direction::Down), vec![]);
-        let mut up = fc(900 * 60_000, 197, 78.0, 88.0, 102.0);
-        (up.level, up.key) = (key().0, key().1.into());
+        let up = category(fc(900 * 60_000, 197, 78.0, 88.0, 102.0));
         let shift = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
         let mut end = |dev: f64, settled: f64| {
-            a.series.insert(
-                (key().0, key().1.into()),
-                SeriesState {
-                    mean_y: 90.0,
-                    shifted: Some((Box::new(trend.clone()), -0.3)),
-                    trend: Some(Box::new(TrendState {
-                        last_r: Some(dev),
-                        base: [settled, 0.0],
-                        called_base: -0.1,
-                        ..TrendState::default()
-                    })),
-                    ..SeriesState::default()
-                },
-            );
-            a.end_of_shift(&up, &shift)
+            let t = TrendState {
+                last_r: Some(dev),
+                base: [settled, 0.0],
+                called_base: -0.1,
+                ..TrendState::default()
+            };
+            end_with(&mut a, &up, &shift, 90.0, (&trend, -0.3), t)
         };
-        let done = end(0.21, -1.14).expect("the slide ended");
-        assert_eq!(
-            (done.id.as_str(), done.status),
-            (trend.id.as_str(), Status::Resolved)
-        );
-        assert!(
-            done.explanation.contains("the trend break down of"),
-            "{}",
-            done.explanation
+        assert_resolves(
+            &end(0.21, -1.14).expect("the slide ended"),
+            &trend,
+            "the trend break down of",
         );
         // A third of the way back: a move of its own.
         assert!(end(-0.8, -1.14).is_none());
@@ -3269,27 +3275,19 @@ mod tests {
         let back = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
         // `dev`: the window against the same window a day earlier, `home`
         // the usual ratio from before the move.
+        let mut f = up.clone();
+        f.level = Level::CategoryStore;
+        f.key = "toys|web".into();
         let mut end = |prev: &Alert, dev: Option<f64>, home: f64| {
-            a.series.insert(
-                (Level::CategoryStore, "toys|web".into()),
-                SeriesState {
-                    mean_y: 282.0,
-                    shifted: Some((Box::new(prev.clone()), -0.24)),
-                    trend: Some(Box::new(TrendState {
-                        last_r: dev,
-                        // The usual ratio drifted with a slow trend.
-                        base: [-0.5, 0.0],
-                        called_base: -0.5,
-                        away: Some((prev.direction, home, prev.window_start_ms)),
-                        ..TrendState::default()
-                    })),
-                    ..SeriesState::default()
-                },
-            );
-            let mut f = up.clone();
-            f.level = Level::CategoryStore;
-            f.key = "toys|web".into();
-            a.end_of_shift(&f, &back)
+            let t = TrendState {
+                last_r: dev,
+                // The usual ratio drifted with a slow trend.
+                base: [-0.5, 0.0],
+                called_base: -0.5,
+                away: Some((prev.direction, home, prev.window_start_ms)),
+                ..TrendState::default()
+            };
+            end_with(&mut a, &f, &back, 282.0, (prev, -0.24), t)
         };
         let done = end(&shift, Some(0.12), 0.05).expect("back to the usual ratio");
         assert_eq!(done.status, Status::Resolved);
