@@ -906,12 +906,13 @@ impl TrendState {
 
     /// A level shift or trend break was called at `now` (see
     /// [`TrendState::away`]): the windows queued since it began are of the
-    /// move too, no usual ones.
+    /// move too, no usual ones, and the trend CUSUM starts over.
     fn moved(&mut self, d: Direction, now: i64) {
         self.away = Some((d, self.home(), now));
         for q in self.queued.iter_mut() {
             q.3 = false;
         }
+        self.sides = Default::default();
     }
 
     /// Whether a window at `now` with ratio `r1` to the day before is
@@ -1753,7 +1754,6 @@ impl Alerting {
         // deviations), with no step of its own (a spike, drop, shift or
         // another's alert) meanwhile.
         let mut trend = None;
-        let mut step_call = None;
         let tw = cfg.trend_windows as usize;
         if tw > 0 && period > 0 && f.level >= cfg.trend_min_level {
             // A step of the series' own; or it moved with another series'
@@ -1909,9 +1909,7 @@ impl Alerting {
                                 let n = f64::from(run.windows);
                                 let dir = run.direction;
                                 t.moved(dir, now);
-                                t.sides = Default::default();
                                 t.step = None;
-                                step_call = Some(dir);
                                 verdict =
                                     Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
                                 trend = Some((run.sum_d / n, run.windows));
@@ -1956,10 +1954,8 @@ impl Alerting {
                                     continue;
                                 }
                                 t.moved(dir, now);
-                                t.sides = Default::default();
                                 trend = Some((moved, n));
                                 if !climb {
-                                    step_call = Some(dir);
                                     verdict = Some((AlertKind::LevelShift, dir, s));
                                     continue;
                                 }
@@ -1991,7 +1987,8 @@ impl Alerting {
                 }
             }
         }
-        if let Some(d) = step_call {
+        // A level shift against the day before (a step, or a flat sum).
+        if let (Some((AlertKind::LevelShift, d, _)), Some(_)) = (verdict, trend) {
             st.shift_called(d);
         }
         // A novel pattern no other verdict explains, outside any move.
@@ -2404,11 +2401,11 @@ impl Alerting {
         let usual_again = self.cfg.trend_allowance();
         let st = self.series.get_mut(&(f.level, f.key.clone()))?;
         let back = st.move_of(a.observed);
-        // Whether the window against the same window a day earlier is back
-        // at a usual ratio: `base` of the trend state.
-        let trend = st.trend.as_deref();
+        // The trend state and its window's ratio to the same window a day
+        // earlier, and whether that is back at a usual ratio (`base`).
+        let ratio = st.trend.as_deref().and_then(|t| Some((t, t.last_r?)));
         let usual = |base: fn(&TrendState) -> f64| {
-            trend.is_some_and(|t| t.last_r.is_some_and(|r| (r - base(t)).abs() <= usual_again))
+            ratio.is_some_and(|(t, r)| (r - base(t)).abs() <= usual_again)
         };
         let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
             // Any move ends back at the usual ratio from before it (home).
@@ -2425,11 +2422,9 @@ impl Alerting {
                 || match prev.kind {
                     AlertKind::TrendBreak => {
                         usual(|t| t.called_base)
-                            || trend.is_some_and(|t| {
+                            || ratio.is_some_and(|(t, r)| {
                                 let settled = t.base[0] - t.called_base;
-                                settled.abs() >= usual_again
-                                    && t.last_r
-                                        .is_some_and(|r| about_as_far(settled, r - t.base[0]))
+                                settled.abs() >= usual_again && about_as_far(settled, r - t.base[0])
                             })
                     }
                     _ => about_as_far(*first, back),
