@@ -348,14 +348,7 @@ async fn pipeline_phase(
             anyhow::Ok(())
         })
     };
-    let processed = |m: &Metrics| {
-        m.events_accepted.get()
-            + m.events_duplicate.get()
-            + salescast_stream_core::RejectReason::ALL
-                .iter()
-                .map(|r| m.events_dead_lettered.with_label_values(&[r.code()]).get())
-                .sum::<u64>()
-    };
+    let processed = crate::pipeline::events_processed;
     let deadline = Instant::now() + Duration::from_secs(1800);
     while metrics.events_received.get() == 0 {
         anyhow::ensure!(Instant::now() < deadline, "pipeline received nothing");

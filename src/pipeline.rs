@@ -16,7 +16,7 @@ use crate::webhook::Webhooks;
 use salescast_inference::{Forecast, Inference, TrainStats};
 use salescast_ingest::{Committer, Ingest, IngestEvent, KafkaSink, OutRecord, TopicRole};
 use salescast_metrics::Metrics;
-use salescast_stream_core::{DeadLetter, Level, WindowBatch, WindowEngine};
+use salescast_stream_core::{DeadLetter, Level, RejectReason, WindowBatch, WindowEngine};
 use salescast_ws_gateway::{Gateway, Publisher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -24,6 +24,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+
+/// Records sent to the dead-letter topic, over all reasons.
+pub fn dead_lettered(m: &Metrics) -> u64 {
+    RejectReason::ALL
+        .iter()
+        .map(|r| m.events_dead_lettered.with_label_values(&[r.code()]).get())
+        .sum()
+}
+
+/// Events the window engine has taken in: accepted, replayed, dropped as
+/// duplicates or dead-lettered for any reason. Once the engine has caught
+/// up, every message received.
+pub fn events_processed(m: &Metrics) -> u64 {
+    m.events_accepted.get() + m.events_replayed.get() + m.events_duplicate.get() + dead_lettered(m)
+}
 
 /// Wall clock in epoch ms (used only outside stream-core, for latency).
 pub fn now_ms() -> i64 {

@@ -295,32 +295,50 @@ pub async fn pipeline_config(
     Ok(cfg)
 }
 
-/// Events the pipeline has taken through its window engine: accepted,
-/// replayed, dropped as duplicates or dead-lettered for any reason.
-pub fn processed(metrics: &salescast_metrics::Metrics) -> u64 {
-    metrics.events_accepted.get()
-        + metrics.events_replayed.get()
-        + metrics.events_duplicate.get()
-        + salescast_stream_core::RejectReason::ALL
-            .iter()
-            .map(|r| {
-                metrics
-                    .events_dead_lettered
-                    .with_label_values(&[r.code()])
-                    .get()
-            })
-            .sum::<u64>()
+/// A pipeline on a configuration from [`pipeline_config`], started with
+/// metrics of its own.
+pub async fn start_pipeline(
+    partitions: i32,
+    idle_timeout_ms: u64,
+) -> anyhow::Result<(
+    salescast::config::Config,
+    salescast_metrics::Metrics,
+    salescast::pipeline::Running,
+)> {
+    let cfg = pipeline_config(partitions, idle_timeout_ms).await?;
+    let metrics = salescast_metrics::Metrics::new();
+    let running = salescast::pipeline::start(cfg.clone(), metrics.clone()).await?;
+    Ok((cfg, metrics, running))
+}
+
+/// Start Debian's `package` (the binary the environment variable `env`
+/// names instead, when set), as `configure` sets up its arguments and
+/// output; scripts/test.sh installs it.
+pub fn spawn_tool(
+    package: &str,
+    env: &str,
+    configure: impl FnOnce(&mut Command) -> &mut Command,
+) -> anyhow::Result<KillOnDrop> {
+    let bin = std::env::var(env).unwrap_or_else(|_| package.into());
+    let child = configure(&mut Command::new(&bin)).spawn().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot start {package} ({bin}): {e}; run scripts/test.sh, which installs Debian's {package}, or set {env}"
+        )
+    })?;
+    Ok(KillOnDrop(child))
 }
 
 /// Wait until the pipeline has taken `events` messages through its window
-/// engine (see [`processed`]: received is not enough, the engine may not
-/// have seen them yet) and closed every window; fails after `timeout`.
+/// engine (see `salescast::pipeline::events_processed`: received is not
+/// enough, the engine may not have seen them yet) and closed every window;
+/// fails after `timeout`.
 pub async fn drained(
     metrics: &salescast_metrics::Metrics,
     events: u64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
+    let processed = salescast::pipeline::events_processed;
     while processed(metrics) < events || metrics.open_windows.get() > 0 {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -335,7 +353,7 @@ pub async fn drained(
 }
 
 /// Publish the first `events` records of the generator `gen` to the
-/// pipeline's input topic, then wait until the pipeline has received them
+/// pipeline's input topic, then wait until the pipeline has processed them
 /// all and closed every window (see [`drained`], two minutes at most).
 pub async fn publish_drained(
     cfg: &salescast::config::Config,

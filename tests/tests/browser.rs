@@ -6,14 +6,13 @@
 //! units exactly as the pipeline emitted them, and have drawn the actual
 //! line and the forecast band on its canvas.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
 use salescast_loadgen::GenConfig;
-use salescast_metrics::Metrics;
-use salescast_tests::{http_get, pipeline_config, publish_drained, KillOnDrop};
+use salescast_tests::{http_get, publish_drained, spawn_tool, start_pipeline};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const EVENTS: u64 = 8_000;
@@ -80,37 +79,29 @@ fn pixels_of(rgb: [u8; 3]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_chart_shows_the_pipelines_windows_in_chromium() -> anyhow::Result<()> {
-    let cfg = pipeline_config(2, 3_000).await?;
-    let metrics = Metrics::new();
-    let running = salescast::pipeline::start(cfg.clone(), metrics.clone()).await?;
+    let (cfg, metrics, running) = start_pipeline(2, 3_000).await?;
     let gateway = running.gateway_addr;
 
     // The browser, on the total's chart.
     let profile = tempfile::tempdir()?;
-    let bin = std::env::var("SALESCAST_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let _browser = KillOnDrop(
-        Command::new(&bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1280,800",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("http://{gateway}/?level=total&key=total"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!("cannot start Chromium ({bin}): run scripts/test.sh, which installs Debian's chromium, or set SALESCAST_TEST_CHROMIUM")
-            })?,
-    );
+    let _browser = spawn_tool("chromium", "SALESCAST_TEST_CHROMIUM", |c| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,800",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{gateway}/?level=total&key=total"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+    })?;
     // Its DevTools port, then the page's DevTools socket.
     let deadline = Instant::now() + Duration::from_secs(30);
     let port: u16 = loop {

@@ -6,15 +6,14 @@
 //! the updates it subscribed to.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rdkafka::message::{Headers, Message};
 use salescast_inference::Forecast;
 use salescast_loadgen::{Expect, GenConfig, Generator, PublishConfig};
-use salescast_metrics::Metrics;
 use salescast_stream_core::{Level, RejectReason};
-use salescast_tests::{brokers, pipeline_config};
+use salescast_tests::{brokers, drained, start_pipeline};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const EVENTS: u64 = 110_000;
@@ -34,10 +33,7 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
     // An idle timeout long enough that a stalled producer (a loaded CI
     // machine) does not look like the end of the input and close the
     // windows early.
-    let cfg = pipeline_config(4, 4_000).await?;
-
-    let metrics = Metrics::new();
-    let running = salescast::pipeline::start(cfg.clone(), metrics.clone()).await?;
+    let (cfg, metrics, running) = start_pipeline(4, 4_000).await?;
 
     // A WebSocket client watching every store.
     let (mut ws, _) =
@@ -108,24 +104,7 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
 
     // Wait until every record is accounted for and the drained input closed
     // every window, and the outputs stopped changing.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let dead_total = |m: &Metrics| -> u64 {
-        RejectReason::ALL
-            .iter()
-            .map(|r| m.events_dead_lettered.with_label_values(&[r.code()]).get())
-            .sum()
-    };
-    loop {
-        let done = salescast_tests::processed(&metrics);
-        if done >= EVENTS && metrics.open_windows.get() == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline stuck at {done} of {EVENTS}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    drained(&metrics, EVENTS, Duration::from_secs(300)).await?;
     let mut last = u64::MAX;
     while metrics
         .output_records
@@ -161,7 +140,7 @@ async fn hundred_thousand_events_end_to_end() -> anyhow::Result<()> {
         "dead letters by reason {by_reason:?}, expected {want_reasons:?}"
     );
     assert_eq!(metrics.events_duplicate.get(), dups);
-    assert_eq!(dead_total(&metrics), malformed);
+    assert_eq!(salescast::pipeline::dead_lettered(&metrics), malformed);
 
     // Dead letters: every malformed record, with its reason, nothing else.
     let dlq_topic = cfg.output.dlq_topic.clone();

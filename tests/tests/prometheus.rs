@@ -5,13 +5,12 @@
 //! the pipeline's own counts: the exposition parses, the names and labels
 //! are what docs/metrics.md says, and the counters carry exact values.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use salescast_loadgen::GenConfig;
-use salescast_metrics::Metrics;
-use salescast_tests::{free_port, http_get, pipeline_config, publish_drained, KillOnDrop};
+use salescast_tests::{free_port, http_get, publish_drained, spawn_tool, start_pipeline};
 
 const EVENTS: u64 = 6_000;
 
@@ -64,9 +63,7 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prometheus_server_scrapes_the_pipelines_own_counts() -> anyhow::Result<()> {
-    let cfg = pipeline_config(2, 3_000).await?;
-    let metrics = Metrics::new();
-    let running = salescast::pipeline::start(cfg.clone(), metrics.clone()).await?;
+    let (cfg, metrics, running) = start_pipeline(2, 3_000).await?;
     let target = running.gateway_addr;
 
     // Some sales, 2% of them malformed, then wait until all are through.
@@ -96,20 +93,17 @@ async fn a_prometheus_server_scrapes_the_pipelines_own_counts() -> anyhow::Resul
         ),
     )?;
     let port = free_port()?;
-    let bin = std::env::var("SALESCAST_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
     let log = std::fs::File::create(dir.join("prometheus.log"))?;
-    let _server = KillOnDrop(
-        Command::new(&bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+    let _server = spawn_tool("prometheus", "SALESCAST_TEST_PROMETHEUS", |c| {
+        c.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!("cannot start Prometheus ({bin}): run scripts/test.sh, which installs Debian's prometheus, or set SALESCAST_TEST_PROMETHEUS")
-            })?,
-    );
+    })?;
     let t = Duration::from_secs(60);
 
     // The target is up: the exposition parsed.
