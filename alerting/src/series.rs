@@ -1,0 +1,210 @@
+//! Per-series detector state: recent residuals, the change detector, the
+//! usual promotion share, tail and zero rates, and the scores built on them.
+
+use std::collections::VecDeque;
+
+use salescast_inference::Forecast;
+
+use crate::excursion::{Excursion, OutsideRun};
+use crate::novelty::Novelty;
+use crate::trend::TrendState;
+use crate::{tails, Alert, Direction};
+
+/// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
+pub(crate) const MEAN_ALPHA: f64 = 0.05;
+
+/// Weight of the newest window in [`SeriesState::promo_recent`] when its
+/// share is higher.
+pub(crate) const PROMO_RECENT_ALPHA: f64 = 0.2;
+/// The highest lift in demand a promotion is assumed to bring: a share on
+/// promotion up by less than `spike-min-change / (PROMO_LIFT_MAX - 1)`
+/// (5 points at the default 20%) cannot explain a material rise (a total
+/// whose share drifts from 2.5% to 3.4% while a store spikes).
+pub(crate) const PROMO_LIFT_MAX: f64 = 5.0;
+/// How far below the recent share on promotion a window's share must be
+/// for a promotion to have ended.
+pub(crate) const PROMO_END_FALL: f64 = 0.1;
+
+/// A normal's rate of |z| >= 2.
+pub(crate) const TAIL_P0: f64 = 0.0455;
+/// Weight of the newest window in [`SeriesState::exceed`] (about 300 windows).
+pub(crate) const TAIL_ALPHA: f64 = 1.0 / 300.0;
+/// Windows before the tail scale applies.
+pub(crate) const TAIL_MIN_WINDOWS: u32 = 100;
+/// Weight of the newest window in [`SeriesState::zero_rate`] (about 200
+/// windows).
+pub(crate) const ZERO_ALPHA: f64 = 1.0 / 200.0;
+/// A series with zero windows more often than this does not "normally
+/// sell": a zero there is no `drop_to_zero`.
+pub(crate) const ZERO_RATE_MAX: f64 = 0.02;
+/// One zero window alone is a `drop_to_zero` only when the band's p10 is
+/// at least this share of its median: a band reaching down near zero says
+/// zero is plausible there (a run of zero windows is judged as a whole).
+pub(crate) const ZERO_BAND_FLOOR: f64 = 0.15;
+
+/// The most spike or drop windows a series remembers for
+/// `recurring-period-ms` (the newest).
+pub(crate) const RECURRING_KEPT: usize = 64;
+
+/// Per-series detector state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SeriesState {
+    /// Recent residuals (observed - p50), oldest first.
+    pub(crate) residuals: VecDeque<f64>,
+    pub(crate) cusum_up: f64,
+    pub(crate) cusum_down: f64,
+    /// A level shift in progress: its direction; windows in that direction
+    /// belong to it until the residuals settle.
+    pub(crate) shift: Option<Direction>,
+    /// Consecutive settled windows while a shift is in progress.
+    pub(crate) settled: u32,
+    pub(crate) last_start: i64,
+    /// Exponentially weighted mean of the actuals (promotion windows left
+    /// out): the floor of the expected mean of a sparse series.
+    pub(crate) mean_y: f64,
+    /// Exponentially weighted share of lines on promotion, over the windows
+    /// no promotion explained (what the forecast learned from).
+    pub(crate) promo_mean: f64,
+    /// Exponentially weighted share of lines on promotion over all
+    /// windows, promotions included, quick to rise (about 5 windows) and
+    /// slow to fall (about 20): a share well below it is a promotion
+    /// ending.
+    pub(crate) promo_recent: f64,
+    /// The newest window's anomaly strength (see [`Alerting::strength`]).
+    pub(crate) strength: f64,
+    /// Exponentially weighted rate of windows scoring |z| >= 2 (before the
+    /// tail scale), over windows that raised nothing.
+    pub(crate) exceed: f64,
+    /// Windows folded into `exceed`.
+    pub(crate) exceed_seen: u32,
+    /// Exponentially weighted share of the windows that raised nothing in
+    /// which nothing sold (the plain mean over the first 200).
+    pub(crate) zero_rate: f64,
+    /// Windows folded into `zero_rate`.
+    pub(crate) zero_seen: u32,
+    /// The current run of windows in which nothing sold: their summed
+    /// expected median, the log-probability of selling nothing in all of
+    /// them, and whether the run already raised its `drop_to_zero`.
+    pub(crate) zero_run: (f64, f64, bool),
+    /// The current excursion: consecutive windows scoring beyond 1 in one
+    /// direction, and whether one of them broke out of the band (a spike
+    /// or drop verdict); see [`Config::spike_max_windows`].
+    pub(crate) excursion: Option<Excursion>,
+    /// The direction of the last alerted excursion, the window start at
+    /// which it ended and its peak (for recoveries).
+    pub(crate) ended: Option<(Direction, i64, f64)>,
+    /// The last level shift or trend break raised on the series (see
+    /// `level-shift-memory-windows`), and its move (see
+    /// [`SeriesState::move_of`]).
+    pub(crate) shifted: Option<(Box<Alert>, f64)>,
+    /// The run of windows in a row, up to the newest, that fell outside the
+    /// band the same way scoring at least half the z-threshold (see
+    /// `level-shift-max-factor`).
+    pub(crate) outside_run: Option<OutsideRun>,
+    /// Starts of the last two periods' windows with a spike or drop verdict,
+    /// oldest first, with their direction (see `recurring-period-ms`).
+    pub(crate) outside_at: VecDeque<(i64, Direction)>,
+    /// The trend-break detector's state (series at `trend-min-level` and
+    /// above only: the thousands of SKUs carry none).
+    pub(crate) trend: Option<Box<TrendState>>,
+    /// The pattern-novelty detector's state (series at
+    /// `novelty-min-level` and above only).
+    pub(crate) novelty: Option<Box<Novelty>>,
+}
+
+/// A forecast's expected median (0 without one).
+pub(crate) fn e_p50(f: &Forecast) -> f64 {
+    f.expected.map_or(0.0, |e| e.p50)
+}
+
+/// Log ratio of `observed` to `expected` units, each plus one (and at
+/// least one: returns can make units negative).
+pub(crate) fn log_ratio(observed: f64, expected: f64) -> f64 {
+    ((observed + 1.0).max(1.0) / (expected + 1.0).max(1.0)).ln()
+}
+
+/// Log ratio of a window's units to its expected median.
+pub(crate) fn ln_ratio(f: &Forecast) -> f64 {
+    log_ratio(f.actual.units as f64, e_p50(f))
+}
+
+/// The direction a score points, beyond 1 either way.
+pub(crate) fn dir_of(z: f64) -> Option<Direction> {
+    if z > 1.0 {
+        Some(Direction::Up)
+    } else if z < -1.0 {
+        Some(Direction::Down)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl SeriesState {
+    /// A level shift `d` was called: windows its way belong to it until
+    /// they settle, and the change detector starts anew.
+    pub(crate) fn shift_called(&mut self, d: Direction) {
+        self.shift = Some(d);
+        self.settled = 0;
+        self.cusum_up = 0.0;
+        self.cusum_down = 0.0;
+    }
+
+    /// An alert's move, measured on actuals against the series' recent
+    /// mean (the forecast may or may not have followed it): the log ratio
+    /// of `observed` to that mean.
+    pub(crate) fn move_of(&self, observed: f64) -> f64 {
+        ((observed.max(0.0) + 1.0) / (self.mean_y.max(0.0) + 1.0)).ln()
+    }
+
+    /// How much heavier than the model the series' tails have been: the
+    /// scale that brings the observed rate of |score| >= 2 back to the
+    /// normal's 4.55% (1 when it is at or below it). Scores are divided by
+    /// it, so a bursty series (tweets, CPU) needs a bigger jump to alert.
+    pub(crate) fn tail_scale(&self) -> f64 {
+        if self.exceed_seen < TAIL_MIN_WINDOWS || self.exceed <= TAIL_P0 {
+            return 1.0;
+        }
+        let q = tails::normal_isf_ln((self.exceed / 2.0).ln());
+        (2.0 / q.max(1e-6)).max(1.0)
+    }
+
+    /// Normal-equivalent score of `y` against what was expected, before the
+    /// tail scale, and the residuals' median (None with too few residuals).
+    /// The forecast's median is corrected by the median
+    /// of the recent residuals (a forecast running high or low is not an
+    /// anomaly every window); the spread is the residuals' robust one
+    /// (1.4826 MAD) expressed as a dispersion over the series' level, never
+    /// below Poisson's; the tail is a quasi-Poisson's (see [`tails`]).
+    /// Also returns the log-probability of selling nothing in the window.
+    pub(crate) fn score_z(
+        &self,
+        y: f64,
+        p50: f64,
+        scratch: &mut Vec<f64>,
+    ) -> Option<(f64, f64, f64)> {
+        if self.residuals.len() < 10 {
+            return None;
+        }
+        scratch.clear();
+        scratch.extend(self.residuals.iter().copied());
+        let med = median(scratch);
+        for x in scratch.iter_mut() {
+            *x = (*x - med).abs();
+        }
+        let sigma = 1.4826 * median(scratch);
+        // A sparse series' median forecast is often 0; its mean is not.
+        let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
+        let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
+        Some((tails::count_z(y, mu, phi), med, -(mu / phi)))
+    }
+}

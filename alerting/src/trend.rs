@@ -1,0 +1,383 @@
+//! Trend breaks: each window against the same window a period (a day)
+//! earlier, a CUSUM of how far the ratio strays from the usual one, and
+//! the day slots and spans it is judged by.
+
+use std::collections::VecDeque;
+
+use crate::series::{log_ratio, median};
+use crate::Direction;
+
+/// Weight of the newest window in [`TrendState::disp`] (about 100
+/// windows).
+pub(crate) const TREND_ALPHA: f64 = 0.01;
+/// Largest difference in the share of lines on promotion between a window
+/// and the same window a period earlier for their units to be compared.
+pub(crate) const TREND_PROMO_DIFF: f64 = 0.05;
+/// Windows of day-over-day ratios a series needs before its spread is known.
+pub(crate) const TREND_MIN_SEEN: u32 = 30;
+/// The trend CUSUM's allowance, in standard deviations of one window's
+/// ratio: a drift smaller than this is never summed.
+pub(crate) const TREND_K: f64 = 0.5;
+/// The most one window adds to the trend CUSUM beyond its allowance, in
+/// standard deviations (a lone outlier the other detectors let pass cannot
+/// make a trend).
+pub(crate) const TREND_CLIP: f64 = 2.0;
+/// Least slope, in standard errors, of a trend's deviations over the
+/// windows summed.
+pub(crate) const TREND_SLOPE_T: f64 = 2.0;
+/// Least share of a flat trend CUSUM's windows (see [`TrendSide::both`])
+/// compared with two periods before as well as one, for it to be called a
+/// level shift: a move the day before that passed unseen also reads as a
+/// flat move today against it, but not against the day before that.
+pub(crate) const STEP_CONFIRMED_SHARE: f64 = 0.75;
+/// The longest run, in `trend-windows`, a trend break is summed over
+/// (eight of 9 windows: six hours of five-minute windows); a longer one is
+/// what is usual wandering, and starts over.
+pub(crate) const TREND_MAX_RUN: usize = 8;
+/// Weight of the newest quiet window in [`TrendState::base`] (about three
+/// hours of five-minute windows).
+pub(crate) const TREND_BASE_ALPHA: f64 = 1.0 / 36.0;
+/// A series is compared with the period before only while its windows'
+/// ratios to the same windows a period earlier deviate from the usual
+/// ratio by less than this share of how far its units deviate from their
+/// level over the period. A series without a daily shape deviates about
+/// 1.4 times as much from the day before as from its level. The generated
+/// sales at category x store level (seed 1's last day): their log units
+/// deviate about 0.55 from their daily mean and their day-over-day ratios
+/// about 0.24 from the usual; the share is 0.44 at the median series, 0.63
+/// at the 90th percentile (small, noisy categories, which raised most
+/// false trend breaks).
+pub(crate) const TREND_SHAPE_MAX: f64 = 0.65;
+/// The fewest windows of a step against the day before (a spike lasts up
+/// to `spike-max-windows`, 3 by default, and raises its own alert).
+pub(crate) const STEP_MIN_WINDOWS: u32 = 3;
+
+/// One side (up or down) of the trend CUSUM.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TrendSide {
+    /// The cumulative sum, in standard deviations.
+    pub(crate) s: f64,
+    /// Windows since it was last zero, and their log ratios less the usual.
+    pub(crate) n: u32,
+    pub(crate) moved: f64,
+    /// Sums for the least-squares slope of the log deviations over the
+    /// run: of window index times deviation, of index squared, and of the
+    /// deviations' variances.
+    pub(crate) id: f64,
+    pub(crate) ii: f64,
+    pub(crate) var: f64,
+    /// Windows of the run whose deviation was also measured against two
+    /// periods before (the less of the two).
+    pub(crate) both: u32,
+}
+
+impl TrendSide {
+    /// Add a window's standardized deviation `z` (the sign of this side)
+    /// less the allowance `k`, and its log deviation `d` and that
+    /// deviation's standard deviation `sd`; `both`: measured against two
+    /// periods before as well.
+    pub(crate) fn add(&mut self, z: f64, k: f64, d: f64, sd: f64, both: bool) {
+        self.s += z - k;
+        if self.s <= 0.0 {
+            *self = TrendSide::default();
+        } else {
+            let i = f64::from(self.n);
+            self.n += 1;
+            self.moved += d;
+            self.id += i * d;
+            self.ii += i * i;
+            self.var += sd * sd;
+            self.both += u32::from(both);
+        }
+    }
+
+    /// The slope of the deviations over the run, in standard errors (a
+    /// climb rises; a step, or a day before that was low all along, is
+    /// flat).
+    pub(crate) fn slope_t(&self) -> f64 {
+        let n = f64::from(self.n);
+        let mean_i = (n - 1.0) / 2.0;
+        let sxx = self.ii - n * mean_i * mean_i;
+        if self.n < 3 || sxx <= 0.0 {
+            return 0.0;
+        }
+        let b = (self.id - mean_i * self.moved) / sxx;
+        b / (self.var / n / sxx).sqrt()
+    }
+}
+
+/// Per-series state of the trend-break detector (see `trend-windows`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrendState {
+    /// The usual units by position in the period (see [`DaySlot`]).
+    pub(crate) day: Vec<DaySlot>,
+    /// The newest windows (window number, units, promotion share, usual),
+    /// oldest first, before they become the period's usual units (see
+    /// [`TrendState::remember`]).
+    pub(crate) queued: VecDeque<(i64, f32, f32, bool)>,
+    /// Log ratios of each window's units to the same window one and two
+    /// periods earlier, the newest `3 x trend-windows` of each, oldest
+    /// first.
+    pub(crate) ratios: [VecDeque<f64>; 2],
+    /// Exponentially weighted mean absolute difference between successive
+    /// ratios, each over its standard deviation were the units Poisson
+    /// counts (`pi / 2` times its square is the variance multiplier: 1
+    /// for Poisson counts, more for overdispersed ones; a trend barely
+    /// moves it).
+    pub(crate) disp: f64,
+    /// The previous window's ratio and its variance as Poisson counts.
+    pub(crate) prev: Option<(f64, f64)>,
+    pub(crate) seen: u32,
+    /// The usual log ratios to one and two periods earlier (a steady
+    /// weekday difference), learnt while the CUSUM is quiet and the series
+    /// is not away after a move (see [`TrendState::away`]), and how many
+    /// windows each has learnt from since they were last reset (a jump
+    /// starts them anew).
+    pub(crate) base: [f64; 2],
+    pub(crate) base_n: [u32; 2],
+    /// The CUSUM of the ratios' deviations from the usual, up and down.
+    pub(crate) sides: [TrendSide; 2],
+    /// A trend break in progress and its calm windows.
+    pub(crate) going: Option<Direction>,
+    pub(crate) settled: u32,
+    /// Whether the series has a shape over the period: the exponentially
+    /// weighted (over about a period) log units, the mean absolute
+    /// deviation from them, and that of the ratio from the usual one (see
+    /// [`TREND_SHAPE_MAX`]).
+    pub(crate) shape: [f64; 3],
+    /// The newest window's ratio to a period earlier (None: no comparison
+    /// there), and the usual ratio when the last trend break was called
+    /// (what its end returns to).
+    pub(crate) last_r: Option<f64>,
+    pub(crate) called_base: f64,
+    /// The last level shift or trend break called within the period: its
+    /// direction, the usual ratio from before the first of a series of
+    /// them (home) and its window's start. A window of the period after it
+    /// whose ratio to the day before is still its way from home is no
+    /// usual one for its time of day (tomorrow is not judged against it).
+    pub(crate) away: Option<(Direction, f64, i64)>,
+    /// The previous compared window's deviation from the usual ratio, and
+    /// the run of windows since then beyond the allowance one way (see
+    /// [`StepRun`]).
+    pub(crate) prev_d: Option<f64>,
+    pub(crate) step: Option<StepRun>,
+}
+
+/// A run of windows whose ratio to the day before stands beyond the
+/// trend allowance one way, begun with a jump of at least
+/// `trend-min-change` from a window at the usual ratio: a step the
+/// forecast may already have followed (a climb crosses the allowance a
+/// little at a time, and is a trend break's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepRun {
+    pub(crate) direction: Direction,
+    pub(crate) windows: u32,
+    /// Sum of the windows' deviations in standard deviations (each at most
+    /// `z-threshold`), and of the deviations themselves.
+    pub(crate) sum_z: f64,
+    pub(crate) sum_d: f64,
+    /// Its first window was outside the forecast's band its way: the
+    /// forecast did not see the step coming (a day before that was itself
+    /// off makes steps the forecast knew).
+    pub(crate) surprised: bool,
+}
+
+/// The window number of `at` (window start, width, period) and the
+/// windows in a period (its position is the number modulo those).
+pub(crate) fn window_in_period(at: (i64, i64, i64)) -> (i64, i64) {
+    let (start, width, period) = at;
+    (
+        start.div_euclid(width.max(1)),
+        (period / width.max(1)).max(1),
+    )
+}
+
+/// One position of a series' period in [`TrendState::day`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DaySlot {
+    /// The period its units are from (`u32::MAX`: none yet).
+    pub(crate) round: u32,
+    /// Usual units and share of lines on promotion there in that period...
+    pub(crate) units: f32,
+    pub(crate) share: f32,
+    /// ...and in the period before it (NaN: unknown).
+    pub(crate) older: f32,
+    pub(crate) older_share: f32,
+    /// Its units were carried over an unusual window (once only).
+    pub(crate) carried: bool,
+}
+
+impl DaySlot {
+    pub(crate) const EMPTY: DaySlot = DaySlot {
+        round: u32::MAX,
+        units: 0.0,
+        share: 0.0,
+        older: f32::NAN,
+        older_share: 0.0,
+        carried: false,
+    };
+}
+
+impl TrendState {
+    /// Learn from this window whether the same window a period earlier
+    /// tells more about the series than its level over the period does
+    /// (`a`: a window's weight, about one over the windows in a period).
+    /// A day-over-day ratio means something only on a series with a
+    /// shape over the day: on one without, it is noise on noise.
+    pub(crate) fn shaped(&mut self, y: f64, r: f64, a: f64) -> bool {
+        let ly = (y.max(0.0) + 1.0).ln();
+        let a = a.max(1.0 / f64::from(self.seen.max(1)));
+        if self.seen <= 1 {
+            self.shape[0] = ly;
+        }
+        let [level, off_level, off_usual] = &mut self.shape;
+        *off_level += a * ((ly - *level).abs() - *off_level);
+        *level += a * (ly - *level);
+        *off_usual += a * ((r - self.base[0]).abs() - *off_usual);
+        *off_usual < TREND_SHAPE_MAX * *off_level
+    }
+
+    /// The log ratios of `y` (units, share of lines on promotion) at `at`
+    /// (window start, width, period) to the window one and two periods
+    /// before (None without one). Promotions come and go at any hour: a
+    /// window whose share of lines on promotion differs from the earlier
+    /// one's is no comparison.
+    pub(crate) fn compare(&mut self, at: (i64, i64, i64), y: (f64, f64)) -> [Option<f64>; 2] {
+        let (y, share) = y;
+        let (n, slots) = window_in_period(at);
+        if self.day.len() != slots as usize {
+            self.day = vec![DaySlot::EMPTY; slots as usize];
+            self.queued.clear();
+        }
+        let d = self.day[n.rem_euclid(slots) as usize];
+        let round = n.div_euclid(slots) as u32;
+        let fresh = d.round != u32::MAX && d.round.wrapping_add(1) == round;
+        let vs = |units: f32, s: f32| {
+            (fresh && !units.is_nan() && (share - f64::from(s)).abs() <= TREND_PROMO_DIFF)
+                .then(|| log_ratio(y, f64::from(units)))
+        };
+        [vs(d.units, d.share), vs(d.older, d.older_share)]
+    }
+
+    /// Queue `y` (as in [`TrendState::compare`], which comes first) to
+    /// become what is usual at its position in the period once `hold`
+    /// newer windows have come. A window in an anomaly (`usual` false, or
+    /// marked by [`TrendState::moved`] while queued) keeps the position's
+    /// earlier units, so tomorrow is not judged against today's anomaly (a
+    /// climb today would read as a slide tomorrow), but only once: a second
+    /// one leaves the position a period old, no comparison.
+    pub(crate) fn remember(
+        &mut self,
+        at: (i64, i64, i64),
+        y: (f64, f64),
+        usual: bool,
+        hold: usize,
+    ) {
+        let (y, share) = y;
+        let (n, slots) = window_in_period(at);
+        self.queued.push_back((n, y as f32, share as f32, usual));
+        while self.queued.len() > hold.min(slots as usize - 1) {
+            let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
+            let slot = &mut self.day[qn.rem_euclid(slots) as usize];
+            let round = qn.div_euclid(slots) as u32;
+            let follows = slot.round != u32::MAX && slot.round.wrapping_add(1) == round;
+            if !qusual {
+                // Not what is usual there: the day before's units are the
+                // reference the next period, once; then the slot stays as
+                // it was, and a period old is no comparison (carried on,
+                // an anomaly in it would be judged again every day).
+                if follows && !slot.carried {
+                    slot.round = round;
+                    slot.older = f32::NAN;
+                    slot.carried = true;
+                }
+                continue;
+            }
+            *slot = DaySlot {
+                round,
+                units: qy,
+                share: qshare,
+                older: if follows { slot.units } else { f32::NAN },
+                older_share: slot.share,
+                carried: false,
+            };
+        }
+    }
+
+    /// Add a window's ratios to one and two periods before, keeping the
+    /// newest `keep`. A window without the first (a promotion here or then)
+    /// holds a gap (NaN) in both, once there are ratios at all, so that
+    /// three spans stay three spans of time: skipped, they would set this
+    /// afternoon's ratios against this morning's. The second stays aligned
+    /// with the first the same way.
+    pub(crate) fn push_ratios(&mut self, r1: Option<f64>, r2: Option<f64>, keep: usize) {
+        if r1.is_none() && self.ratios[0].is_empty() {
+            return;
+        }
+        self.ratios[0].push_back(r1.unwrap_or(f64::NAN));
+        self.ratios[1].push_back(r1.and(r2).unwrap_or(f64::NAN));
+        for r in self.ratios.iter_mut() {
+            while r.len() > keep {
+                r.pop_front();
+            }
+        }
+    }
+
+    /// The usual ratio from before the first of the last series of moves
+    /// (see [`TrendState::away`]); the usual one without a move.
+    pub(crate) fn home(&self) -> f64 {
+        self.away.map_or(self.base[0], |(_, home, _)| home)
+    }
+
+    /// A level shift or trend break was called at `now` (see
+    /// [`TrendState::away`]): the windows queued since it began are of the
+    /// move too, no usual ones, and the trend CUSUM starts over.
+    pub(crate) fn moved(&mut self, d: Direction, now: i64) {
+        self.away = Some((d, self.home(), now));
+        for q in self.queued.iter_mut() {
+            q.3 = false;
+        }
+        self.sides = Default::default();
+    }
+
+    /// Whether a window at `now` with ratio `r1` to the day before is
+    /// still away from home after the last move (see
+    /// [`TrendState::away`]): within the period after it, and its ratio at
+    /// least `back` the move's way from home (a window without a
+    /// comparison is not known to be away).
+    pub(crate) fn away_at(&mut self, now: i64, period: i64, r1: Option<f64>, back: f64) -> bool {
+        if self.away.is_some_and(|(_, _, since)| now - since >= period) {
+            self.away = None;
+        }
+        self.away
+            .is_some_and(|(d, home, _)| r1.is_some_and(|r| (r - home) * d.sign() >= back))
+    }
+
+    /// Medians of the three spans of `w` ratios to `back` (0: one period,
+    /// 1: two) periods before, oldest first (None until there are three,
+    /// or while a span has fewer than half its ratios: the gaps of windows
+    /// without a comparison), and the fewest ratios a span had.
+    pub(crate) fn spans(
+        &self,
+        back: usize,
+        w: usize,
+        scratch: &mut Vec<f64>,
+    ) -> Option<([f64; 3], usize)> {
+        let ratios = &self.ratios[back];
+        if w == 0 || ratios.len() < 3 * w {
+            return None;
+        }
+        let mut m = [0.0; 3];
+        let mut fewest = w;
+        for (k, mk) in m.iter_mut().enumerate() {
+            scratch.clear();
+            scratch.extend(ratios.iter().skip(k * w).take(w).filter(|r| !r.is_nan()));
+            if 2 * scratch.len() < w {
+                return None;
+            }
+            fewest = fewest.min(scratch.len());
+            *mk = median(scratch);
+        }
+        Some((m, fewest))
+    }
+}
