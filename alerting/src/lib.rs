@@ -84,6 +84,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// A window's verdict before grouping: its kind, direction and score.
+pub(crate) type Verdict = (AlertKind, Direction, f64);
+
 /// A series' verdict on one window, before grouping and cooldown.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -375,7 +378,7 @@ impl Alerting {
             None
         };
         let echo = period > 0 && band_dir.is_some_and(|d| was_out(d.opposite(), period));
-        let candidate = |v: Option<(AlertKind, Direction, f64)>, silent: bool| {
+        let candidate = |v: Option<Verdict>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
                     idx,
@@ -647,238 +650,23 @@ impl Alerting {
         // deviations), with no step of its own (a spike, drop, shift or
         // another's alert) meanwhile.
         let mut trend = None;
-        let tw = cfg.trend_windows as usize;
-        if tw > 0 && period > 0 && f.level >= cfg.trend_min_level {
+        if cfg.trend_windows > 0 && period > 0 && f.level >= cfg.trend_min_level {
             // A step of the series' own; or it moved with another series'
             // alert (a store's spike over its categories).
             let own = verdict.is_some()
                 || st.shift.is_some()
                 || st.excursion.is_some_and(|x| x.cover == Cover::Own);
-            let jump = own || st.excursion.is_some_and(|x| x.cover.by_another());
+            let window = TrendWindow {
+                at: (f.window_start_ms, width_ms, period),
+                y,
+                share,
+                band: (e.p10, e.p90),
+                own,
+                jump: own || st.excursion.is_some_and(|x| x.cover.by_another()),
+                scored: scored.is_some(),
+            };
             let t = st.trend.get_or_insert_with(Default::default);
-            let now = f.window_start_ms;
-            if let Some(d) = verdict
-                .filter(|v| v.0 == AlertKind::LevelShift)
-                .map(|v| v.1)
-            {
-                t.moved(d, now);
-            }
-            let allowance = cfg.trend_allowance();
-            let at = (now, width_ms, period);
-            let [r1, r2] = t.compare(at, (y, share));
-            // Only a window the detector could have flagged is a usual one
-            // (before the series is scored, an outage passes unseen), and
-            // not one of a move that still holds.
-            let away = t.away_at(now, period, r1, allowance);
-            let usual = !jump && !away && t.going.is_none() && scored.is_some();
-            t.remember(at, (y, share), usual, 3 * tw);
-            t.push_ratios(r1, r2, 3 * tw);
-            t.last_r = r1;
-            if jump || r1.is_none() {
-                t.step = None;
-                t.prev_d = None;
-            }
-            if jump {
-                // A step here ends a trend break going on, and what is
-                // usual is learnt anew after a step of the series' own.
-                t.going = None;
-                if own {
-                    t.base_n = [0, 0];
-                }
-                t.sides = Default::default();
-                t.prev = None;
-            }
-            if let Some(r) = r1.filter(|_| !jump) {
-                // The ratio's variance were the units Poisson counts (that
-                // of ln((y + 1) / (y0 + 1)), with y0 + 1 = (y + 1) / e^r).
-                let v = (1.0 + r.exp()) / (y.max(0.0) + 1.0);
-                if let Some((pr, pv)) = t.prev {
-                    t.seen = t.seen.saturating_add(1);
-                    let a = TREND_ALPHA.max(1.0 / f64::from(t.seen));
-                    t.disp += a * ((r - pr).abs() / (v + pv).sqrt() - t.disp);
-                }
-                t.prev = Some((r, v));
-                let shaped = t.shaped(y, r, width_ms as f64 / period as f64);
-                let sd = (std::f64::consts::FRAC_PI_2 * v).sqrt() * t.disp;
-                match t.going {
-                    Some(dir) => {
-                        // It lasts while the newest span keeps moving its way
-                        // (no verdict here: that would be a jump); then its
-                        // new level is the usual.
-                        let spans = t.spans(0, tw, &mut self.scratch);
-                        let same =
-                            spans.is_some_and(|([m0, _, m2], _)| (m2 - m0) * dir.sign() > 0.0);
-                        t.settled = if same { 0 } else { t.settled + 1 };
-                        if t.settled >= tw as u32 {
-                            t.going = None;
-                            for (b, ratios) in t.ratios.iter().enumerate() {
-                                self.scratch.clear();
-                                let newest = ratios.iter().rev().take(tw);
-                                self.scratch.extend(newest.filter(|r| !r.is_nan()));
-                                t.base_n[b] = self.scratch.len() as u32;
-                                if !self.scratch.is_empty() {
-                                    t.base[b] = median(&mut self.scratch);
-                                }
-                            }
-                            t.sides = Default::default();
-                        } else {
-                            silent = true;
-                            verdict = Some((AlertKind::TrendBreak, dir, 0.0));
-                        }
-                    }
-                    None => {
-                        let active =
-                            t.seen >= TREND_MIN_SEEN && t.base_n[0] >= tw as u32 && sd > 0.0;
-                        if active {
-                            // Moved against the day before and, when known,
-                            // the day before that too (by the less of the
-                            // two): an anomaly the day before that passed
-                            // unseen is no trend today.
-                            let d1 = r - t.base[0];
-                            let r2_known = r2.filter(|_| t.base_n[1] >= tw as u32);
-                            let d = match r2_known {
-                                Some(r2) => {
-                                    let d2 = r2 - t.base[1];
-                                    if d2 * d1 <= 0.0 {
-                                        0.0
-                                    } else if d2.abs() < d1.abs() {
-                                        d2
-                                    } else {
-                                        d1
-                                    }
-                                }
-                                None => d1,
-                            };
-                            let k = TREND_K.max(allowance / sd);
-                            let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
-                            // A step (see [`StepRun`]): called once it has
-                            // lasted longer than a spike, sure at
-                            // `z-threshold` over its windows (each counting
-                            // at most that) and material as a trend would be.
-                            let wz = (d / sd).clamp(-cfg.z_threshold, cfg.z_threshold);
-                            t.step = match t.step {
-                                Some(mut run) if d * run.direction.sign() >= allowance => {
-                                    run.windows += 1;
-                                    run.sum_z += wz;
-                                    run.sum_d += d;
-                                    Some(run)
-                                }
-                                // From within the allowance, a jump of twice
-                                // it lands beyond it.
-                                _ if t.prev_d.is_some_and(|p| {
-                                    p.abs() < allowance && (d - p).abs() >= 2.0 * allowance
-                                }) =>
-                                {
-                                    let way = if d > 0.0 {
-                                        Direction::Up
-                                    } else {
-                                        Direction::Down
-                                    };
-                                    Some(StepRun {
-                                        direction: way,
-                                        windows: 1,
-                                        sum_z: wz,
-                                        sum_d: d,
-                                        surprised: match way {
-                                            Direction::Up => y > e.p90,
-                                            Direction::Down => y < e.p10,
-                                        },
-                                    })
-                                }
-                                _ => None,
-                            };
-                            t.prev_d = Some(d);
-                            let stepped = t.step.filter(|run| {
-                                let n = f64::from(run.windows);
-                                run.windows >= STEP_MIN_WINDOWS
-                                    && run.surprised
-                                    && (run.sum_z * run.direction.sign()) / n.sqrt()
-                                        >= cfg.z_threshold
-                                    && ((run.sum_d / n).exp() - 1.0).abs() >= cfg.trend_min_change
-                                    && shaped
-                                    && !away
-                            });
-                            if let Some(run) = stepped {
-                                let n = f64::from(run.windows);
-                                let dir = run.direction;
-                                t.moved(dir, now);
-                                t.step = None;
-                                verdict =
-                                    Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
-                                trend = Some((run.sum_d / n, run.windows));
-                            }
-                            let both = r2_known.is_some();
-                            t.sides[0].add(z, k, d, sd, both);
-                            t.sides[1].add(-z, k, d, sd, both);
-                            for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
-                                let TrendSide {
-                                    s, n, moved, both, ..
-                                } = t.sides[side];
-                                if n as usize > TREND_MAX_RUN * tw {
-                                    // Hours of a slow wander: what is usual
-                                    // moved, not the series.
-                                    t.sides[side] = TrendSide::default();
-                                    continue;
-                                }
-                                if s < cfg.trend_z || !shaped || verdict.is_some() {
-                                    continue;
-                                }
-                                // A climb: its deviations rise (the slope is
-                                // worked out only for a sum that reached the
-                                // threshold). Flat ones, not rising at all,
-                                // are a step the forecast followed and the
-                                // step test missed (windows without a
-                                // comparison between, or a first window part
-                                // way up), or a day before that was low all
-                                // along: a step once most of them were
-                                // confirmed against the day before that too.
-                                // In between, neither.
-                                let slope = t.sides[side].slope_t() * dir.sign();
-                                let climb = slope >= TREND_SLOPE_T;
-                                let confirmed =
-                                    f64::from(both) >= STEP_CONFIRMED_SHARE * f64::from(n);
-                                if !climb && (slope > 0.0 || !confirmed || away) {
-                                    continue;
-                                }
-                                let moved = moved / f64::from(n);
-                                // Material, as a level shift must be.
-                                if (moved.exp() - 1.0).abs() < cfg.level_shift_min_change {
-                                    t.sides[side] = TrendSide::default();
-                                    continue;
-                                }
-                                t.moved(dir, now);
-                                trend = Some((moved, n));
-                                if !climb {
-                                    verdict = Some((AlertKind::LevelShift, dir, s));
-                                    continue;
-                                }
-                                t.going = Some(dir);
-                                t.called_base = t.base[0];
-                                t.settled = 0;
-                                verdict = Some((AlertKind::TrendBreak, dir, s));
-                            }
-                        }
-                        // What is usual is learnt while the CUSUM is quiet,
-                        // and not from a move that still holds.
-                        let quiet = t.sides.iter().all(|x| x.s < 0.25 * cfg.trend_z);
-                        if t.going.is_none() && (!active || quiet) && !away {
-                            for (b, r) in [Some(r), r2].into_iter().enumerate() {
-                                if let Some(r) = r {
-                                    t.base_n[b] = t.base_n[b].saturating_add(1);
-                                    // The mean of the first `trend-windows`,
-                                    // then slow to follow.
-                                    let a = if t.base_n[b] <= tw as u32 {
-                                        1.0 / f64::from(t.base_n[b])
-                                    } else {
-                                        TREND_BASE_ALPHA
-                                    };
-                                    t.base[b] += a * (r - t.base[b]);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            trend = t.observe(cfg, &window, &mut verdict, &mut silent, &mut self.scratch);
         }
         // A level shift against the day before (a step, or a flat sum).
         if let (Some((AlertKind::LevelShift, d, _)), Some(_)) = (verdict, trend) {

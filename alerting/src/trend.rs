@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use crate::series::{log_ratio, median};
-use crate::Direction;
+use crate::{AlertKind, Config, Direction, Verdict};
 
 /// Weight of the newest window in [`TrendState::disp`] (about 100
 /// windows).
@@ -379,5 +379,319 @@ impl TrendState {
             *mk = median(scratch);
         }
         Some((m, fewest))
+    }
+}
+
+/// One window as the trend detector sees it.
+pub(crate) struct TrendWindow {
+    /// Its start, its width and the period (a day), in ms.
+    pub(crate) at: (i64, i64, i64),
+    /// Its units.
+    pub(crate) y: f64,
+    /// Its share of lines on promotion.
+    pub(crate) share: f64,
+    /// The forecast's p10 and p90 for it.
+    pub(crate) band: (f64, f64),
+    /// A step of the series' own: a verdict here, a level shift going on,
+    /// or its own alert's excursion.
+    pub(crate) own: bool,
+    /// `own`, or it moved with another series' alert (a store's spike over
+    /// its categories).
+    pub(crate) jump: bool,
+    /// The series is scored: only a window the detector could have flagged
+    /// is a usual one (before then, an outage passes unseen).
+    pub(crate) scored: bool,
+}
+
+impl TrendState {
+    /// Trend breaks: the series' units against the same window a period
+    /// earlier drift away from their usual ratio (a CUSUM of the
+    /// deviations), with no step of its own (a spike, drop, shift or
+    /// another's alert) meanwhile. Feeds one first-emitted window. A trend
+    /// break going on makes the window its silent continuation; a call
+    /// sets `verdict` (a trend break, or a level shift against the day
+    /// before) and returns its move: the mean log ratio to a period
+    /// earlier, less the usual one, and over how many windows.
+    pub(crate) fn observe(
+        &mut self,
+        cfg: &Config,
+        w: &TrendWindow,
+        verdict: &mut Option<Verdict>,
+        silent: &mut bool,
+        scratch: &mut Vec<f64>,
+    ) -> Option<(f64, u32)> {
+        let (now, width_ms, period) = w.at;
+        let tw = cfg.trend_windows as usize;
+        if let Some(d) = verdict
+            .filter(|v| v.0 == AlertKind::LevelShift)
+            .map(|v| v.1)
+        {
+            self.moved(d, now);
+        }
+        let allowance = cfg.trend_allowance();
+        let [r1, r2] = self.compare(w.at, (w.y, w.share));
+        // Not one of a move that still holds either.
+        let away = self.away_at(now, period, r1, allowance);
+        let usual = !w.jump && !away && self.going.is_none() && w.scored;
+        self.remember(w.at, (w.y, w.share), usual, 3 * tw);
+        self.push_ratios(r1, r2, 3 * tw);
+        self.last_r = r1;
+        if w.jump || r1.is_none() {
+            self.step = None;
+            self.prev_d = None;
+        }
+        if w.jump {
+            // A step here ends a trend break going on, and what is usual
+            // is learnt anew after a step of the series' own.
+            self.going = None;
+            if w.own {
+                self.base_n = [0, 0];
+            }
+            self.sides = Default::default();
+            self.prev = None;
+        }
+        let r = r1.filter(|_| !w.jump)?;
+        // The ratio's variance were the units Poisson counts (that of
+        // ln((y + 1) / (y0 + 1)), with y0 + 1 = (y + 1) / e^r).
+        let v = (1.0 + r.exp()) / (w.y.max(0.0) + 1.0);
+        if let Some((pr, pv)) = self.prev {
+            self.seen = self.seen.saturating_add(1);
+            let a = TREND_ALPHA.max(1.0 / f64::from(self.seen));
+            self.disp += a * ((r - pr).abs() / (v + pv).sqrt() - self.disp);
+        }
+        self.prev = Some((r, v));
+        let shaped = self.shaped(w.y, r, width_ms as f64 / period as f64);
+        let sd = (std::f64::consts::FRAC_PI_2 * v).sqrt() * self.disp;
+        match self.going {
+            Some(dir) => {
+                self.follow(dir, tw, verdict, silent, scratch);
+                None
+            }
+            None => self.detect(cfg, w, (r, r2), sd, (shaped, away), verdict),
+        }
+    }
+
+    /// A trend break going on lasts while the newest span keeps moving its
+    /// way (no verdict here: that would be a jump), each window its silent
+    /// continuation; then its new level is the usual.
+    fn follow(
+        &mut self,
+        dir: Direction,
+        tw: usize,
+        verdict: &mut Option<Verdict>,
+        silent: &mut bool,
+        scratch: &mut Vec<f64>,
+    ) {
+        let spans = self.spans(0, tw, scratch);
+        let same = spans.is_some_and(|([m0, _, m2], _)| (m2 - m0) * dir.sign() > 0.0);
+        self.settled = if same { 0 } else { self.settled + 1 };
+        if self.settled >= tw as u32 {
+            self.going = None;
+            for (b, ratios) in self.ratios.iter().enumerate() {
+                scratch.clear();
+                let newest = ratios.iter().rev().take(tw);
+                scratch.extend(newest.filter(|r| !r.is_nan()));
+                self.base_n[b] = scratch.len() as u32;
+                if !scratch.is_empty() {
+                    self.base[b] = median(scratch);
+                }
+            }
+            self.sides = Default::default();
+        } else {
+            *silent = true;
+            *verdict = Some((AlertKind::TrendBreak, dir, 0.0));
+        }
+    }
+
+    /// With no trend break going on: the window's ratio `r` to a period
+    /// earlier (and `r2` to two, when known) against the usual,
+    /// into the step test and the trend CUSUM, which may call; then what is
+    /// usual is learnt, while the CUSUM is quiet. `sd`: the ratio's standard
+    /// deviation; `shaped`: the series has a shape over the period; `away`:
+    /// a move that still holds.
+    fn detect(
+        &mut self,
+        cfg: &Config,
+        w: &TrendWindow,
+        (r, r2): (f64, Option<f64>),
+        sd: f64,
+        (shaped, away): (bool, bool),
+        verdict: &mut Option<Verdict>,
+    ) -> Option<(f64, u32)> {
+        let tw = cfg.trend_windows as usize;
+        let mut trend = None;
+        let active = self.seen >= TREND_MIN_SEEN && self.base_n[0] >= tw as u32 && sd > 0.0;
+        if active {
+            // Moved against the day before and, when known, the day before
+            // that too (by the less of the two): an anomaly the day before
+            // that passed unseen is no trend today.
+            let d1 = r - self.base[0];
+            let r2_known = r2.filter(|_| self.base_n[1] >= tw as u32);
+            let d = match r2_known {
+                Some(r2) => {
+                    let d2 = r2 - self.base[1];
+                    if d2 * d1 <= 0.0 {
+                        0.0
+                    } else if d2.abs() < d1.abs() {
+                        d2
+                    } else {
+                        d1
+                    }
+                }
+                None => d1,
+            };
+            trend = self.step_test(cfg, w, d, sd, (shaped, away), verdict);
+            let allowance = cfg.trend_allowance();
+            let k = TREND_K.max(allowance / sd);
+            let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
+            let both = r2_known.is_some();
+            self.sides[0].add(z, k, d, sd, both);
+            self.sides[1].add(-z, k, d, sd, both);
+            if let Some(called) = self.call(cfg, w.at.0, (shaped, away), verdict) {
+                trend = Some(called);
+            }
+        }
+        // What is usual is learnt while the CUSUM is quiet, and not from a
+        // move that still holds.
+        let quiet = self.sides.iter().all(|x| x.s < 0.25 * cfg.trend_z);
+        if self.going.is_none() && (!active || quiet) && !away {
+            for (b, r) in [Some(r), r2].into_iter().enumerate() {
+                if let Some(r) = r {
+                    self.base_n[b] = self.base_n[b].saturating_add(1);
+                    // The mean of the first `trend-windows`, then slow to
+                    // follow.
+                    let a = if self.base_n[b] <= tw as u32 {
+                        1.0 / f64::from(self.base_n[b])
+                    } else {
+                        TREND_BASE_ALPHA
+                    };
+                    self.base[b] += a * (r - self.base[b]);
+                }
+            }
+        }
+        trend
+    }
+
+    /// A step (see [`StepRun`]) in the deviation `d` from the usual ratio:
+    /// called once it has lasted longer than a spike, sure at `z-threshold`
+    /// over its windows (each counting at most that) and material as a
+    /// trend would be. Sets `verdict` to the level shift and returns its
+    /// move.
+    fn step_test(
+        &mut self,
+        cfg: &Config,
+        w: &TrendWindow,
+        d: f64,
+        sd: f64,
+        (shaped, away): (bool, bool),
+        verdict: &mut Option<Verdict>,
+    ) -> Option<(f64, u32)> {
+        let allowance = cfg.trend_allowance();
+        let wz = (d / sd).clamp(-cfg.z_threshold, cfg.z_threshold);
+        self.step = match self.step {
+            Some(mut run) if d * run.direction.sign() >= allowance => {
+                run.windows += 1;
+                run.sum_z += wz;
+                run.sum_d += d;
+                Some(run)
+            }
+            // From within the allowance, a jump of twice it lands beyond it.
+            _ if self
+                .prev_d
+                .is_some_and(|p| p.abs() < allowance && (d - p).abs() >= 2.0 * allowance) =>
+            {
+                let way = if d > 0.0 {
+                    Direction::Up
+                } else {
+                    Direction::Down
+                };
+                Some(StepRun {
+                    direction: way,
+                    windows: 1,
+                    sum_z: wz,
+                    sum_d: d,
+                    surprised: match way {
+                        Direction::Up => w.y > w.band.1,
+                        Direction::Down => w.y < w.band.0,
+                    },
+                })
+            }
+            _ => None,
+        };
+        self.prev_d = Some(d);
+        let run = self.step.filter(|run| {
+            let n = f64::from(run.windows);
+            run.windows >= STEP_MIN_WINDOWS
+                && run.surprised
+                && (run.sum_z * run.direction.sign()) / n.sqrt() >= cfg.z_threshold
+                && ((run.sum_d / n).exp() - 1.0).abs() >= cfg.trend_min_change
+                && shaped
+                && !away
+        })?;
+        let n = f64::from(run.windows);
+        let dir = run.direction;
+        self.moved(dir, w.at.0);
+        self.step = None;
+        *verdict = Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
+        Some((run.sum_d / n, run.windows))
+    }
+
+    /// A side of the trend CUSUM that reached `trend-z` (with no verdict
+    /// on the window yet) calls: a climb (its deviations rise) is a trend
+    /// break, which goes on from here; a flat sum mostly confirmed against
+    /// two periods before is a level shift. Returns the move called.
+    fn call(
+        &mut self,
+        cfg: &Config,
+        now: i64,
+        (shaped, away): (bool, bool),
+        verdict: &mut Option<Verdict>,
+    ) -> Option<(f64, u32)> {
+        let tw = cfg.trend_windows as usize;
+        let mut trend = None;
+        for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
+            let TrendSide {
+                s, n, moved, both, ..
+            } = self.sides[side];
+            if n as usize > TREND_MAX_RUN * tw {
+                // Hours of a slow wander: what is usual moved, not the
+                // series.
+                self.sides[side] = TrendSide::default();
+                continue;
+            }
+            if s < cfg.trend_z || !shaped || verdict.is_some() {
+                continue;
+            }
+            // A climb: its deviations rise (the slope is worked out only
+            // for a sum that reached the threshold). Flat ones, not rising
+            // at all, are a step the forecast followed and the step test
+            // missed (windows without a comparison between, or a first
+            // window part way up), or a day before that was low all along:
+            // a step once most of them were confirmed against the day
+            // before that too. In between, neither.
+            let slope = self.sides[side].slope_t() * dir.sign();
+            let climb = slope >= TREND_SLOPE_T;
+            let confirmed = f64::from(both) >= STEP_CONFIRMED_SHARE * f64::from(n);
+            if !climb && (slope > 0.0 || !confirmed || away) {
+                continue;
+            }
+            let moved = moved / f64::from(n);
+            // Material, as a level shift must be.
+            if (moved.exp() - 1.0).abs() < cfg.level_shift_min_change {
+                self.sides[side] = TrendSide::default();
+                continue;
+            }
+            self.moved(dir, now);
+            trend = Some((moved, n));
+            if !climb {
+                *verdict = Some((AlertKind::LevelShift, dir, s));
+                continue;
+            }
+            self.going = Some(dir);
+            self.called_base = self.base[0];
+            self.settled = 0;
+            *verdict = Some((AlertKind::TrendBreak, dir, s));
+        }
+        trend
     }
 }
