@@ -59,7 +59,7 @@ mod trend;
 
 pub use alert::{fmt_utc, Alert, AlertKind, Child, Direction, Severity, Status};
 pub use config::Config;
-use excursion::{Cover, Excursion, OutsideRun};
+use excursion::{Cover, Excursion};
 use novelty::Novelty;
 use series::*;
 use trend::*;
@@ -136,8 +136,6 @@ const MINOR_CHILD_SHARE: f64 = 0.1;
 /// `level-shift-max-factor` must carry for the move to be a burst below
 /// (no level shift while young).
 const BURST_SHARE: f64 = 0.5;
-/// How much further (log ratio) than the move it follows a recovery may go.
-const RECOVERY_SLACK: f64 = 0.4;
 
 /// A series: its level and key.
 type SeriesKey = (Level, Arc<str>);
@@ -399,7 +397,6 @@ impl Alerting {
                 })
         };
         let mut silent = in_outage;
-        let mut shift_stat = 0.0f64;
         if f.revision > 0 {
             // Re-score only: the detector state moved on with later windows.
             return candidate(verdict, in_outage);
@@ -463,188 +460,21 @@ impl Alerting {
         } else {
             MEAN_ALPHA * (share - st.promo_mean)
         };
-        // This window's run outside the band is rebuilt below (none without
-        // a score).
-        let prior_run = st.outside_run.take();
-        // CUSUM over the robust z-scores (an outage's windows are its
-        // `drop_to_zero`, never a level shift of their own).
-        if let Some(zv) = z {
-            // One window adds at most 3/4 of the threshold: a shift needs
-            // two windows or more, a lone spike never calls one.
-            let cap = 0.75 * cfg.cusum_h + cfg.cusum_k;
-            let zc = zv.clamp(-cap, cap);
-            st.cusum_up = (st.cusum_up + zc - cfg.cusum_k).max(0.0);
-            st.cusum_down = (st.cusum_down - zc - cfg.cusum_k).max(0.0);
-            // Excursions: a jump out of the band that ends within
-            // spike-max-windows was a spike, and its windows leave the
-            // change detector; one still going on is no shift yet.
-            let dir = dir_of(zv);
-            // The run of windows outside the band with this one added.
-            let extended = dir.map(|d| {
-                OutsideRun::then(
-                    prior_run,
-                    f.window_start_ms,
-                    width_ms,
-                    d,
-                    zv,
-                    (ln_r, (y.max(0.0) + 1.0).ln()),
-                )
-            });
-            let outside = verdict.is_some_and(|v| {
-                matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir
-            });
-            let outage = verdict.is_some_and(|v| v.0 == AlertKind::DropToZero);
-            st.excursion = match (st.excursion.take(), dir) {
-                (Some(mut e), Some(nd)) if e.direction == nd => {
-                    e.windows += 1;
-                    if outside {
-                        e.start_jump();
-                    }
-                    e.outside |= outside;
-                    e.outage |= outage;
-                    e.peak = Excursion::peak_with(e.peak, outage, ln_r);
-                    Some(e)
-                }
-                (prev, nd) => {
-                    if let Some(e) = prev {
-                        // A jump that ended within a spike's length, or a
-                        // move another series' alert explained (of any
-                        // length: the forecast may lag behind a store's
-                        // spike for a window or two), leaves the change
-                        // detector: it is no evidence of a shift here.
-                        if (e.young(cfg) || e.cover.by_another()) && st.shift.is_none() {
-                            match e.direction {
-                                Direction::Up => st.cusum_up = 0.0,
-                                Direction::Down => st.cusum_down = 0.0,
-                            }
-                        }
-                        if e.cover != Cover::None {
-                            // It ended after the series' previous window
-                            // (a sparse series may have skipped some since).
-                            st.ended = Some((e.direction, prev_start + width_ms, e.peak));
-                        }
-                    }
-                    nd.map(|d| {
-                        // Coming back right after an alerted move (a total
-                        // whose forecast followed a store's spike, an outage
-                        // ending) is the recovery, not a new anomaly; so is
-                        // the series' first window since, when it sold
-                        // nothing (and emitted no window) for no longer than
-                        // a recovery may last. A recovery goes no further
-                        // than about the way the move went (a store falling
-                        // 16% and then selling three times its usual is
-                        // a spike, not its recovery).
-                        let recovery = st.ended.is_some_and(|(ed, at, peak)| {
-                            let gap = f.window_start_ms - prev_start;
-                            let gap_ok =
-                                gap <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
-                            ed != d
-                                && ln_r.abs() <= peak + RECOVERY_SLACK
-                                && (f.window_start_ms - at <= width_ms
-                                    || (at == prev_start + width_ms && gap_ok))
-                        });
-                        Excursion {
-                            direction: d,
-                            windows: 1,
-                            outside: outside && !recovery,
-                            outage,
-                            cover: Cover::None,
-                            recovery,
-                            burst: false,
-                            peak: Excursion::peak_with(0.0, outage, ln_r),
-                        }
-                    })
-                }
-            };
-            // A jump (out of the band, alerted, or a recovery) is no shift
-            // while it is young.
-            let young_jump = |d: Direction| {
-                st.excursion
-                    .as_ref()
-                    .is_some_and(|e| e.direction == d && e.young(cfg))
-            };
-            match st.shift {
-                Some(d) => {
-                    // The shift lasts while residuals keep its direction;
-                    // three calm windows end it.
-                    let same = zv * d.sign() > 1.0;
-                    st.settled = if same { 0 } else { st.settled + 1 };
-                    if st.settled >= 3 {
-                        st.shift = None;
-                        st.cusum_up = 0.0;
-                        st.cusum_down = 0.0;
-                    } else if verdict.is_none_or(|v| v.1 == d && v.0 != AlertKind::DropToZero)
-                        && same
-                    {
-                        // Part of the shift already called: silent, but the
-                        // series below that move with it are its consequence.
-                        silent = true;
-                        verdict = Some((AlertKind::LevelShift, d, 0.0));
-                    }
-                }
-                None => {
-                    // Called on a window that itself clearly moved the
-                    // shift's way (not one that lingers near the band, nor
-                    // one inside it: a forecast unsure enough to cover the
-                    // window has not been left behind).
-                    let clear = zv.abs() >= 0.5 * cfg.z_threshold && (y > e.p90 || y < e.p10);
-                    let up = st.cusum_up > cfg.cusum_h
-                        && clear
-                        && dir == Some(Direction::Up)
-                        && !young_jump(Direction::Up);
-                    let down = st.cusum_down > cfg.cusum_h
-                        && clear
-                        && dir == Some(Direction::Down)
-                        && !young_jump(Direction::Down);
-                    // Two windows in a row at the same new level, by the
-                    // size of the move no spike: confirmed now.
-                    let confirmed = cfg.level_shift_max_factor > 0.0
-                        && clear
-                        && y > 0.0
-                        && !promo
-                        && st.excursion.is_some_and(|x| {
-                            !x.outage
-                                && !x.recovery
-                                && matches!(x.cover, Cover::None | Cover::Own)
-                                && (x.direction == Direction::Down || !x.burst)
-                        })
-                        && extended.is_some_and(|r| {
-                            (2..=cfg.spike_max_windows.max(2)).contains(&r.windows)
-                                && r.sum_z.abs() / f64::from(r.windows).sqrt() >= level_z
-                                && r.uhi - r.ulo <= 1.5f64.ln()
-                                && (r.direction == Direction::Down
-                                    || r.hi < cfg.level_shift_max_factor.ln())
-                        });
-                    let (up, down) = (
-                        up || confirmed && dir == Some(Direction::Up),
-                        down || confirmed && dir == Some(Direction::Down),
-                    );
-                    if (up || down) && change < cfg.level_shift_min_change {
-                        // Statistically sure, practically nothing: a big
-                        // series' forecast drifting by a percent.
-                        st.cusum_up = 0.0;
-                        st.cusum_down = 0.0;
-                    } else if up || down {
-                        let d = if up { Direction::Up } else { Direction::Down };
-                        let stat = st.cusum_up.max(st.cusum_down);
-                        shift_stat = stat;
-                        st.shift_called(d);
-                        if verdict.is_none_or(|v| v.0 != AlertKind::DropToZero) {
-                            verdict = Some((AlertKind::LevelShift, d, stat));
-                        }
-                    }
-                }
-            }
-            // Kept while it stays outside the band its way, each window
-            // scoring at least half the z-threshold.
-            st.outside_run = extended.filter(|r| {
-                let out = match r.direction {
-                    Direction::Up => y > e.p90,
-                    Direction::Down => y < e.p10 && y > 0.0,
-                };
-                out && zv.abs() >= 0.5 * cfg.z_threshold
-            });
-        }
+        let shift_stat = st.detect_shift(
+            cfg,
+            &ShiftWindow {
+                at: (f.window_start_ms, width_ms, prev_start),
+                y,
+                e,
+                z,
+                ln_r,
+                change,
+                level_z,
+                promo,
+            },
+            &mut verdict,
+            &mut silent,
+        );
         // Trend breaks: the series' units against the same window a period
         // earlier drift away from their usual ratio (a CUSUM of the
         // deviations), with no step of its own (a spike, drop, shift or

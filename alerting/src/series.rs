@@ -3,12 +3,12 @@
 
 use std::collections::VecDeque;
 
-use salescast_inference::Forecast;
+use salescast_inference::{Forecast, HorizonPoint};
 
-use crate::excursion::{Excursion, OutsideRun};
+use crate::excursion::{Cover, Excursion, OutsideRun};
 use crate::novelty::Novelty;
 use crate::trend::TrendState;
-use crate::{tails, Alert, Direction};
+use crate::{tails, Alert, AlertKind, Config, Direction, Verdict};
 
 /// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
 pub(crate) const MEAN_ALPHA: f64 = 0.05;
@@ -206,5 +206,242 @@ impl SeriesState {
         let mu = (p50 + med).max(0.5 * self.mean_y).max(0.05);
         let phi = (sigma * sigma / mu.max(self.mean_y).max(1.0)).max(1.0);
         Some((tails::count_z(y, mu, phi), med, -(mu / phi)))
+    }
+}
+
+/// How much further (log ratio) than the move it follows a recovery may go.
+const RECOVERY_SLACK: f64 = 0.4;
+
+/// One scored window as the change detector sees it.
+pub(crate) struct ShiftWindow {
+    /// Its start and width, and the start of the series' previous window
+    /// (ms).
+    pub(crate) at: (i64, i64, i64),
+    /// Its units.
+    pub(crate) y: f64,
+    /// What the forecast expected.
+    pub(crate) e: HorizonPoint,
+    /// Its score (none before the series is scored).
+    pub(crate) z: Option<f64>,
+    /// Log ratio of its units to the bias-corrected expectation.
+    pub(crate) ln_r: f64,
+    /// How far it is from the bias-corrected forecast, relative to the
+    /// series' level.
+    pub(crate) change: f64,
+    /// The z a spike or drop must reach at its level.
+    pub(crate) level_z: f64,
+    /// A promotion explains a move up.
+    pub(crate) promo: bool,
+}
+
+impl SeriesState {
+    /// Level shifts: a CUSUM over the robust z-scores (an outage's windows
+    /// are its `drop_to_zero`, never a level shift of their own), the
+    /// excursion the window extends or ends, and the run outside the band
+    /// (rebuilt here; none without a score). A shift going on makes the
+    /// window its silent continuation; a call sets `verdict` and returns
+    /// the CUSUM statistic (0 otherwise).
+    pub(crate) fn detect_shift(
+        &mut self,
+        cfg: &Config,
+        w: &ShiftWindow,
+        verdict: &mut Option<Verdict>,
+        silent: &mut bool,
+    ) -> f64 {
+        let prior_run = self.outside_run.take();
+        let Some(zv) = w.z else {
+            return 0.0;
+        };
+        let (start, width_ms, _) = w.at;
+        let (y, e, ln_r) = (w.y, w.e, w.ln_r);
+        let (change, level_z, promo) = (w.change, w.level_z, w.promo);
+        let mut shift_stat = 0.0;
+        // One window adds at most 3/4 of the threshold: a shift needs
+        // two windows or more, a lone spike never calls one.
+        let cap = 0.75 * cfg.cusum_h + cfg.cusum_k;
+        let zc = zv.clamp(-cap, cap);
+        self.cusum_up = (self.cusum_up + zc - cfg.cusum_k).max(0.0);
+        self.cusum_down = (self.cusum_down - zc - cfg.cusum_k).max(0.0);
+        // Excursions: a jump out of the band that ends within
+        // spike-max-windows was a spike, and its windows leave the
+        // change detector; one still going on is no shift yet.
+        let dir = dir_of(zv);
+        // The run of windows outside the band with this one added.
+        let extended = dir.map(|d| {
+            OutsideRun::then(
+                prior_run,
+                start,
+                width_ms,
+                d,
+                zv,
+                (ln_r, (y.max(0.0) + 1.0).ln()),
+            )
+        });
+        let outside = verdict
+            .is_some_and(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop) && Some(v.1) == dir);
+        let outage = verdict.is_some_and(|v| v.0 == AlertKind::DropToZero);
+        self.extend_excursion(cfg, dir, (outside, outage), ln_r, w.at);
+        // A jump (out of the band, alerted, or a recovery) is no shift
+        // while it is young.
+        let young_jump = |d: Direction| {
+            self.excursion
+                .as_ref()
+                .is_some_and(|e| e.direction == d && e.young(cfg))
+        };
+        match self.shift {
+            Some(d) => {
+                // The shift lasts while residuals keep its direction;
+                // three calm windows end it.
+                let same = zv * d.sign() > 1.0;
+                self.settled = if same { 0 } else { self.settled + 1 };
+                if self.settled >= 3 {
+                    self.shift = None;
+                    self.cusum_up = 0.0;
+                    self.cusum_down = 0.0;
+                } else if verdict.is_none_or(|v| v.1 == d && v.0 != AlertKind::DropToZero) && same {
+                    // Part of the shift already called: silent, but the
+                    // series below that move with it are its consequence.
+                    *silent = true;
+                    *verdict = Some((AlertKind::LevelShift, d, 0.0));
+                }
+            }
+            None => {
+                // Called on a window that itself clearly moved the
+                // shift's way (not one that lingers near the band, nor
+                // one inside it: a forecast unsure enough to cover the
+                // window has not been left behind).
+                let clear = zv.abs() >= 0.5 * cfg.z_threshold && (y > e.p90 || y < e.p10);
+                let up = self.cusum_up > cfg.cusum_h
+                    && clear
+                    && dir == Some(Direction::Up)
+                    && !young_jump(Direction::Up);
+                let down = self.cusum_down > cfg.cusum_h
+                    && clear
+                    && dir == Some(Direction::Down)
+                    && !young_jump(Direction::Down);
+                // Two windows in a row at the same new level, by the
+                // size of the move no spike: confirmed now.
+                let confirmed = cfg.level_shift_max_factor > 0.0
+                    && clear
+                    && y > 0.0
+                    && !promo
+                    && self.excursion.is_some_and(|x| {
+                        !x.outage
+                            && !x.recovery
+                            && matches!(x.cover, Cover::None | Cover::Own)
+                            && (x.direction == Direction::Down || !x.burst)
+                    })
+                    && extended.is_some_and(|r| {
+                        (2..=cfg.spike_max_windows.max(2)).contains(&r.windows)
+                            && r.sum_z.abs() / f64::from(r.windows).sqrt() >= level_z
+                            && r.uhi - r.ulo <= 1.5f64.ln()
+                            && (r.direction == Direction::Down
+                                || r.hi < cfg.level_shift_max_factor.ln())
+                    });
+                let (up, down) = (
+                    up || confirmed && dir == Some(Direction::Up),
+                    down || confirmed && dir == Some(Direction::Down),
+                );
+                if (up || down) && change < cfg.level_shift_min_change {
+                    // Statistically sure, practically nothing: a big
+                    // series' forecast drifting by a percent.
+                    self.cusum_up = 0.0;
+                    self.cusum_down = 0.0;
+                } else if up || down {
+                    let d = if up { Direction::Up } else { Direction::Down };
+                    let stat = self.cusum_up.max(self.cusum_down);
+                    shift_stat = stat;
+                    self.shift_called(d);
+                    if verdict.is_none_or(|v| v.0 != AlertKind::DropToZero) {
+                        *verdict = Some((AlertKind::LevelShift, d, stat));
+                    }
+                }
+            }
+        }
+        // Kept while it stays outside the band its way, each window
+        // scoring at least half the z-threshold.
+        self.outside_run = extended.filter(|r| {
+            let out = match r.direction {
+                Direction::Up => y > e.p90,
+                Direction::Down => y < e.p10 && y > 0.0,
+            };
+            out && zv.abs() >= 0.5 * cfg.z_threshold
+        });
+        shift_stat
+    }
+    /// The excursion with this window (scoring its way `dir`, beyond 1;
+    /// `outside`: a spike or drop verdict its way; `outage`: a
+    /// `drop_to_zero`): the same way, it goes on; otherwise the one before
+    /// ends (a jump that ended within a spike's length leaves the change
+    /// detector) and a new one starts, perhaps the recovery from it.
+    fn extend_excursion(
+        &mut self,
+        cfg: &Config,
+        dir: Option<Direction>,
+        (outside, outage): (bool, bool),
+        ln_r: f64,
+        (start, width_ms, prev_start): (i64, i64, i64),
+    ) {
+        self.excursion = match (self.excursion.take(), dir) {
+            (Some(mut e), Some(nd)) if e.direction == nd => {
+                e.windows += 1;
+                if outside {
+                    e.start_jump();
+                }
+                e.outside |= outside;
+                e.outage |= outage;
+                e.peak = Excursion::peak_with(e.peak, outage, ln_r);
+                Some(e)
+            }
+            (prev, nd) => {
+                if let Some(e) = prev {
+                    // A jump that ended within a spike's length, or a
+                    // move another series' alert explained (of any
+                    // length: the forecast may lag behind a store's
+                    // spike for a window or two), leaves the change
+                    // detector: it is no evidence of a shift here.
+                    if (e.young(cfg) || e.cover.by_another()) && self.shift.is_none() {
+                        match e.direction {
+                            Direction::Up => self.cusum_up = 0.0,
+                            Direction::Down => self.cusum_down = 0.0,
+                        }
+                    }
+                    if e.cover != Cover::None {
+                        // It ended after the series' previous window
+                        // (a sparse series may have skipped some since).
+                        self.ended = Some((e.direction, prev_start + width_ms, e.peak));
+                    }
+                }
+                nd.map(|d| {
+                    // Coming back right after an alerted move (a total
+                    // whose forecast followed a store's spike, an outage
+                    // ending) is the recovery, not a new anomaly; so is
+                    // the series' first window since, when it sold
+                    // nothing (and emitted no window) for no longer than
+                    // a recovery may last. A recovery goes no further
+                    // than about the way the move went (a store falling
+                    // 16% and then selling three times its usual is
+                    // a spike, not its recovery).
+                    let recovery = self.ended.is_some_and(|(ed, at, peak)| {
+                        let gap = start - prev_start;
+                        let gap_ok =
+                            gap <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
+                        ed != d
+                            && ln_r.abs() <= peak + RECOVERY_SLACK
+                            && (start - at <= width_ms || (at == prev_start + width_ms && gap_ok))
+                    });
+                    Excursion {
+                        direction: d,
+                        windows: 1,
+                        outside: outside && !recovery,
+                        outage,
+                        cover: Cover::None,
+                        recovery,
+                        burst: false,
+                        peak: Excursion::peak_with(0.0, outage, ln_r),
+                    }
+                })
+            }
+        };
     }
 }
