@@ -403,6 +403,15 @@ impl Alerting {
         }
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
+        // Out of the band by as much as a spike or drop must be, whatever
+        // its score (a total's wide residuals keep its z low).
+        let far = |d: Direction| match d {
+            Direction::Up => y > e.p90 + margin && off >= material,
+            Direction::Down => y < e.p10 - margin && -off >= material,
+        };
+        st.band_out = band_dir
+            .filter(|&d| y > 0.0 && period > 0 && far(d))
+            .map(|d| (f.window_start_ms, d));
         // Pattern novelty over the bias-corrected residuals (the forecast
         // already knows the daily shape; what it has not seen is new).
         let novel = scored
@@ -803,11 +812,11 @@ impl Alerting {
                 _ => by,
             };
             for ch in &children {
-                self.cover(ch.level, &ch.key, c.direction, within);
+                self.cover(f.window_start_ms, (ch.level, &ch.key), c.direction, within);
             }
             for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
                 let g = group[cands[k].idx];
-                self.cover(g.level, &g.key, c.direction, by);
+                self.cover(f.window_start_ms, (g.level, &g.key), c.direction, by);
             }
             if c.quiet() {
                 continue;
@@ -842,7 +851,7 @@ impl Alerting {
             let map = parent_of.get_or_insert_with(|| parents(group));
             let mut node = f.parent.clone().zip(parent_level(f.level));
             while let Some((p, pl)) = node {
-                self.cover(pl, &p, c.direction, by);
+                self.cover(f.window_start_ms, (pl, &p), c.direction, by);
                 node = map.get(&(pl, p)).cloned().zip(parent_level(pl));
             }
             // Cooldown per series and kind.
@@ -991,12 +1000,19 @@ impl Alerting {
                 }
             }
         }
-        self.cover(f.level, &f.key, direction, Cover::Own);
+        self.cover(f.window_start_ms, (f.level, &f.key), direction, Cover::Own);
     }
 
     /// Record that a series' current excursion in `direction` is part of
-    /// an alert (never downgrading its own alert to another's).
-    fn cover(&mut self, level: Level, key: &Arc<str>, direction: Direction, cover: Cover) {
+    /// an alert on the window starting `at` (never downgrading its own
+    /// alert to another's).
+    fn cover(
+        &mut self,
+        at: i64,
+        (level, key): (Level, &Arc<str>),
+        direction: Direction,
+        cover: Cover,
+    ) {
         let Some(st) = self.series.get_mut(&(level, key.clone())) else {
             return;
         };
@@ -1004,6 +1020,16 @@ impl Alerting {
             if e.direction == direction && e.cover != Cover::Own {
                 e.start_jump();
                 e.cover = cover;
+            }
+        }
+        // Out of its band with another's alert: tomorrow's forecast
+        // carries this move as much as one of its own (see the echo test).
+        let out = st
+            .band_out
+            .filter(|o| *o == (at, direction) && cover.by_another());
+        if let Some(out) = out {
+            if st.outside_at.back() != Some(&out) {
+                st.outside_at.push_back(out);
             }
         }
     }

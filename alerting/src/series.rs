@@ -102,8 +102,15 @@ pub(crate) struct SeriesState {
     /// `level-shift-max-factor`).
     pub(crate) outside_run: Option<OutsideRun>,
     /// Starts of the last two periods' windows with a spike or drop verdict,
-    /// oldest first, with their direction (see `recurring-period-ms`).
+    /// or out of the band by as much with another series' alert explaining
+    /// the move, oldest first, with their direction (see
+    /// `recurring-period-ms`).
     pub(crate) outside_at: VecDeque<(i64, Direction)>,
+    /// The newest window's start and the way it fell out of the band, if
+    /// it did by as much as a spike or drop must (whatever its score):
+    /// remembered in `outside_at` when another series' alert explains the
+    /// move.
+    pub(crate) band_out: Option<(i64, Direction)>,
     /// The trend-break detector's state (series at `trend-min-level` and
     /// above only: the thousands of SKUs carry none).
     pub(crate) trend: Option<Box<TrendState>>,

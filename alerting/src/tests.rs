@@ -1797,3 +1797,54 @@ fn utc_formatting() {
     assert_eq!(fmt_utc(1_795_894_920_123), "2026-11-28 19:42");
     assert_eq!(fmt_utc(951_782_400_000), "2000-02-29 00:00");
 }
+
+#[test]
+fn a_parent_that_moved_with_its_childs_spike_raises_nothing_when_its_forecast_echoes_it() {
+    // A store and a noisy total above it (the rest of the total wobbles by
+    // up to 1,000 a window), over a 60-window "day". The store triples for
+    // three windows from 300: its spike. The total moves with it, by too
+    // little for its own noisy score to alert. A day later the total's
+    // forecast (seasonal naive: the same window a day earlier) carries the
+    // move, and the total, selling as usual, is well under its band for
+    // three windows: that is its forecast remembering the store's spike,
+    // not a drop or a level shift. (The store's own forecast knew better.)
+    let store = |i: i64| {
+        if (300..303).contains(&i) {
+            6_000
+        } else {
+            2_000 + wobble(i)
+        }
+    };
+    let total = |i: i64| 8_000 + 120 * ((i * i * 7919 % 17) - 8) + store(i);
+    let mut a = Alerting::new(Config {
+        recurring_period_ms: 3_600_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    for i in 0..420 {
+        let yesterday = total(i - 60);
+        let s = node(
+            Level::Store,
+            "web",
+            Some("total"),
+            i * 60_000,
+            store(i),
+            2_000.0,
+        );
+        let t = node(
+            Level::Total,
+            "total",
+            None,
+            i * 60_000,
+            total(i),
+            yesterday as f64,
+        );
+        got.extend(a.process(&[s, t]));
+    }
+    let on: Vec<_> = got
+        .iter()
+        .map(|a| (a.level, a.kind, a.window_start_ms / 60_000))
+        .collect();
+    assert_eq!(on, vec![(Level::Store, AlertKind::Spike, 300)], "{on:?}");
+}
