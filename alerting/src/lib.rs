@@ -53,6 +53,7 @@ mod config;
 mod excursion;
 pub mod nab;
 pub mod novelty;
+mod root_cause;
 mod series;
 pub mod tails;
 mod trend;
@@ -123,15 +124,6 @@ impl Candidate {
     }
 }
 
-/// How far (in Poisson standard deviations) the rest of a parent must move
-/// with its one broken child (and by at least half the child's relative
-/// move) for the parent, not the child, to be the root cause.
-const REST_MOVED_Z: f64 = 3.0;
-/// [`REST_MOVED_Z`] for a parent's level shift.
-const REST_MOVED_Z_SHIFT: f64 = 2.0;
-/// A broken child whose deviation is below this share of its parent's does
-/// not count as one of several broken children in root-cause grouping.
-const MINOR_CHILD_SHARE: f64 = 0.1;
 /// Share of an alert's move that its children jumping by
 /// `level-shift-max-factor` must carry for the move to be a burst below
 /// (no level shift while young).
@@ -591,7 +583,132 @@ impl Alerting {
                 cands.push(c);
             }
         }
-        // Revisions first: retract what no longer holds.
+        self.retract_revised(group, &cands, out);
+        // Root cause: index candidates by their nearest ancestor that is a
+        // candidate too, then walk top-down.
+        let mut parent_of = None;
+        let by_parent = root_cause::by_nearest_candidate(group, &cands, &mut parent_of);
+        root_cause::unexplain_promotions(group, &mut cands, &by_parent);
+        let mut absorbed = vec![false; cands.len()];
+        let mut top: Vec<usize> = (0..cands.len()).collect();
+        top.sort_by_key(|&ci| std::cmp::Reverse(group[cands[ci].idx].level));
+        // A candidate whose deviation one child accounts for (root-cause-share)
+        // is that child's consequence: the child is the root cause (a total
+        // that dropped because one store did, a category because one SKU).
+        let (explains, deferred) =
+            root_cause::root_causes(&self.cfg, group, &cands, &by_parent, &top);
+        // A weak candidate stands only where a candidate above it that is
+        // not weak defers to it: the ancestor's test found the move, the
+        // child explains it.
+        let backed: FxHashSet<usize> = explains
+            .iter()
+            .filter(|(_, up)| up.iter().any(|&u| !cands[u].weak))
+            .map(|(&k, _)| k)
+            .collect();
+        for ci in top {
+            if absorbed[ci] || deferred[ci] || (cands[ci].weak && !backed.contains(&ci)) {
+                continue;
+            }
+            let c = cands[ci].clone();
+            let f = group[c.idx];
+            // Descendants that broke the same way are explained by this one.
+            let children = root_cause::children(group, &cands, &by_parent, ci, &mut absorbed);
+            absorbed[ci] = true;
+            // Whatever this candidate explains is part of its incident.
+            let by = if c.kind == AlertKind::DropToZero {
+                Cover::Outage
+            } else {
+                Cover::Other
+            };
+            // Series below a spike or drop moved within it: a level shift
+            // of theirs called as it ends is the spike's, not news.
+            let within = match c.kind {
+                AlertKind::Spike | AlertKind::Drop => Cover::Within,
+                _ => by,
+            };
+            for ch in &children {
+                self.cover(f.window_start_ms, (ch.level, &ch.key), c.direction, within);
+            }
+            for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
+                let g = group[cands[k].idx];
+                self.cover(f.window_start_ms, (g.level, &g.key), c.direction, by);
+            }
+            if c.quiet() {
+                continue;
+            }
+            // Its own move is alerted now, or was (cooldown); ancestors
+            // moving the same way moved because of it.
+            self.cover_own(f, c.direction, c.kept_out);
+            self.mark_burst(f, &children);
+            let map = parent_of.get_or_insert_with(|| parents(group));
+            let mut node = f.parent.clone().zip(parent_level(f.level));
+            while let Some((p, pl)) = node {
+                self.cover(f.window_start_ms, (pl, &p), c.direction, by);
+                node = map.get(&(pl, p)).cloned().zip(parent_level(pl));
+            }
+            if !self.admit(f, c.kind) {
+                continue;
+            }
+            let mut a = self.alert(f, &c, children);
+            // A level shift or trend break the other way that brings the
+            // series back is the end of its last move, not news.
+            if matches!(c.kind, AlertKind::LevelShift | AlertKind::TrendBreak) && f.revision == 0 {
+                if let Some(done) = self.end_of_shift(f, &a) {
+                    out.push(done);
+                    continue;
+                }
+            }
+            if let Some(up) = explains.get(&ci) {
+                let names: Vec<String> = up
+                    .iter()
+                    .map(|&k| {
+                        let g = group[cands[k].idx];
+                        format!("{} {}", g.level, g.key)
+                    })
+                    .collect();
+                a.explanation
+                    .push_str(&format!("; accounts for the move of {}", names.join(", ")));
+            }
+            self.raised
+                .entry((f.level, f.key.clone(), f.window_start_ms))
+                .or_default()
+                .push(a.clone());
+            out.push(a);
+        }
+    }
+
+    /// A burst below: the SKUs among an alert's `children` that jumped by
+    /// `level-shift-max-factor` carry at least half its move (a small SKU
+    /// tripling inside a category that rose 1.8x is noise on the shift,
+    /// not its cause). The series' excursion is then no level shift while
+    /// young.
+    fn mark_burst(&mut self, f: &Forecast, children: &[Child]) {
+        let factor = self.cfg.level_shift_max_factor;
+        // Each such SKU sold more than expected, so a positive sum means
+        // there is one.
+        let burst_units: f64 = children
+            .iter()
+            .filter(|ch| {
+                ch.level == Level::SkuStore && log_ratio(ch.observed, ch.expected) >= factor.ln()
+            })
+            .map(|ch| ch.observed - ch.expected)
+            .sum();
+        let excess = f.actual.units as f64 - e_p50(f);
+        if factor > 0.0 && burst_units > 0.0 && burst_units >= BURST_SHARE * excess.abs() {
+            if let Some(x) = self
+                .series
+                .get_mut(&(f.level, f.key.clone()))
+                .and_then(|st| st.excursion.as_mut())
+            {
+                x.burst = true;
+            }
+        }
+    }
+
+    /// Retract what a revised window no longer holds: each alert raised on
+    /// it whose kind is no candidate of the revision (a level shift stays:
+    /// a move back ends it, not a revision).
+    fn retract_revised(&mut self, group: &[&Forecast], cands: &[Candidate], out: &mut Vec<Alert>) {
         for f in group.iter().filter(|f| f.revision > 0) {
             let k = (f.level, f.key.clone(), f.window_start_ms);
             let Some(prev) = self.raised.get_mut(&k) else {
@@ -621,294 +738,42 @@ impl Alerting {
                 false
             });
         }
-        // Root cause: index candidates by their nearest ancestor that is a
-        // candidate too (a SKU that spiked with its store, in a category
-        // that moved too little to be a candidate itself, is still the
-        // store's), then walk top-down.
-        let is_cand: FxHashSet<SeriesKey> = cands
-            .iter()
-            .map(|c| (group[c.idx].level, group[c.idx].key.clone()))
-            .collect();
-        let mut parent_of: Option<FxHashMap<SeriesKey, Arc<str>>> = None;
-        let mut by_parent: FxHashMap<SeriesKey, Vec<usize>> = FxHashMap::default();
-        for (ci, c) in cands.iter().enumerate() {
-            let f = group[c.idx];
-            let mut node = f.parent.clone().zip(parent_level(f.level));
-            while let Some((p, pl)) = node {
-                let key = (pl, p);
-                if is_cand.contains(&key) {
-                    by_parent.entry(key).or_default().push(ci);
-                    break;
+    }
+
+    /// Whether an alert of `kind` on `f`'s series goes out: not within the
+    /// cooldown per series and kind, nor the series' incident cooldown
+    /// unless it escalates (then remembered for both); on a revision, only
+    /// if it was not raised already.
+    fn admit(&mut self, f: &Forecast, kind: AlertKind) -> bool {
+        let window = f.window_end_ms - f.window_start_ms;
+        let k = (f.level, f.key.clone(), kind);
+        if f.revision == 0 {
+            if let Some(prev) = self.last.get(&k) {
+                if f.window_start_ms - prev <= self.cfg.cooldown_windows * window {
+                    return false;
                 }
-                // Up through a series that is no candidate, by the parents
-                // the window's forecasts name (looked up only when needed,
-                // and only for the levels that are someone's parent: not
-                // the thousands of SKUs).
-                let map = parent_of.get_or_insert_with(|| parents(group));
-                node = map.get(&key).cloned().zip(parent_level(key.0));
             }
+            let series = (f.level, f.key.clone());
+            let strength = self.series.get(&series).map_or(0.0, |st| st.strength);
+            if let Some(&(prev, was)) = self.incident.get(&series) {
+                let within =
+                    f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window;
+                let escalation = self.cfg.incident_escalation;
+                let escalates = escalation > 0.0 && strength >= escalation * was.max(1.0);
+                if within && !escalates {
+                    return false;
+                }
+            }
+            self.last.insert(k, f.window_start_ms);
+            self.incident.insert(series, (f.window_start_ms, strength));
+        } else if self
+            .raised
+            .get(&(f.level, f.key.clone(), f.window_start_ms))
+            .is_some_and(|v| v.iter().any(|a| a.kind == kind))
+        {
+            return false; // still holds: already raised
         }
-        // A move a promotion would explain is no promotion's when series
-        // below it that no promotion explains broke the same way with it (a
-        // store-wide spike while the store happens to sell mostly on
-        // promotion): it is the root cause of theirs.
-        for ci in 0..cands.len() {
-            if !cands[ci].promo {
-                continue;
-            }
-            let f = group[cands[ci].idx];
-            let unexplained = by_parent.get(&(f.level, f.key.clone())).is_some_and(|ks| {
-                ks.iter()
-                    .any(|&k| !cands[k].quiet() && cands[k].direction == cands[ci].direction)
-            });
-            if unexplained {
-                cands[ci].promo = false;
-            }
-        }
-        let mut absorbed = vec![false; cands.len()];
-        let mut top: Vec<usize> = (0..cands.len()).collect();
-        top.sort_by_key(|&ci| std::cmp::Reverse(group[cands[ci].idx].level));
-        // A candidate whose deviation one child accounts for (root-cause-share)
-        // is that child's consequence: the child is the root cause (a total
-        // that dropped because one store did, a category because one SKU).
-        let deviation = |ci: usize| {
-            let f = group[cands[ci].idx];
-            (f.actual.units as f64 - e_p50(f)).abs()
-        };
-        let mut explains: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
-        // Deferred to a child: not alerted on its own, but still part of an
-        // ancestor's subtree when the ancestor is the root (a store-wide
-        // outage where each category's move shows in one big SKU).
-        let mut deferred = vec![false; cands.len()];
-        for &ci in &top {
-            let f = group[cands[ci].idx];
-            // Only a child that broke alone among its siblings is a root
-            // cause; several broken children make the parent the root.
-            let broken: Vec<usize> = by_parent
-                .get(&(f.level, f.key.clone()))
-                .into_iter()
-                .flatten()
-                .copied()
-                // A trend going on (alerted before) is no break of this window.
-                .filter(|&k| {
-                    cands[k].direction == cands[ci].direction
-                        && !(cands[k].kind == AlertKind::TrendBreak && cands[k].quiet())
-                })
-                // Nor is a child whose move is a sliver of the parent's: with
-                // thousands of SKUs some break every window somewhere, and
-                // they must not make a store's spike the total's (the rest
-                // of the parent moving with the child is `rest_moved`).
-                .filter(|&k| deviation(k) >= MINOR_CHILD_SHARE * deviation(ci))
-                .collect();
-            let best = (broken.len() == 1).then(|| broken[0]);
-            let share = self.cfg.root_cause_share;
-            // The rest of the parent (all but that child) moving the same
-            // way, beyond what a count's noise explains, means the parent
-            // moved as a whole: the child was only the one big enough to
-            // break (a category-wide shift seen in its best seller).
-            let rest_moved = |k: usize| {
-                let (p, c) = (group[cands[ci].idx], group[cands[k].idx]);
-                let rest_p50 = (e_p50(p) - e_p50(c)).max(1.0);
-                let rest_dev = (p.actual.units - c.actual.units) as f64 - (e_p50(p) - e_p50(c));
-                let rest_z = rest_dev / rest_p50.sqrt();
-                // ...and by at least half as much, relative to its level, as
-                // the child did (a lone SKU's outage is -100% against a few
-                // percent of noise in the rest).
-                let rel = rest_dev / rest_p50;
-                let child_rel = (c.actual.units as f64 - e_p50(c)) / e_p50(c).max(1.0);
-                // A level shift has lasted a few windows already: the rest
-                // moving less surely in this one is enough.
-                let bar = if cands[ci].kind == AlertKind::LevelShift {
-                    REST_MOVED_Z_SHIFT
-                } else {
-                    REST_MOVED_Z
-                };
-                // ...or at least nearer (in standard deviations of a count)
-                // to having moved by the child's ratio than to not having
-                // moved (a small rest is noisy: 45 units that rose to 67
-                // with a best seller that doubled).
-                let whole = (rest_p50 * (1.0 + child_rel)).max(1.0);
-                let whole_z = (rest_p50 + rest_dev - whole) / whole.sqrt();
-                let with_child = whole_z.abs() < rest_z.abs();
-                match cands[ci].direction {
-                    Direction::Up => rest_z >= bar && (rel >= 0.5 * child_rel || with_child),
-                    Direction::Down => rest_z <= -bar && (rel <= 0.5 * child_rel || with_child),
-                }
-            };
-            if let Some(k) =
-                best.filter(|&k| deviation(k) >= share * deviation(ci) && !rest_moved(k))
-            {
-                deferred[ci] = true;
-                let mut chain = explains.remove(&ci).unwrap_or_default();
-                chain.push(ci);
-                explains.entry(k).or_default().extend(chain);
-            }
-        }
-        // A weak candidate stands only where a candidate above it that is
-        // not weak defers to it: the ancestor's test found the move, the
-        // child explains it.
-        let backed: FxHashSet<usize> = explains
-            .iter()
-            .filter(|(_, up)| up.iter().any(|&u| !cands[u].weak))
-            .map(|(&k, _)| k)
-            .collect();
-        for ci in top {
-            if absorbed[ci] || deferred[ci] || (cands[ci].weak && !backed.contains(&ci)) {
-                continue;
-            }
-            let c = cands[ci].clone();
-            let f = group[c.idx];
-            // Descendants that broke the same way are explained by this one.
-            let mut children = Vec::new();
-            // Each node with its move when it is the level shift or a
-            // series shifting with it (see `burst` below).
-            let shift_move = (c.kind == AlertKind::LevelShift).then(|| ln_ratio(f));
-            let mut stack = vec![((f.level, f.key.clone()), shift_move)];
-            while let Some((node, node_move)) = stack.pop() {
-                for &k in by_parent.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
-                    let d = &cands[k];
-                    // A silent parent does not hide a child's own outage.
-                    let own = c.quiet()
-                        && c.kind != AlertKind::DropToZero
-                        && d.kind == AlertKind::DropToZero;
-                    // Nor does a level shift (new or going on) hide a new
-                    // spike right below it, or below a series shifting with
-                    // it, that moved at least twice as far in log terms (and
-                    // by 0.4 more): that is news of its own (a SKU's burst
-                    // while its category drifts up), with what is below it.
-                    let df = group[d.idx];
-                    let burst = node_move.is_some_and(|m| {
-                        let up = m.max(0.0);
-                        d.kind == AlertKind::Spike
-                            && !d.quiet()
-                            && ln_ratio(df) >= (2.0 * up).max(up + 0.4)
-                    });
-                    if absorbed[k] || d.direction != c.direction || own || burst {
-                        continue;
-                    }
-                    absorbed[k] = true;
-                    children.push(Child {
-                        level: df.level,
-                        key: df.key.clone(),
-                        kind: d.kind,
-                        observed: df.actual.units as f64,
-                        expected: e_p50(df),
-                    });
-                    let shifting = shift_move.is_some() && d.kind == AlertKind::LevelShift;
-                    stack.push(((df.level, df.key.clone()), shifting.then(|| ln_ratio(df))));
-                }
-            }
-            absorbed[ci] = true;
-            // Whatever this candidate explains is part of its incident.
-            let by = if c.kind == AlertKind::DropToZero {
-                Cover::Outage
-            } else {
-                Cover::Other
-            };
-            // Series below a spike or drop moved within it: a level shift
-            // of theirs called as it ends is the spike's, not news.
-            let within = match c.kind {
-                AlertKind::Spike | AlertKind::Drop => Cover::Within,
-                _ => by,
-            };
-            for ch in &children {
-                self.cover(f.window_start_ms, (ch.level, &ch.key), c.direction, within);
-            }
-            for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
-                let g = group[cands[k].idx];
-                self.cover(f.window_start_ms, (g.level, &g.key), c.direction, by);
-            }
-            if c.quiet() {
-                continue;
-            }
-            // Its own move is alerted now, or was (cooldown); ancestors
-            // moving the same way moved because of it.
-            self.cover_own(f, c.direction, c.kept_out);
-            let factor = self.cfg.level_shift_max_factor;
-            // A burst below: the SKUs that jumped by the factor carry at
-            // least half the move (a small SKU tripling inside a category
-            // that rose 1.8x is noise on the shift, not its cause). Each
-            // such SKU sold more than expected, so a positive sum means
-            // there is one.
-            let burst_units: f64 = children
-                .iter()
-                .filter(|ch| {
-                    ch.level == Level::SkuStore
-                        && log_ratio(ch.observed, ch.expected) >= factor.ln()
-                })
-                .map(|ch| ch.observed - ch.expected)
-                .sum();
-            let excess = f.actual.units as f64 - e_p50(f);
-            if factor > 0.0 && burst_units > 0.0 && burst_units >= BURST_SHARE * excess.abs() {
-                if let Some(x) = self
-                    .series
-                    .get_mut(&(f.level, f.key.clone()))
-                    .and_then(|st| st.excursion.as_mut())
-                {
-                    x.burst = true;
-                }
-            }
-            let map = parent_of.get_or_insert_with(|| parents(group));
-            let mut node = f.parent.clone().zip(parent_level(f.level));
-            while let Some((p, pl)) = node {
-                self.cover(f.window_start_ms, (pl, &p), c.direction, by);
-                node = map.get(&(pl, p)).cloned().zip(parent_level(pl));
-            }
-            // Cooldown per series and kind.
-            let window = f.window_end_ms - f.window_start_ms;
-            let k = (f.level, f.key.clone(), c.kind);
-            if f.revision == 0 {
-                if let Some(prev) = self.last.get(&k) {
-                    if f.window_start_ms - prev <= self.cfg.cooldown_windows * window {
-                        continue;
-                    }
-                }
-                let series = (f.level, f.key.clone());
-                let strength = self.series.get(&series).map_or(0.0, |st| st.strength);
-                if let Some(&(prev, was)) = self.incident.get(&series) {
-                    let within =
-                        f.window_start_ms - prev <= self.cfg.incident_cooldown_windows * window;
-                    let escalation = self.cfg.incident_escalation;
-                    let escalates = escalation > 0.0 && strength >= escalation * was.max(1.0);
-                    if within && !escalates {
-                        continue;
-                    }
-                }
-                self.last.insert(k, f.window_start_ms);
-                self.incident.insert(series, (f.window_start_ms, strength));
-            } else if self
-                .raised
-                .get(&(f.level, f.key.clone(), f.window_start_ms))
-                .is_some_and(|v| v.iter().any(|a| a.kind == c.kind))
-            {
-                continue; // still holds: already raised
-            }
-            let mut a = self.alert(f, &c, children);
-            // A level shift or trend break the other way that brings the
-            // series back is the end of its last move, not news.
-            if matches!(c.kind, AlertKind::LevelShift | AlertKind::TrendBreak) && f.revision == 0 {
-                if let Some(done) = self.end_of_shift(f, &a) {
-                    out.push(done);
-                    continue;
-                }
-            }
-            if let Some(up) = explains.get(&ci) {
-                let names: Vec<String> = up
-                    .iter()
-                    .map(|&k| {
-                        let g = group[cands[k].idx];
-                        format!("{} {}", g.level, g.key)
-                    })
-                    .collect();
-                a.explanation
-                    .push_str(&format!("; accounts for the move of {}", names.join(", ")));
-            }
-            self.raised
-                .entry((f.level, f.key.clone(), f.window_start_ms))
-                .or_default()
-                .push(a.clone());
-            out.push(a);
-        }
+        true
     }
 
     /// A level shift or trend break just called on `f`'s series: the end

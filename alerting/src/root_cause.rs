@@ -1,0 +1,218 @@
+//! Root cause across the hierarchy: the candidates of one window are
+//! grouped top-down (total, store, category x store, SKU x store). A
+//! candidate absorbs its descendants that broke the same way, and a parent
+//! whose move one child alone explains defers to that child.
+
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use salescast_inference::Forecast;
+
+use crate::series::{e_p50, ln_ratio};
+use crate::{parent_level, parents, AlertKind, Candidate, Child, Config, Direction, SeriesKey};
+
+/// How far (in Poisson standard deviations) the rest of a parent must move
+/// with its one broken child (and by at least half the child's relative
+/// move) for the parent, not the child, to be the root cause.
+const REST_MOVED_Z: f64 = 3.0;
+/// [`REST_MOVED_Z`] for a parent's level shift.
+const REST_MOVED_Z_SHIFT: f64 = 2.0;
+/// A broken child whose deviation is below this share of its parent's does
+/// not count as one of several broken children in root-cause grouping.
+const MINOR_CHILD_SHARE: f64 = 0.1;
+
+/// Candidates (by index) under their nearest ancestor that is a candidate
+/// too: a SKU that spiked with its store, in a category that moved too
+/// little to be a candidate itself, is still the store's. `parent_of` is
+/// the window's parent map, built when first needed.
+pub(crate) fn by_nearest_candidate(
+    group: &[&Forecast],
+    cands: &[Candidate],
+    parent_of: &mut Option<FxHashMap<SeriesKey, Arc<str>>>,
+) -> FxHashMap<SeriesKey, Vec<usize>> {
+    let is_cand: FxHashSet<SeriesKey> = cands
+        .iter()
+        .map(|c| (group[c.idx].level, group[c.idx].key.clone()))
+        .collect();
+    let mut by_parent: FxHashMap<SeriesKey, Vec<usize>> = FxHashMap::default();
+    for (ci, c) in cands.iter().enumerate() {
+        let f = group[c.idx];
+        let mut node = f.parent.clone().zip(parent_level(f.level));
+        while let Some((p, pl)) = node {
+            let key = (pl, p);
+            if is_cand.contains(&key) {
+                by_parent.entry(key).or_default().push(ci);
+                break;
+            }
+            // Up through a series that is no candidate, by the parents
+            // the window's forecasts name (looked up only when needed,
+            // and only for the levels that are someone's parent: not
+            // the thousands of SKUs).
+            let map = parent_of.get_or_insert_with(|| parents(group));
+            node = map.get(&key).cloned().zip(parent_level(key.0));
+        }
+    }
+    by_parent
+}
+
+/// A move a promotion would explain is no promotion's when series
+/// below it that no promotion explains broke the same way with it (a
+/// store-wide spike while the store happens to sell mostly on
+/// promotion): it is the root cause of theirs.
+pub(crate) fn unexplain_promotions(
+    group: &[&Forecast],
+    cands: &mut [Candidate],
+    by_parent: &FxHashMap<SeriesKey, Vec<usize>>,
+) {
+    for ci in 0..cands.len() {
+        if !cands[ci].promo {
+            continue;
+        }
+        let f = group[cands[ci].idx];
+        let unexplained = by_parent.get(&(f.level, f.key.clone())).is_some_and(|ks| {
+            ks.iter()
+                .any(|&k| !cands[k].quiet() && cands[k].direction == cands[ci].direction)
+        });
+        if unexplained {
+            cands[ci].promo = false;
+        }
+    }
+}
+
+/// Which candidates defer to a child as its consequence (`deferred`), and
+/// for each such child, the chain of ancestors its move explains. `top`:
+/// the candidates, highest level first.
+pub(crate) fn root_causes(
+    cfg: &Config,
+    group: &[&Forecast],
+    cands: &[Candidate],
+    by_parent: &FxHashMap<SeriesKey, Vec<usize>>,
+    top: &[usize],
+) -> (FxHashMap<usize, Vec<usize>>, Vec<bool>) {
+    // A candidate whose deviation one child accounts for (root-cause-share)
+    // is that child's consequence: the child is the root cause (a total
+    // that dropped because one store did, a category because one SKU).
+    let deviation = |ci: usize| {
+        let f = group[cands[ci].idx];
+        (f.actual.units as f64 - e_p50(f)).abs()
+    };
+    let mut explains: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
+    // Deferred to a child: not alerted on its own, but still part of an
+    // ancestor's subtree when the ancestor is the root (a store-wide
+    // outage where each category's move shows in one big SKU).
+    let mut deferred = vec![false; cands.len()];
+    for &ci in top {
+        let f = group[cands[ci].idx];
+        // Only a child that broke alone among its siblings is a root
+        // cause; several broken children make the parent the root.
+        let broken: Vec<usize> = by_parent
+            .get(&(f.level, f.key.clone()))
+            .into_iter()
+            .flatten()
+            .copied()
+            // A trend going on (alerted before) is no break of this window.
+            .filter(|&k| {
+                cands[k].direction == cands[ci].direction
+                    && !(cands[k].kind == AlertKind::TrendBreak && cands[k].quiet())
+            })
+            // Nor is a child whose move is a sliver of the parent's: with
+            // thousands of SKUs some break every window somewhere, and
+            // they must not make a store's spike the total's (the rest
+            // of the parent moving with the child is `rest_moved`).
+            .filter(|&k| deviation(k) >= MINOR_CHILD_SHARE * deviation(ci))
+            .collect();
+        let best = (broken.len() == 1).then(|| broken[0]);
+        let share = cfg.root_cause_share;
+        // The rest of the parent (all but that child) moving the same
+        // way, beyond what a count's noise explains, means the parent
+        // moved as a whole: the child was only the one big enough to
+        // break (a category-wide shift seen in its best seller).
+        let rest_moved = |k: usize| {
+            let (p, c) = (group[cands[ci].idx], group[cands[k].idx]);
+            let rest_p50 = (e_p50(p) - e_p50(c)).max(1.0);
+            let rest_dev = (p.actual.units - c.actual.units) as f64 - (e_p50(p) - e_p50(c));
+            let rest_z = rest_dev / rest_p50.sqrt();
+            // ...and by at least half as much, relative to its level, as
+            // the child did (a lone SKU's outage is -100% against a few
+            // percent of noise in the rest).
+            let rel = rest_dev / rest_p50;
+            let child_rel = (c.actual.units as f64 - e_p50(c)) / e_p50(c).max(1.0);
+            // A level shift has lasted a few windows already: the rest
+            // moving less surely in this one is enough.
+            let bar = if cands[ci].kind == AlertKind::LevelShift {
+                REST_MOVED_Z_SHIFT
+            } else {
+                REST_MOVED_Z
+            };
+            // ...or at least nearer (in standard deviations of a count)
+            // to having moved by the child's ratio than to not having
+            // moved (a small rest is noisy: 45 units that rose to 67
+            // with a best seller that doubled).
+            let whole = (rest_p50 * (1.0 + child_rel)).max(1.0);
+            let whole_z = (rest_p50 + rest_dev - whole) / whole.sqrt();
+            let with_child = whole_z.abs() < rest_z.abs();
+            match cands[ci].direction {
+                Direction::Up => rest_z >= bar && (rel >= 0.5 * child_rel || with_child),
+                Direction::Down => rest_z <= -bar && (rel <= 0.5 * child_rel || with_child),
+            }
+        };
+        if let Some(k) = best.filter(|&k| deviation(k) >= share * deviation(ci) && !rest_moved(k)) {
+            deferred[ci] = true;
+            let mut chain = explains.remove(&ci).unwrap_or_default();
+            chain.push(ci);
+            explains.entry(k).or_default().extend(chain);
+        }
+    }
+    (explains, deferred)
+}
+
+/// The descendants of candidate `ci` that broke the same way (and are not
+/// yet part of another's alert): its children, marked `absorbed`.
+pub(crate) fn children(
+    group: &[&Forecast],
+    cands: &[Candidate],
+    by_parent: &FxHashMap<SeriesKey, Vec<usize>>,
+    ci: usize,
+    absorbed: &mut [bool],
+) -> Vec<Child> {
+    let c = &cands[ci];
+    let f = group[c.idx];
+    // Descendants that broke the same way are explained by this one.
+    let mut children = Vec::new();
+    // Each node with its move when it is the level shift or a
+    // series shifting with it (see `burst` below).
+    let shift_move = (c.kind == AlertKind::LevelShift).then(|| ln_ratio(f));
+    let mut stack = vec![((f.level, f.key.clone()), shift_move)];
+    while let Some((node, node_move)) = stack.pop() {
+        for &k in by_parent.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
+            let d = &cands[k];
+            // A silent parent does not hide a child's own outage.
+            let own =
+                c.quiet() && c.kind != AlertKind::DropToZero && d.kind == AlertKind::DropToZero;
+            // Nor does a level shift (new or going on) hide a new
+            // spike right below it, or below a series shifting with
+            // it, that moved at least twice as far in log terms (and
+            // by 0.4 more): that is news of its own (a SKU's burst
+            // while its category drifts up), with what is below it.
+            let df = group[d.idx];
+            let burst = node_move.is_some_and(|m| {
+                let up = m.max(0.0);
+                d.kind == AlertKind::Spike && !d.quiet() && ln_ratio(df) >= (2.0 * up).max(up + 0.4)
+            });
+            if absorbed[k] || d.direction != c.direction || own || burst {
+                continue;
+            }
+            absorbed[k] = true;
+            children.push(Child {
+                level: df.level,
+                key: df.key.clone(),
+                kind: d.kind,
+                observed: df.actual.units as f64,
+                expected: e_p50(df),
+            });
+            let shifting = shift_move.is_some() && d.kind == AlertKind::LevelShift;
+            stack.push(((df.level, df.key.clone()), shifting.then(|| ln_ratio(df))));
+        }
+    }
+    children
+}
