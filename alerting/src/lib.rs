@@ -421,17 +421,7 @@ impl Alerting {
                     .push((r - med).round() as i64)
             });
         if period > 0 {
-            if let Some(d) = out_dir {
-                st.outside_at.push_back((f.window_start_ms, d));
-            }
-            while st.outside_at.len() > RECURRING_KEPT
-                || st
-                    .outside_at
-                    .front()
-                    .is_some_and(|&(t, _)| t < f.window_start_ms - 2 * period - width_ms)
-            {
-                st.outside_at.pop_front();
-            }
+            st.remember_outside(out_dir, (f.window_start_ms, width_ms, period));
         }
         st.zero_run = match run {
             Some((m, lnp)) => (
@@ -441,14 +431,7 @@ impl Alerting {
             ),
             None => (0.0, 0.0, false),
         };
-        // Quick to follow a promotion, as slow to forget it as the forecast.
-        st.promo_recent += if st.residuals.is_empty() {
-            share - st.promo_recent
-        } else if share > st.promo_recent {
-            PROMO_RECENT_ALPHA * (share - st.promo_recent)
-        } else {
-            MEAN_ALPHA * (share - st.promo_recent)
-        };
+        st.follow_promo_recent(share);
         if promo || promo_end {
             // A promotion window (or one where a promotion ends) tells
             // nothing about the usual level: keep it out of the residuals
@@ -456,11 +439,7 @@ impl Alerting {
             st.outside_run = None;
             return candidate(verdict, false);
         }
-        st.promo_mean += if st.residuals.is_empty() {
-            share - st.promo_mean
-        } else {
-            MEAN_ALPHA * (share - st.promo_mean)
-        };
+        st.follow_promo_mean(share);
         let shift_stat = st.detect_shift(
             cfg,
             &ShiftWindow {
@@ -535,26 +514,7 @@ impl Alerting {
             .map_or(0.0, |z| z.abs() / cfg.z_threshold.max(1e-9))
             .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h)
             .max(novel.map_or(0.0, |n| n.score));
-        if verdict.is_none() || in_outage {
-            let zero = (y <= 0.0) as u8 as f64;
-            st.zero_seen = st.zero_seen.saturating_add(1);
-            let a = ZERO_ALPHA.max(1.0 / st.zero_seen as f64);
-            st.zero_rate += a * (zero - st.zero_rate);
-        }
-        if let Some(zv) = raw_z.filter(|_| verdict.is_none()) {
-            let hit = (zv.abs() >= 2.0) as u8 as f64;
-            st.exceed += TAIL_ALPHA * (hit - st.exceed);
-            st.exceed_seen = st.exceed_seen.saturating_add(1);
-        }
-        st.residuals.push_back(r);
-        if st.residuals.len() == 1 {
-            st.mean_y = y;
-        } else {
-            st.mean_y += MEAN_ALPHA * (y - st.mean_y);
-        }
-        while st.residuals.len() > cfg.residual_window.max(10) {
-            st.residuals.pop_front();
-        }
+        st.learn(cfg, (y, r), raw_z, verdict.is_none(), in_outage);
         candidate(verdict, silent).map(|c| Candidate { trend, ..c })
     }
 

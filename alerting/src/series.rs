@@ -216,6 +216,86 @@ impl SeriesState {
     }
 }
 
+impl SeriesState {
+    /// Remember the window (start, width, period) if it fell out of the
+    /// band `out` a spike or drop's way, and forget what is older than two
+    /// periods (see `recurring-period-ms`).
+    pub(crate) fn remember_outside(
+        &mut self,
+        out: Option<Direction>,
+        (start, width, period): (i64, i64, i64),
+    ) {
+        if let Some(d) = out {
+            self.outside_at.push_back((start, d));
+        }
+        while self.outside_at.len() > RECURRING_KEPT
+            || self
+                .outside_at
+                .front()
+                .is_some_and(|&(t, _)| t < start - 2 * period - width)
+        {
+            self.outside_at.pop_front();
+        }
+    }
+
+    /// The share of lines on promotion over all windows: quick to follow
+    /// a promotion, as slow to forget it as the forecast.
+    pub(crate) fn follow_promo_recent(&mut self, share: f64) {
+        self.promo_recent += if self.residuals.is_empty() {
+            share - self.promo_recent
+        } else if share > self.promo_recent {
+            PROMO_RECENT_ALPHA * (share - self.promo_recent)
+        } else {
+            MEAN_ALPHA * (share - self.promo_recent)
+        };
+    }
+
+    /// The usual share of lines on promotion (windows no promotion
+    /// explained).
+    pub(crate) fn follow_promo_mean(&mut self, share: f64) {
+        self.promo_mean += if self.residuals.is_empty() {
+            share - self.promo_mean
+        } else {
+            MEAN_ALPHA * (share - self.promo_mean)
+        };
+    }
+
+    /// Learn from a window no promotion explained, its units and residual
+    /// `(y, r)` and its score before the tail scale: how often the series
+    /// sells nothing (windows that raised nothing, or an outage going on),
+    /// how heavy its tails are (windows that raised nothing), its recent
+    /// residuals and mean.
+    pub(crate) fn learn(
+        &mut self,
+        cfg: &Config,
+        (y, r): (f64, f64),
+        raw_z: Option<f64>,
+        quiet: bool,
+        in_outage: bool,
+    ) {
+        if quiet || in_outage {
+            let zero = (y <= 0.0) as u8 as f64;
+            self.zero_seen = self.zero_seen.saturating_add(1);
+            let a = ZERO_ALPHA.max(1.0 / self.zero_seen as f64);
+            self.zero_rate += a * (zero - self.zero_rate);
+        }
+        if let Some(zv) = raw_z.filter(|_| quiet) {
+            let hit = (zv.abs() >= 2.0) as u8 as f64;
+            self.exceed += TAIL_ALPHA * (hit - self.exceed);
+            self.exceed_seen = self.exceed_seen.saturating_add(1);
+        }
+        self.residuals.push_back(r);
+        if self.residuals.len() == 1 {
+            self.mean_y = y;
+        } else {
+            self.mean_y += MEAN_ALPHA * (y - self.mean_y);
+        }
+        while self.residuals.len() > cfg.residual_window.max(10) {
+            self.residuals.pop_front();
+        }
+    }
+}
+
 /// How much further (log ratio) than the move it follows a recovery may go.
 const RECOVERY_SLACK: f64 = 0.4;
 
