@@ -613,7 +613,7 @@ impl Alerting {
             // A level shift or trend break the other way that brings the
             // series back is the end of its last move, not news.
             if matches!(c.kind, AlertKind::LevelShift | AlertKind::TrendBreak) && f.revision == 0 {
-                if let Some(done) = self.end_of_shift(f, &a) {
+                if let Some(done) = self.end_of_shift(f, &a, c.trend) {
                     out.push(done);
                     continue;
                 }
@@ -738,8 +738,14 @@ impl Alerting {
 
     /// A level shift or trend break just called on `f`'s series: the end
     /// of the series' last move if it undoes it (that level shift or trend
-    /// break, `resolved`), else None (and it becomes the move remembered).
-    fn end_of_shift(&mut self, f: &Forecast, a: &Alert) -> Option<Alert> {
+    /// break, `resolved`), else None (and it becomes the move remembered,
+    /// `trend` its move when it was called against the day before).
+    fn end_of_shift(
+        &mut self,
+        f: &Forecast,
+        a: &Alert,
+        trend: Option<(f64, u32)>,
+    ) -> Option<Alert> {
         let memory = self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms);
         // Back to what is usual against the day before: within the trend
         // CUSUM's allowance.
@@ -779,7 +785,10 @@ impl Alerting {
                 && back_enough
         });
         if !undoes {
-            st.shifted = Some((Box::new(a.clone()), back));
+            // A move called against the day before is measured there too:
+            // the recent mean had followed the forecast part way by then.
+            let first = trend.map_or(back, |(moved, _)| moved);
+            st.shifted = Some((Box::new(a.clone()), first));
             return None;
         }
         let mut done = *st.shifted.take()?.0;

@@ -552,7 +552,7 @@ fn end_with(
         ..SeriesState::default()
     };
     a.series.insert((f.level, f.key.clone()), st);
-    a.end_of_shift(f, now)
+    a.end_of_shift(f, now, None)
 }
 
 #[test]
@@ -1847,4 +1847,115 @@ fn a_parent_that_moved_with_its_childs_spike_raises_nothing_when_its_forecast_ec
         .map(|a| (a.level, a.kind, a.window_start_ms / 60_000))
         .collect();
     assert_eq!(on, vec![(Level::Store, AlertKind::Spike, 300)], "{on:?}");
+}
+
+#[test]
+fn a_step_the_trend_sum_began_before_is_a_level_shift_not_a_trend_break() {
+    // A small series (30 units a window, its forecast following within a
+    // wide band) steps to 1.8x at window 300. The two windows before it
+    // ran 1.25x and 1.1x: the trend CUSUM's run began there, so its
+    // deviations rise (a slope of 4 standard errors) though after them
+    // they are flat. That is a step, called against the same time one and
+    // two "days" earlier: a level shift.
+    let mut a = Alerting::new(Config {
+        recurring_period_ms: 3_600_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let mut prev = 30.0;
+    let mut got = Vec::new();
+    for i in 0..420 {
+        let shape = 30.0 + 9.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+        let f = match i {
+            298 => 1.25,
+            299 => 1.1,
+            300.. => 1.8,
+            _ => 1.0,
+        };
+        let units = (shape * f).round() as i64 + wobble(i) / 2;
+        got.extend(a.process(&[fc(i * 60_000, units, 0.9 * prev, prev, 2.0 * prev)]));
+        prev = units as f64;
+    }
+    let kinds = kinds_by_minute(&got);
+    assert_eq!(kinds.len(), 1, "{got:#?}");
+    let (kind, at) = kinds[0];
+    assert_eq!(kind, AlertKind::LevelShift, "{got:#?}");
+    assert!((300..310).contains(&at), "{at}");
+}
+
+#[test]
+fn the_windows_after_a_step_are_flat_and_a_climbs_keep_rising() {
+    let steps = |ratios: &[f64], dir: Direction| {
+        let mut t = TrendState::default();
+        for &r in ratios {
+            t.push_ratios(Some(r), None, 27);
+        }
+        t.steps_within(dir, ratios.len(), 9, 0.168)
+    };
+    // Two windows near the usual ratio (0), then 0.6 and holding.
+    assert!(steps(
+        &[0.05, 0.1, 0.6, 0.62, 0.58, 0.61, 0.6],
+        Direction::Up
+    ));
+    assert!(steps(
+        &[-0.05, -0.1, -0.6, -0.62, -0.58, -0.61],
+        Direction::Down
+    ));
+    // ...not the other way.
+    assert!(!steps(
+        &[0.05, 0.1, 0.6, 0.62, 0.58, 0.61, 0.6],
+        Direction::Down
+    ));
+    // A climb, from the usual ratio or from the allowance.
+    let climb: Vec<f64> = (0..12).map(|i| 0.05 * f64::from(i)).collect();
+    assert!(!steps(&climb, Direction::Up));
+    let climb: Vec<f64> = (0..12).map(|i| 0.17 + 0.03 * f64::from(i)).collect();
+    assert!(!steps(&climb, Direction::Up));
+    // A jump too small for a step (less than twice the allowance).
+    assert!(!steps(&[0.0, 0.05, 0.3, 0.32, 0.3, 0.31], Direction::Up));
+    // Too few windows to tell.
+    assert!(!steps(&[0.0, 0.6, 0.6], Direction::Up));
+}
+
+#[test]
+fn a_level_shift_called_against_the_day_before_ends_by_a_move_back_as_far() {
+    // A category's night step to 1.8x was called against the same time a
+    // day earlier (its move there ln 1.8), when its recent mean had
+    // followed the forecast most of the way up (observed 54 against a
+    // mean of 50: ln 1.08 by the mean alone). Ten hours later the units
+    // fall back to 30 against a mean of 54 (ln 0.56): about as far back
+    // as the step went, so the shift resolves.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let category = |f: Forecast| Forecast {
+        level: Level::CategoryStore,
+        key: "toys|web".into(),
+        ..f
+    };
+    let up = category(fc(300 * 60_000, 54, 40.0, 50.0, 60.0));
+    let shift = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
+    let st = SeriesState {
+        mean_y: 50.0,
+        ..SeriesState::default()
+    };
+    a.series.insert((up.level, up.key.clone()), st);
+    assert!(a
+        .end_of_shift(&up, &shift, Some((1.8f64.ln(), 6)))
+        .is_none());
+    let moved = a.series[&(up.level, up.key.clone())]
+        .shifted
+        .as_ref()
+        .unwrap()
+        .1;
+    assert!((moved - 1.8f64.ln()).abs() < 1e-9, "{moved}");
+    let down = category(fc(900 * 60_000, 30, 45.0, 54.0, 63.0));
+    let back = a.alert(&down, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
+    a.series
+        .get_mut(&(up.level, up.key.clone()))
+        .unwrap()
+        .mean_y = 54.0;
+    assert_resolves(
+        &a.end_of_shift(&down, &back, None).expect("the step ended"),
+        &shift,
+        "the level shift up of",
+    );
 }

@@ -48,6 +48,11 @@ pub(crate) const TREND_BASE_ALPHA: f64 = 1.0 / 36.0;
 /// at the 90th percentile (small, noisy categories, which raised most
 /// false trend breaks).
 pub(crate) const TREND_SHAPE_MAX: f64 = 0.65;
+/// How far, as a share of a step's jump, the newer half of the windows
+/// after it may stand beyond the older half for it to be a step, not a
+/// climb (see [`TrendState::steps_within`]; a climb split in its first
+/// half rises further than this).
+pub(crate) const STEP_FLAT_SHARE: f64 = 0.35;
 /// The fewest windows of a step against the day before (a spike lasts up
 /// to `spike-max-windows`, 3 by default, and raises its own alert).
 pub(crate) const STEP_MIN_WINDOWS: u32 = 3;
@@ -670,9 +675,17 @@ impl TrendState {
             // a step once most of them were confirmed against the day
             // before that too. In between, neither.
             let slope = self.sides[side].slope_t() * dir.sign();
-            let climb = slope >= TREND_SLOPE_T;
             let confirmed = f64::from(both) >= STEP_CONFIRMED_SHARE * f64::from(n);
-            if !climb && (slope > 0.0 || !confirmed || away) {
+            // A run that began a window or two before a step rises all the
+            // same: a step by its windows (confirmed as a flat sum must be)
+            // is a level shift.
+            let rising = slope >= TREND_SLOPE_T;
+            let step = rising
+                && confirmed
+                && !away
+                && self.steps_within(dir, n as usize, tw, cfg.trend_allowance());
+            let climb = rising && !step;
+            if !climb && !step && (slope > 0.0 || !confirmed || away) {
                 continue;
             }
             let moved = moved / f64::from(n);
@@ -693,5 +706,56 @@ impl TrendState {
             *verdict = Some((AlertKind::TrendBreak, dir, s));
         }
         trend
+    }
+}
+
+impl TrendState {
+    /// Whether the newest `n` compared windows (a trend CUSUM's run, side
+    /// `dir`) rose as a step rather than a climb: split somewhere, the
+    /// later windows (three or more) stand at least twice the allowance
+    /// beyond the earlier ones, which are less than half as far from the
+    /// usual ratio as they are, and the later windows are flat (their
+    /// newer half no more than [`STEP_FLAT_SHARE`] of the jump beyond their
+    /// older half). A climb's later windows keep rising; a run that began
+    /// a window or two before a step has a rising slope all the same.
+    pub(crate) fn steps_within(&self, dir: Direction, n: usize, tw: usize, allowance: f64) -> bool {
+        let sign = dir.sign();
+        let two = self.base_n[1] >= tw as u32;
+        let mut devs: Vec<f64> = self.ratios[0]
+            .iter()
+            .zip(self.ratios[1].iter())
+            .rev()
+            .filter(|(r1, _)| !r1.is_nan())
+            .take(n)
+            .map(|(&r1, &r2)| {
+                let d1 = r1 - self.base[0];
+                if !two || r2.is_nan() {
+                    return d1;
+                }
+                let d2 = r2 - self.base[1];
+                if d2 * d1 <= 0.0 {
+                    0.0
+                } else if d2.abs() < d1.abs() {
+                    d2
+                } else {
+                    d1
+                }
+            })
+            .map(|d| d * sign)
+            .collect();
+        devs.reverse();
+        let m = devs.len();
+        if m < 4 {
+            return false;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        (1..=m - 3).any(|t| {
+            let (pre, post) = devs.split_at(t);
+            let jump = mean(post) - mean(pre);
+            let (early, late) = post.split_at(post.len() / 2);
+            mean(pre) < 0.5 * mean(post)
+                && jump >= 2.0 * allowance
+                && mean(late) - mean(early) <= STEP_FLAT_SHARE * jump
+        })
     }
 }
