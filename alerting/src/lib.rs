@@ -115,6 +115,8 @@ struct Candidate {
     /// the mean log ratio to a period earlier, less the usual one, over the
     /// windows it was measured on, and how many.
     trend: Option<(f64, u32)>,
+    /// Which alert its series' move is part of, if any.
+    cover: Cover,
 }
 
 impl Candidate {
@@ -386,6 +388,7 @@ impl Alerting {
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
                         && z.is_some_and(|z| z.abs() < level_z),
                     trend: None,
+                    cover: Cover::None,
                 })
         };
         let mut silent = in_outage;
@@ -515,7 +518,8 @@ impl Alerting {
             .max(st.cusum_up.max(st.cusum_down).max(shift_stat) / cfg.cusum_h)
             .max(novel.map_or(0.0, |n| n.score));
         st.learn(cfg, (y, r), raw_z, verdict.is_none(), in_outage);
-        candidate(verdict, silent).map(|c| Candidate { trend, ..c })
+        let cover = st.excursion.map_or(Cover::None, |x| x.cover);
+        candidate(verdict, silent).map(|c| Candidate { trend, cover, ..c })
     }
 
     /// The z a spike or drop must reach at each level, given how many
@@ -853,7 +857,12 @@ impl Alerting {
         if let Some(e) = st.excursion.as_mut() {
             if e.direction == direction && e.cover != Cover::Own {
                 e.start_jump();
-                e.cover = cover;
+                // Still within an ancestor's spike when that ancestor's
+                // level shift names it too.
+                let within = e.cover == Cover::Within && cover == Cover::Other;
+                if !within {
+                    e.cover = cover;
+                }
             }
         }
         // Out of its band with another's alert: tomorrow's forecast

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use salescast_inference::Forecast;
 
+use crate::excursion::Cover;
 use crate::series::{e_p50, ln_ratio};
 use crate::{parent_level, parents, AlertKind, Candidate, Child, Config, Direction, SeriesKey};
 
@@ -156,7 +157,23 @@ pub(crate) fn root_causes(
                 Direction::Down => rest_z <= -bar && (rel <= 0.5 * child_rel || with_child),
             }
         };
-        if let Some(k) = best.filter(|&k| deviation(k) >= share * deviation(ci) && !rest_moved(k)) {
+        // A child that raises nothing because its move was part of
+        // another's alert (its parent's spike, say) cannot speak for a
+        // parent that would: the parent is the one to tell.
+        // (Unless its own move is in turn one of its children's, alerted
+        // on that child: the root cause spoke already.)
+        let mute = |k: usize| {
+            let (c, d) = (&cands[k], cands[ci].direction);
+            let own_below = by_parent
+                .get(&(group[c.idx].level, group[c.idx].key.clone()))
+                .into_iter()
+                .flatten()
+                .any(|&j| cands[j].direction == d && cands[j].cover == Cover::Own);
+            c.silent && c.cover.by_another() && !own_below && !cands[ci].quiet()
+        };
+        if let Some(k) =
+            best.filter(|&k| deviation(k) >= share * deviation(ci) && !rest_moved(k) && !mute(k))
+        {
             deferred[ci] = true;
             let mut chain = explains.remove(&ci).unwrap_or_default();
             chain.push(ci);

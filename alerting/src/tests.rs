@@ -522,6 +522,7 @@ fn cand(kind: AlertKind, direction: Direction) -> Candidate {
         promo: false,
         kept_out: false,
         trend: None,
+        cover: Cover::None,
     }
 }
 
@@ -1957,5 +1958,61 @@ fn a_level_shift_called_against_the_day_before_ends_by_a_move_back_as_far() {
         &a.end_of_shift(&down, &back, None).expect("the step ended"),
         &shift,
         "the level shift up of",
+    );
+}
+
+#[test]
+fn a_parent_does_not_defer_to_a_child_whose_move_is_part_of_its_own_alert() {
+    // A category steps to 1.8x at window 300 and stays there; its best
+    // seller is 98% of it. In the first window the rest of the category
+    // clearly moved too, so the category is the cause: its spike names the
+    // best seller. From the next window the rest moves too little to tell
+    // (a few units), so the category's level shift would be put down to
+    // its best seller, whose window raises nothing (its move is part of
+    // the category's spike). The category says it.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut got = Vec::new();
+    for i in 0..340 {
+        let step = if i >= 300 { 1.8 } else { 1.0 };
+        let big = (400.0 * step) as i64 + wobble(i);
+        let rest = match i {
+            300 => 20,
+            301.. => 6,
+            _ => 5,
+        };
+        let sku = |key: &str, units: i64, p50: f64| {
+            node(
+                Level::SkuStore,
+                key,
+                Some("toys|web"),
+                i * 60_000,
+                units,
+                p50,
+            )
+        };
+        got.extend(a.process(&[
+            sku("lego|web", big, 400.0),
+            sku("yoyo|web", rest, 5.0),
+            node(
+                Level::CategoryStore,
+                "toys|web",
+                Some("web"),
+                i * 60_000,
+                big + rest,
+                405.0,
+            ),
+        ]));
+    }
+    let on: Vec<_> = got
+        .iter()
+        .map(|a| (&*a.key, a.kind, a.window_start_ms / 60_000))
+        .collect();
+    assert_eq!(
+        on,
+        vec![
+            ("toys|web", AlertKind::Spike, 300),
+            ("toys|web", AlertKind::LevelShift, 301)
+        ],
+        "{got:#?}"
     );
 }
