@@ -526,6 +526,15 @@ fn cand(kind: AlertKind, direction: Direction) -> Candidate {
     }
 }
 
+/// `f` as the category toys|web's.
+fn category(f: Forecast) -> Forecast {
+    Forecast {
+        level: Level::CategoryStore,
+        key: "toys|web".into(),
+        ..f
+    }
+}
+
 /// `done` is `opened` resolved, and says which move ended.
 fn assert_resolves(done: &Alert, opened: &Alert, says: &str) {
     assert_eq!(
@@ -592,11 +601,6 @@ fn a_move_back_about_as_far_as_a_settled_trend_break_ends_it() {
     // against the day before, a little off home (the day before ran
     // low there), but the move back is about as far as it had settled.
     let mut a = Alerting::new(Config::default()).unwrap();
-    let category = |f: Forecast| Forecast {
-        level: Level::CategoryStore,
-        key: "toys|web".into(),
-        ..f
-    };
     let down = category(fc(300 * 60_000, 120, 270.0, 300.0, 330.0));
     let trend = a.alert(&down, &cand(AlertKind::TrendBreak, Direction::Down), vec![]);
     let up = category(fc(900 * 60_000, 197, 78.0, 88.0, 102.0));
@@ -1927,11 +1931,6 @@ fn a_level_shift_called_against_the_day_before_ends_by_a_move_back_as_far() {
     // fall back to 30 against a mean of 54 (ln 0.56): about as far back
     // as the step went, so the shift resolves.
     let mut a = Alerting::new(Config::default()).unwrap();
-    let category = |f: Forecast| Forecast {
-        level: Level::CategoryStore,
-        key: "toys|web".into(),
-        ..f
-    };
     let up = category(fc(300 * 60_000, 54, 40.0, 50.0, 60.0));
     let shift = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
     let st = SeriesState {
