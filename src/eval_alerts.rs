@@ -9,9 +9,11 @@
 //! children include it, and its window starts inside the label's span (plus
 //! two windows of grace). Alerts that match an anomaly injected during the
 //! warm-up are left out, like that anomaly. Per kind: recall = labels of
-//! the kind caught by an alert of that kind; precision = alerts of the kind
-//! that match some label; delay = windows from the label's start to the
-//! first matching alert of its kind; "any kind" counts the labels matched
+//! the kind caught by an alert of that kind (for a level shift or trend
+//! break, of its direction too: the end of a shift up, called as a move
+//! down, is not the shift); precision = alerts of the kind that match some
+//! label (same-kind precision: that name it); delay = windows from the
+//! label's start to the first matching alert of its kind; "any kind" counts the labels matched
 //! by an alert of any kind, and its delay (found, if not always named
 //! right). Hierarchy-wide incidents (store-level
 //! labels) also report how many alerts they raised: one is the goal.
@@ -22,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use salescast_alerting::{Alert, AlertKind, Alerting, Status};
+use salescast_alerting::{Alert, AlertKind, Alerting, Direction, Status};
 use salescast_inference::Inference;
 use salescast_loadgen::{AnomalyLabel, Expect, GenConfig, Generator};
 use salescast_stream_core::{batch_from_rows, WindowEngine};
@@ -124,6 +126,19 @@ fn covers(a: &Alert, l: &AnomalyLabel) -> bool {
         || (a.level.as_str() == "total" && l.level != "total" && a.children.iter().any(|c| {
             c.level.as_str() == "store" && (l.key == *c.key || l.key.ends_with(&format!("|{}", c.key)))
         }))
+}
+
+/// Whether alert `a` names the anomaly the label describes: its kind, and
+/// for a level shift or trend break its direction too (the end of a shift
+/// up is a move down, not the shift).
+fn names(a: &Alert, l: &AnomalyLabel) -> bool {
+    let way = match a.kind {
+        AlertKind::LevelShift | AlertKind::TrendBreak => {
+            (a.direction == Direction::Up) == (l.factor > 1.0)
+        }
+        _ => true,
+    };
+    same_kind(a.kind, l) && way
 }
 
 /// Whether an alert of kind `k` names the anomaly the label describes.
@@ -474,7 +489,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             e.0.matched_alerts += n - of_kind(&no_label);
             e.0.same_kind_alerts += alerts
                 .iter()
-                .filter(|a| a.kind == k && labels.iter().any(|l| matches(a, l) && same_kind(k, l)))
+                .filter(|a| a.kind == k && labels.iter().any(|l| matches(a, l) && names(a, l)))
                 .count();
         }
         if std::env::var_os("SALESCAST_EVAL_DEBUG").is_some() {
@@ -552,7 +567,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             for a in alerts.iter().filter(|a| matches(a, l)) {
                 let t = a.window_start_ms;
                 first_any = Some(first_any.map_or(t, |f| f.min(t)));
-                if a.kind == k {
+                if a.kind == k && names(a, l) {
                     first = Some(first.map_or(t, |f| f.min(t)));
                 }
                 during += usize::from(t < l.end_ms);
@@ -662,4 +677,67 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         per_incident.map_or("-".into(), |x| format!("{x:.2}"))
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salescast_alerting::{Severity, Status};
+    use salescast_stream_core::Level;
+
+    fn alert(kind: AlertKind, direction: Direction) -> Alert {
+        Alert {
+            id: String::new(),
+            status: Status::Open,
+            level: Level::CategoryStore,
+            key: "cat-00|web-uk".into(),
+            kind,
+            direction,
+            severity: Severity::Low,
+            window_start_ms: 0,
+            window_end_ms: 300_000,
+            observed: 0.0,
+            expected: 0.0,
+            band: [0.0, 0.0],
+            score: 0.0,
+            robust_z: 0.0,
+            revenue_at_stake: 0.0,
+            children: Vec::new(),
+            model: String::new(),
+            model_version: 0,
+            explanation: String::new(),
+        }
+    }
+
+    fn label(kind: &str, factor: f64) -> AnomalyLabel {
+        AnomalyLabel {
+            kind: kind.into(),
+            level: "category_store".into(),
+            key: "cat-00|web-uk".into(),
+            start_ms: 0,
+            end_ms: 36_000_000,
+            factor,
+        }
+    }
+
+    #[test]
+    fn a_shift_is_named_by_an_alert_of_its_kind_and_direction() {
+        let up = label("level_shift", 1.8);
+        assert!(names(&alert(AlertKind::LevelShift, Direction::Up), &up));
+        // Its end, a move back down, is not the shift.
+        assert!(!names(&alert(AlertKind::LevelShift, Direction::Down), &up));
+        assert!(!names(&alert(AlertKind::TrendBreak, Direction::Up), &up));
+        let slide = label("trend_break", 0.4);
+        assert!(names(
+            &alert(AlertKind::TrendBreak, Direction::Down),
+            &slide
+        ));
+        assert!(!names(&alert(AlertKind::TrendBreak, Direction::Up), &slide));
+        // A drop names a move down of any of those kinds.
+        assert!(names(&alert(AlertKind::Drop, Direction::Down), &slide));
+        assert!(names(
+            &alert(AlertKind::Spike, Direction::Up),
+            &label("spike", 3.0)
+        ));
+    }
 }
