@@ -128,25 +128,18 @@ fn covers(a: &Alert, l: &AnomalyLabel) -> bool {
         }))
 }
 
-/// Whether alert `a` names the anomaly the label describes: its kind, and
-/// for a level shift or trend break its direction too (the end of a shift
-/// up is a move down, not the shift).
+/// Whether alert `a` names the anomaly the label describes: its kind (a
+/// drop names a move down of any kind but a spike), and for a level shift
+/// or trend break its direction too (the end of a shift up is a move down,
+/// not the shift).
 fn names(a: &Alert, l: &AnomalyLabel) -> bool {
-    let way = match a.kind {
-        AlertKind::LevelShift | AlertKind::TrendBreak => {
-            (a.direction == Direction::Up) == (l.factor > 1.0)
-        }
-        _ => true,
-    };
-    same_kind(a.kind, l) && way
-}
-
-/// Whether an alert of kind `k` names the anomaly the label describes.
-fn same_kind(k: AlertKind, l: &AnomalyLabel) -> bool {
-    match k {
+    match a.kind {
         AlertKind::Drop => {
             l.kind == "drop_to_zero"
                 || (matches!(&*l.kind, "level_shift" | "trend_break") && l.factor < 1.0)
+        }
+        AlertKind::LevelShift | AlertKind::TrendBreak => {
+            kind_of(&l.kind) == Some(a.kind) && (a.direction == Direction::Up) == (l.factor > 1.0)
         }
         k => kind_of(&l.kind) == Some(k),
     }

@@ -326,21 +326,20 @@ impl Alerting {
             && !run_alerted;
         // An outage already called goes on: one alert for all of it.
         let in_outage = run.is_some() && run_alerted;
+        // Out of the band by the margin and off the forecast by
+        // `spike-min-change`, as a spike or drop must be (which also needs
+        // its score and a few units).
+        let far = |d: Direction| match d {
+            Direction::Up => y > e.p90 + margin && off >= material,
+            Direction::Down => y < e.p10 - margin && -off >= material,
+        };
         let mut verdict = if in_outage {
             Some((AlertKind::DropToZero, Direction::Down, 0.0))
         } else if y <= 0.0 && (single_ok || run_ok) && st.zero_rate <= ZERO_RATE_MAX {
             Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
-        } else if y > e.p90 + margin
-            && y - e.p90 >= cfg.min_units_outside
-            && z_ok(z)
-            && off >= material
-        {
+        } else if far(Direction::Up) && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
             Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
-        } else if y < e.p10 - margin
-            && e.p10 - y >= cfg.min_units_outside
-            && z_ok(z)
-            && -off >= material
-        {
+        } else if far(Direction::Down) && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
             Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
         } else {
             None
@@ -400,10 +399,6 @@ impl Alerting {
         st.last_start = f.window_start_ms;
         // Out of the band by as much as a spike or drop must be, whatever
         // its score (a total's wide residuals keep its z low).
-        let far = |d: Direction| match d {
-            Direction::Up => y > e.p90 + margin && off >= material,
-            Direction::Down => y < e.p10 - margin && -off >= material,
-        };
         st.band_out = band_dir
             .filter(|&d| y > 0.0 && period > 0 && far(d))
             .map(|d| (f.window_start_ms, d));

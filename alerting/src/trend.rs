@@ -530,21 +530,8 @@ impl TrendState {
             // Moved against the day before and, when known, the day before
             // that too (by the less of the two): an anomaly the day before
             // that passed unseen is no trend today.
-            let d1 = r - self.base[0];
             let r2_known = r2.filter(|_| self.base_n[1] >= tw as u32);
-            let d = match r2_known {
-                Some(r2) => {
-                    let d2 = r2 - self.base[1];
-                    if d2 * d1 <= 0.0 {
-                        0.0
-                    } else if d2.abs() < d1.abs() {
-                        d2
-                    } else {
-                        d1
-                    }
-                }
-                None => d1,
-            };
+            let d = self.deviation(r, r2_known);
             trend = self.step_test(cfg, w, d, sd, (shaped, away), verdict);
             let allowance = cfg.trend_allowance();
             let k = TREND_K.max(allowance / sd);
@@ -680,12 +667,15 @@ impl TrendState {
             // same: a step by its windows (confirmed as a flat sum must be)
             // is a level shift.
             let rising = slope >= TREND_SLOPE_T;
-            let step = rising
-                && confirmed
+            let step = confirmed
                 && !away
-                && self.steps_within(dir, n as usize, tw, cfg.trend_allowance());
+                && if rising {
+                    self.steps_within(dir, n as usize, tw, cfg.trend_allowance())
+                } else {
+                    slope <= 0.0
+                };
             let climb = rising && !step;
-            if !climb && !step && (slope > 0.0 || !confirmed || away) {
+            if !climb && !step {
                 continue;
             }
             let moved = moved / f64::from(n);
@@ -710,6 +700,26 @@ impl TrendState {
 }
 
 impl TrendState {
+    /// A window's deviation from what is usual: its ratio to a period
+    /// earlier `r` less the usual one, and, when its ratio to two periods
+    /// earlier `r2` is known, the less of that and the same for two periods
+    /// (nothing when the two disagree on the way): an anomaly the day
+    /// before that passed unseen is no move today.
+    fn deviation(&self, r: f64, r2: Option<f64>) -> f64 {
+        let d1 = r - self.base[0];
+        let Some(r2) = r2 else {
+            return d1;
+        };
+        let d2 = r2 - self.base[1];
+        if d2 * d1 <= 0.0 {
+            0.0
+        } else if d2.abs() < d1.abs() {
+            d2
+        } else {
+            d1
+        }
+    }
+
     /// Whether the newest `n` compared windows (a trend CUSUM's run, side
     /// `dir`) rose as a step rather than a climb: split somewhere, the
     /// later windows (three or more) stand at least twice the allowance
@@ -719,7 +729,6 @@ impl TrendState {
     /// older half). A climb's later windows keep rising; a run that began
     /// a window or two before a step has a rising slope all the same.
     pub(crate) fn steps_within(&self, dir: Direction, n: usize, tw: usize, allowance: f64) -> bool {
-        let sign = dir.sign();
         let two = self.base_n[1] >= tw as u32;
         let mut devs: Vec<f64> = self.ratios[0]
             .iter()
@@ -727,21 +736,8 @@ impl TrendState {
             .rev()
             .filter(|(r1, _)| !r1.is_nan())
             .take(n)
-            .map(|(&r1, &r2)| {
-                let d1 = r1 - self.base[0];
-                if !two || r2.is_nan() {
-                    return d1;
-                }
-                let d2 = r2 - self.base[1];
-                if d2 * d1 <= 0.0 {
-                    0.0
-                } else if d2.abs() < d1.abs() {
-                    d2
-                } else {
-                    d1
-                }
-            })
-            .map(|d| d * sign)
+            .map(|(&r1, &r2)| self.deviation(r1, (two && !r2.is_nan()).then_some(r2)))
+            .map(|d| d * dir.sign())
             .collect();
         devs.reverse();
         let m = devs.len();

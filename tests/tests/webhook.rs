@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use salescast::webhook::{signature, Config, HookConfig, Webhooks};
 use salescast_alerting::{Alert, Severity};
 use salescast_metrics::Metrics;
+use salescast_tests::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,12 +24,6 @@ fn alert(i: usize) -> Alert {
         "model_version": 1, "explanation": "spike"
     }))
     .expect("alert json")
-}
-
-/// A port with nothing listening on it (yet).
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Minimal HTTP/1.1 receiver: records (alert id, signature ok) per request.
@@ -87,8 +82,8 @@ async fn receiver(port: u16, secret: &'static [u8], got: Arc<Mutex<Vec<(String, 
 
 #[tokio::test]
 async fn alerts_reach_a_webhook_that_comes_back_exactly_once() {
-    let port = free_port().await;
-    let dead_port = free_port().await;
+    let port = free_port().expect("free port");
+    let dead_port = free_port().expect("free port");
     let dir = tempfile::tempdir().unwrap();
     let dlq = dir.path().join("dlq.jsonl");
     std::env::set_var("SALESCAST_TEST_WEBHOOK_SECRET", "s3cret");
