@@ -171,9 +171,25 @@ pub(crate) fn root_causes(
                 .any(|&j| cands[j].direction == d && cands[j].cover == Cover::Own);
             c.silent && c.cover.by_another() && !own_below && !cands[ci].quiet()
         };
-        if let Some(k) =
-            best.filter(|&k| deviation(k) >= share * deviation(ci) && !rest_moved(k) && !mute(k))
-        {
+        // Nor can a child whose move a promotion explains speak for a
+        // parent that siblings no promotion explains broke with (what made
+        // the parent's move no promotion's, see `unexplain_promotions`):
+        // the parent moved beyond the promotion.
+        let promoted = |k: usize| {
+            let beyond: f64 = by_parent
+                .get(&(f.level, f.key.clone()))
+                .into_iter()
+                .flatten()
+                .filter(|&&j| {
+                    j != k && !cands[j].quiet() && cands[j].direction == cands[ci].direction
+                })
+                .map(|&j| deviation(j))
+                .sum();
+            cands[k].promo && beyond >= MINOR_CHILD_SHARE * deviation(ci)
+        };
+        if let Some(k) = best.filter(|&k| {
+            deviation(k) >= share * deviation(ci) && !rest_moved(k) && !mute(k) && !promoted(k)
+        }) {
             deferred[ci] = true;
             let mut chain = explains.remove(&ci).unwrap_or_default();
             chain.push(ci);

@@ -1493,6 +1493,50 @@ fn a_promotion_spike_and_the_category_it_lifts_raise_nothing() {
 }
 
 #[test]
+fn a_category_that_rises_beyond_its_best_sellers_promotion_is_the_root_cause() {
+    // Toys: lego (300 a window) has been on promotion since window 30,
+    // selling four times as much, which most of the category's lines
+    // are. At window 40 the whole category rises 1.8x: lego on top of
+    // its promotion, and duplo and brio (150 each), on no promotion, with
+    // it. Lego's promotion cannot explain duplo and brio: one alert, on
+    // the category, with them as children (deferring to lego, quiet for
+    // its promotion, left them to alert one by one).
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let window = |i: i64| {
+        let promo = i >= 30;
+        let f = if i >= 40 { 1.8 } else { 1.0 };
+        let scale = |u: i64| (u as f64 * f) as i64;
+        let lego = scale(if promo { 1200 } else { 300 } + wobble(i));
+        let duplo = scale(150 + wobble(i + 1));
+        let brio = scale(150 + wobble(i + 2));
+        let mut v = lego_and_rest(
+            i * 60_000,
+            lego,
+            &[("duplo|web", duplo, 150.0), ("brio|web", brio, 150.0)],
+            scale(180),
+            780.0,
+        );
+        if promo {
+            v[0].actual.promo_share = 1.0;
+            v[3].actual.promo_share = 0.67;
+        }
+        v
+    };
+    for i in 0..40 {
+        let got = a.process(&window(i));
+        assert!(got.is_empty(), "window {i}: {got:#?}");
+    }
+    let got = a.process(&window(40));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(&*got[0].key, "toys|web");
+    let children: Vec<&str> = got[0].children.iter().map(|c| &*c.key).collect();
+    assert!(
+        children.contains(&"duplo|web") && children.contains(&"brio|web"),
+        "{children:?}"
+    );
+}
+
+#[test]
 fn status_names_are_the_wire_names() {
     for s in [Status::Open, Status::Retracted, Status::Resolved] {
         assert_eq!(
