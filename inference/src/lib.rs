@@ -211,14 +211,25 @@ pub struct Robust {
     /// side a season ago's window was outside its band on (+1 above, -1
     /// below: clipped; +2, -2: kept as the series' shape; 0 inside).
     clipped: Vec<i8>,
+    /// Per position, the actual of that window a season ago when it was
+    /// outside (what a recurring shape is measured against).
+    outside_was: Vec<f32>,
 }
+
+/// Largest ratio between a window outside its band and the one outside on
+/// the same side a season before it for the two to be the series' shape
+/// recurring: a daily peak the forecast misses is about the same size
+/// each day; a spike on top of a window clipped only because its own
+/// forecast was low is not.
+pub const SHAPE_RECUR_RATIO: f64 = 1.5;
 
 impl Robust {
     /// The value the history keeps for actual `y` (see [`clean`]), for the
     /// window at position `slot` of a season `season` windows long. A window
     /// outside on the same side as the one a season before it, which was
-    /// clipped, is the series' shape recurring, not an outlier: it is kept,
-    /// so that a sharp feature of the daily shape is not clipped for good.
+    /// clipped, and about as far out ([`SHAPE_RECUR_RATIO`]), is the
+    /// series' shape recurring, not an outlier: it is kept, so that a sharp
+    /// feature of the daily shape is not clipped for good.
     fn keep(
         &mut self,
         e: &HorizonPoint,
@@ -230,12 +241,17 @@ impl Robust {
     ) -> f64 {
         if self.clipped.len() != season {
             self.clipped = vec![0; season];
+            self.outside_was = vec![0.0; season];
         }
         let i = slot % season.max(1);
         let before = self.run;
         let v = clean(e, y, promo, persist, &mut self.run);
         let side = if v == y { 0 } else { (y - v).signum() as i8 };
-        if side != 0 && !promo && self.clipped[i].signum() == side {
+        let was = f64::from(self.outside_was[i]);
+        self.outside_was[i] = y as f32;
+        let alike =
+            ((y.max(0.0) + 1.0) / (was.max(0.0) + 1.0)).ln().abs() <= SHAPE_RECUR_RATIO.ln();
+        if side != 0 && !promo && self.clipped[i].signum() == side && alike {
             // Marked 2x the side: kept as the shape, so the next season's
             // window on the same side is kept too.
             self.clipped[i] = 2 * side;
@@ -885,6 +901,14 @@ pub(crate) mod tests {
         // ...and every season after while it recurs (a forecast that misses
         // it again does not get it clipped every other day).
         assert_eq!(r.keep(&e, 300.0, false, 36, 10, 4), 300.0);
+        // A spike on a slot clipped a season before is no shape unless it
+        // is about as far out: 900 after 300 is clipped, and so is 300
+        // a season after the 900 (2x and 3x apart)...
+        assert_eq!(r.keep(&e, 300.0, false, 36, 1, 4), 120.0);
+        assert_eq!(r.keep(&e, 900.0, false, 36, 5, 4), 120.0);
+        assert_eq!(r.keep(&e, 300.0, false, 36, 9, 4), 120.0);
+        // ...then 330, near the 300 before it, is the shape.
+        assert_eq!(r.keep(&e, 330.0, false, 36, 13, 4), 330.0);
         // Another slot, or the other side, is clipped as before.
         assert_eq!(r.keep(&e, 300.0, false, 36, 7, 4), 120.0);
         assert_eq!(r.keep(&e, 0.0, false, 36, 11, 4), 80.0);
