@@ -494,7 +494,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     || by.values().sum::<usize>() % 40 == 1
                 {
                     eprintln!(
-                        "unmatched {}:{} {} z={:.1} score={:.2} children={} {} [{}]",
+                        "unmatched seed {seed} {}:{} {} z={:.1} score={:.2} children={} {} [{}]",
                         a.level,
                         a.key,
                         a.kind.as_str(),
@@ -513,7 +513,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             eprintln!("unmatched by level/kind: {by:?}");
             for l in &warmup_labels {
                 eprintln!(
-                    "warm-up {} x{} {} {} {}",
+                    "warm-up seed {seed} {} x{} {} {} {}",
                     l.kind,
                     l.factor,
                     l.level,
@@ -540,7 +540,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     .take(6)
                     .collect();
                 eprintln!(
-                    "{} x{} {} {} {} -> {:?}",
+                    "seed {seed} {} x{} {} {} {} -> {:?}",
                     l.kind,
                     l.factor,
                     l.level,

@@ -699,7 +699,7 @@ fn a_climb_has_a_slope_and_a_step_none() {
     let side = |d: &dyn Fn(u32) -> f64| {
         let mut s = TrendSide::default();
         for i in 0..20 {
-            s.add(10.0, 0.5, d(i), 0.1, false);
+            s.add(10.0, 0.5, (d(i), 0.1), false, 0);
         }
         s.slope_t()
     };
@@ -713,8 +713,8 @@ fn a_climb_has_a_slope_and_a_step_none() {
     assert_eq!(side(&|_| 0.5), 0.0);
     // A run that ends (the sum back to zero) starts over.
     let mut s = TrendSide::default();
-    s.add(3.0, 0.5, 0.3, 0.1, false);
-    s.add(-5.0, 0.5, -0.5, 0.1, false);
+    s.add(3.0, 0.5, (0.3, 0.1), false, 0);
+    s.add(-5.0, 0.5, (-0.5, 0.1), false, 0);
     assert_eq!((s.n, s.s), (0, 0.0));
 }
 
@@ -882,6 +882,50 @@ fn a_moves_windows_are_no_reference_until_it_is_undone() {
     t.moved(Direction::Up, 1200);
     assert!(t.away_at(1201, 100, Some(0.9), back));
     assert!(!t.away_at(1202, 100, Some(0.7), back));
+}
+
+#[test]
+fn a_move_summed_longer_than_the_queue_holds_is_no_reference_the_next_day() {
+    // Ten 1-ms windows a period; the queue holds the newest two. The
+    // first period sells 100 a window, the second 110 (its usual level)
+    // until it climbs to 200 at window 13; the CUSUM's run began there
+    // and the move is called at window 19, when windows 13-17 have
+    // already left the queue as that period's usual units.
+    let (width, period) = (1, 10);
+    let mut t = TrendState::default();
+    let feed = |t: &mut TrendState, n: i64, y: f64| {
+        t.compare((n, width, period), (y, 0.0));
+        t.remember((n, width, period), (y, 0.0), true, 2);
+    };
+    for n in 0..20 {
+        let y = match n {
+            0..10 => 100.0,
+            10..13 => 110.0,
+            _ => 200.0,
+        };
+        feed(&mut t, n, y);
+    }
+    t.sides[0] = TrendSide {
+        s: 5.0,
+        n: 7,
+        first: 13,
+        ..TrendSide::default()
+    };
+    t.moved(Direction::Up, 19);
+    // The next period at 110: the climb's windows are no reference (it
+    // would read as a slide against them); they go back to the period
+    // before (100), and the windows before the run keep their own.
+    let r1 = |t: &mut TrendState, n: i64| t.compare((n, width, period), (110.0, 0.0))[0];
+    for n in 20..23 {
+        assert_eq!(r1(&mut t, n), Some(0.0), "window {n}");
+    }
+    for n in 23..28 {
+        let r = r1(&mut t, n).expect("a comparison");
+        assert!(
+            (r - (111.0f64 / 101.0).ln()).abs() < 1e-9,
+            "window {n}: {r}"
+        );
+    }
 }
 
 #[test]

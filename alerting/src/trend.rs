@@ -74,18 +74,23 @@ pub(crate) struct TrendSide {
     /// Windows of the run whose deviation was also measured against two
     /// periods before (the less of the two).
     pub(crate) both: u32,
+    /// The start (ms) of the run's first window.
+    pub(crate) first: i64,
 }
 
 impl TrendSide {
     /// Add a window's standardized deviation `z` (the sign of this side)
     /// less the allowance `k`, and its log deviation `d` and that
     /// deviation's standard deviation `sd`; `both`: measured against two
-    /// periods before as well.
-    pub(crate) fn add(&mut self, z: f64, k: f64, d: f64, sd: f64, both: bool) {
+    /// periods before as well; `now`: the window's start (ms).
+    pub(crate) fn add(&mut self, z: f64, k: f64, (d, sd): (f64, f64), both: bool, now: i64) {
         self.s += z - k;
         if self.s <= 0.0 {
             *self = TrendSide::default();
         } else {
+            if self.n == 0 {
+                self.first = now;
+            }
             let i = f64::from(self.n);
             self.n += 1;
             self.moved += d;
@@ -166,6 +171,8 @@ pub(crate) struct TrendState {
     /// [`StepRun`]).
     pub(crate) prev_d: Option<f64>,
     pub(crate) step: Option<StepRun>,
+    /// The width (ms) of the windows compared (0 before the first).
+    pub(crate) width: i64,
 }
 
 /// A run of windows whose ratio to the day before stands beyond the
@@ -250,6 +257,7 @@ impl TrendState {
     pub(crate) fn compare(&mut self, at: (i64, i64, i64), y: (f64, f64)) -> [Option<f64>; 2] {
         let (y, share) = y;
         let (n, slots) = window_in_period(at);
+        self.width = at.1;
         if self.day.len() != slots as usize {
             self.day = vec![DaySlot::EMPTY; slots as usize];
             self.queued.clear();
@@ -342,7 +350,44 @@ impl TrendState {
         for q in self.queued.iter_mut() {
             q.3 = false;
         }
+        // The move's CUSUM may have summed it for longer than the queue
+        // holds: its earlier windows are no usual ones either.
+        let side = self.sides[match d {
+            Direction::Up => 0,
+            Direction::Down => 1,
+        }];
+        if side.n > 0 {
+            self.unlearn(side.first, now);
+        }
         self.sides = Default::default();
+    }
+
+    /// Take back the windows from `since` to `now` (starts, ms) that were
+    /// already learnt as the usual units at their position (older than
+    /// the queue): each goes back, once, to the units of the period before
+    /// it (none: no comparison there), as a window that was no usual one
+    /// would have kept them. A climb the CUSUM took three hours to be sure
+    /// of would otherwise be tomorrow's reference for those hours, and
+    /// tomorrow's usual units a slide against it.
+    fn unlearn(&mut self, since: i64, now: i64) {
+        let slots = self.day.len() as i64;
+        if self.width <= 0 || slots == 0 {
+            return;
+        }
+        let to = self
+            .queued
+            .front()
+            .map_or(now.div_euclid(self.width), |q| q.0);
+        let from = since.div_euclid(self.width).max(to - slots + 1);
+        for n in from..to {
+            let slot = &mut self.day[n.rem_euclid(slots) as usize];
+            if slot.round == n.div_euclid(slots) as u32 && !slot.carried {
+                slot.units = slot.older;
+                slot.share = slot.older_share;
+                slot.older = f32::NAN;
+                slot.carried = true;
+            }
+        }
     }
 
     /// Whether a window at `now` with ratio `r1` to the day before is
@@ -537,8 +582,8 @@ impl TrendState {
             let k = TREND_K.max(allowance / sd);
             let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
             let both = r2_known.is_some();
-            self.sides[0].add(z, k, d, sd, both);
-            self.sides[1].add(-z, k, d, sd, both);
+            self.sides[0].add(z, k, (d, sd), both, w.at.0);
+            self.sides[1].add(-z, k, (d, sd), both, w.at.0);
             if let Some(called) = self.call(cfg, w.at.0, (shaped, away), verdict) {
                 trend = Some(called);
             }
