@@ -517,7 +517,7 @@ impl TrendState {
                 self.follow(dir, tw, verdict, silent, scratch);
                 None
             }
-            None => self.detect(cfg, w, (r, r2), sd, (shaped, away), verdict),
+            None => self.detect(cfg, w, (r, r2, sd), (shaped, away), verdict, scratch),
         }
     }
 
@@ -537,19 +537,25 @@ impl TrendState {
         self.settled = if same { 0 } else { self.settled + 1 };
         if self.settled >= tw as u32 {
             self.going = None;
-            for (b, ratios) in self.ratios.iter().enumerate() {
-                scratch.clear();
-                let newest = ratios.iter().rev().take(tw);
-                scratch.extend(newest.filter(|r| !r.is_nan()));
-                self.base_n[b] = scratch.len() as u32;
-                if !scratch.is_empty() {
-                    self.base[b] = median(scratch);
-                }
-            }
+            self.relearn(tw, scratch);
             self.sides = Default::default();
         } else {
             *silent = true;
             *verdict = Some((AlertKind::TrendBreak, dir, 0.0));
+        }
+    }
+
+    /// What is usual, learnt anew: the median of the newest `tw` ratios to
+    /// one and to two periods before.
+    fn relearn(&mut self, tw: usize, scratch: &mut Vec<f64>) {
+        for (b, ratios) in self.ratios.iter().enumerate() {
+            scratch.clear();
+            let newest = ratios.iter().rev().take(tw);
+            scratch.extend(newest.filter(|r| !r.is_nan()));
+            self.base_n[b] = scratch.len() as u32;
+            if !scratch.is_empty() {
+                self.base[b] = median(scratch);
+            }
         }
     }
 
@@ -563,10 +569,10 @@ impl TrendState {
         &mut self,
         cfg: &Config,
         w: &TrendWindow,
-        (r, r2): (f64, Option<f64>),
-        sd: f64,
+        (r, r2, sd): (f64, Option<f64>, f64),
         (shaped, away): (bool, bool),
         verdict: &mut Option<Verdict>,
+        scratch: &mut Vec<f64>,
     ) -> Option<(f64, u32)> {
         let tw = cfg.trend_windows as usize;
         let mut trend = None;
@@ -584,7 +590,7 @@ impl TrendState {
             let both = r2_known.is_some();
             self.sides[0].add(z, k, (d, sd), both, w.at.0);
             self.sides[1].add(-z, k, (d, sd), both, w.at.0);
-            if let Some(called) = self.call(cfg, w.at.0, (shaped, away), verdict) {
+            if let Some(called) = self.call(cfg, w.at.0, (shaped, away), verdict, scratch) {
                 trend = Some(called);
             }
         }
@@ -683,6 +689,7 @@ impl TrendState {
         now: i64,
         (shaped, away): (bool, bool),
         verdict: &mut Option<Verdict>,
+        scratch: &mut Vec<f64>,
     ) -> Option<(f64, u32)> {
         let tw = cfg.trend_windows as usize;
         let mut trend = None;
@@ -692,8 +699,12 @@ impl TrendState {
             } = self.sides[side];
             if n as usize > TREND_MAX_RUN * tw {
                 // Hours of a slow wander: what is usual moved, not the
-                // series.
+                // series. It is learnt anew from the newest ratios (the
+                // CUSUM away from it is not quiet, and nothing else would
+                // teach it: a usual ratio learnt against an anomaly the
+                // day before kept the sum far from zero for hours).
                 self.sides[side] = TrendSide::default();
+                self.relearn(tw, scratch);
                 continue;
             }
             if s < cfg.trend_z || !shaped || verdict.is_some() {
@@ -798,5 +809,45 @@ impl TrendState {
                 && jump >= 2.0 * allowance
                 && mean(late) - mean(early) <= STEP_FLAT_SHARE * jump
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wander_longer_than_a_run_relearns_what_is_usual() {
+        // The usual ratio to the day before was learnt as +0.7 against a
+        // day that was itself halved; the series has been back at its
+        // day-before level since, and the down side of the CUSUM has
+        // summed that for longer than a run may last.
+        let cfg = Config::default();
+        let tw = cfg.trend_windows as usize;
+        let mut t = TrendState {
+            base: [0.7, 0.0],
+            base_n: [tw as u32, 0],
+            ..TrendState::default()
+        };
+        for i in 0..3 * tw {
+            let r = if i % 2 == 0 { 0.02 } else { -0.02 };
+            t.push_ratios(Some(r), None, 3 * tw);
+        }
+        t.sides[1] = TrendSide {
+            s: 50.0,
+            n: (TREND_MAX_RUN * tw + 1) as u32,
+            ..TrendSide::default()
+        };
+        let (mut verdict, mut scratch) = (None, Vec::new());
+        assert_eq!(
+            t.call(&cfg, 0, (true, false), &mut verdict, &mut scratch),
+            None
+        );
+        assert!(verdict.is_none());
+        // What is usual now is the newest ratios', and the sum starts over
+        // from it (it would restart at once against +0.7).
+        assert!(t.base[0].abs() <= 0.02, "{:?}", t.base);
+        assert_eq!(t.base_n[0], tw as u32);
+        assert_eq!(t.sides[1].s, 0.0);
     }
 }
