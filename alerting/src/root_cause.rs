@@ -104,12 +104,13 @@ pub(crate) fn root_causes(
     let mut deferred = vec![false; cands.len()];
     for &ci in top {
         let f = group[cands[ci].idx];
+        let siblings = by_parent
+            .get(&(f.level, f.key.clone()))
+            .map_or(&[][..], Vec::as_slice);
         // Only a child that broke alone among its siblings is a root
         // cause; several broken children make the parent the root.
-        let broken: Vec<usize> = by_parent
-            .get(&(f.level, f.key.clone()))
-            .into_iter()
-            .flatten()
+        let broken: Vec<usize> = siblings
+            .iter()
             .copied()
             // A trend going on (alerted before) is no break of this window.
             .filter(|&k| {
@@ -176,16 +177,15 @@ pub(crate) fn root_causes(
         // the parent's move no promotion's, see `unexplain_promotions`):
         // the parent moved beyond the promotion.
         let promoted = |k: usize| {
-            let beyond: f64 = by_parent
-                .get(&(f.level, f.key.clone()))
-                .into_iter()
-                .flatten()
-                .filter(|&&j| {
-                    j != k && !cands[j].quiet() && cands[j].direction == cands[ci].direction
-                })
-                .map(|&j| deviation(j))
-                .sum();
-            cands[k].promo && beyond >= MINOR_CHILD_SHARE * deviation(ci)
+            cands[k].promo
+                && siblings
+                    .iter()
+                    .filter(|&&j| {
+                        j != k && !cands[j].quiet() && cands[j].direction == cands[ci].direction
+                    })
+                    .map(|&j| deviation(j))
+                    .sum::<f64>()
+                    >= MINOR_CHILD_SHARE * deviation(ci)
         };
         if let Some(k) = best.filter(|&k| {
             deviation(k) >= share * deviation(ci) && !rest_moved(k) && !mute(k) && !promoted(k)

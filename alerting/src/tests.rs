@@ -862,7 +862,7 @@ fn a_moves_windows_are_no_reference_until_it_is_undone() {
         ..TrendState::default()
     };
     let back = 0.5 * 1.4f64.ln();
-    t.moved(Direction::Up, 1000);
+    t.moved(Direction::Up, (1000, 1, 100));
     // Still up against the day before: away; a window with no
     // comparison tells nothing either way.
     assert!(t.away_at(1001, 100, Some(0.6), back));
@@ -873,13 +873,13 @@ fn a_moves_windows_are_no_reference_until_it_is_undone() {
     // from the move's windows: home stays the ratio from before the
     // first, so the series at home is not away.
     t.base[0] = 0.6;
-    t.moved(Direction::Down, 1040);
+    t.moved(Direction::Down, (1040, 1, 100));
     assert!(!t.away_at(1041, 100, Some(0.1), back));
     assert!(t.away_at(1042, 100, Some(-0.5), back));
     // A period after the last move, every window is usual again, and
     // the next move starts from what is usual then.
     assert!(!t.away_at(1140, 100, None, back));
-    t.moved(Direction::Up, 1200);
+    t.moved(Direction::Up, (1200, 1, 100));
     assert!(t.away_at(1201, 100, Some(0.9), back));
     assert!(!t.away_at(1202, 100, Some(0.7), back));
 }
@@ -911,7 +911,7 @@ fn a_move_summed_longer_than_the_queue_holds_is_no_reference_the_next_day() {
         first: 13,
         ..TrendSide::default()
     };
-    t.moved(Direction::Up, 19);
+    t.moved(Direction::Up, (19, width, period));
     // The next period at 110: the climb's windows are no reference (it
     // would read as a slide against them); they go back to the period
     // before (100), and the windows before the run keep their own.

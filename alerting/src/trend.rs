@@ -171,8 +171,6 @@ pub(crate) struct TrendState {
     /// [`StepRun`]).
     pub(crate) prev_d: Option<f64>,
     pub(crate) step: Option<StepRun>,
-    /// The width (ms) of the windows compared (0 before the first).
-    pub(crate) width: i64,
 }
 
 /// A run of windows whose ratio to the day before stands beyond the
@@ -257,7 +255,6 @@ impl TrendState {
     pub(crate) fn compare(&mut self, at: (i64, i64, i64), y: (f64, f64)) -> [Option<f64>; 2] {
         let (y, share) = y;
         let (n, slots) = window_in_period(at);
-        self.width = at.1;
         if self.day.len() != slots as usize {
             self.day = vec![DaySlot::EMPTY; slots as usize];
             self.queued.clear();
@@ -342,10 +339,12 @@ impl TrendState {
         self.away.map_or(self.base[0], |(_, home, _)| home)
     }
 
-    /// A level shift or trend break was called at `now` (see
-    /// [`TrendState::away`]): the windows queued since it began are of the
-    /// move too, no usual ones, and the trend CUSUM starts over.
-    pub(crate) fn moved(&mut self, d: Direction, now: i64) {
+    /// A level shift or trend break was called on the window `at` (start,
+    /// width, period; see [`TrendState::away`]): the windows queued since
+    /// it began are of the move too, no usual ones, and the trend CUSUM
+    /// starts over.
+    pub(crate) fn moved(&mut self, d: Direction, at: (i64, i64, i64)) {
+        let now = at.0;
         self.away = Some((d, self.home(), now));
         for q in self.queued.iter_mut() {
             q.3 = false;
@@ -357,28 +356,26 @@ impl TrendState {
             Direction::Down => 1,
         }];
         if side.n > 0 {
-            self.unlearn(side.first, now);
+            self.unlearn(side.first, at);
         }
         self.sides = Default::default();
     }
 
-    /// Take back the windows from `since` to `now` (starts, ms) that were
-    /// already learnt as the usual units at their position (older than
-    /// the queue): each goes back, once, to the units of the period before
-    /// it (none: no comparison there), as a window that was no usual one
-    /// would have kept them. A climb the CUSUM took three hours to be sure
-    /// of would otherwise be tomorrow's reference for those hours, and
-    /// tomorrow's usual units a slide against it.
-    fn unlearn(&mut self, since: i64, now: i64) {
+    /// Take back the windows from `since` (a start, ms) to the window `at`
+    /// that were already learnt as the usual units at their position
+    /// (older than the queue): each goes back, once, to the units of the
+    /// period before it (none: no comparison there), as a window that was
+    /// no usual one would have kept them. A climb the CUSUM took three
+    /// hours to be sure of would otherwise be tomorrow's reference for
+    /// those hours, and tomorrow's usual units a slide against it.
+    fn unlearn(&mut self, since: i64, at: (i64, i64, i64)) {
         let slots = self.day.len() as i64;
-        if self.width <= 0 || slots == 0 {
+        if slots == 0 {
             return;
         }
-        let to = self
-            .queued
-            .front()
-            .map_or(now.div_euclid(self.width), |q| q.0);
-        let from = since.div_euclid(self.width).max(to - slots + 1);
+        let (now, _) = window_in_period(at);
+        let to = self.queued.front().map_or(now, |q| q.0);
+        let from = since.div_euclid(at.1.max(1)).max(to - slots + 1);
         for n in from..to {
             let slot = &mut self.day[n.rem_euclid(slots) as usize];
             if slot.round == n.div_euclid(slots) as u32 && !slot.carried {
@@ -476,7 +473,7 @@ impl TrendState {
             .filter(|v| v.0 == AlertKind::LevelShift)
             .map(|v| v.1)
         {
-            self.moved(d, now);
+            self.moved(d, w.at);
         }
         let allowance = cfg.trend_allowance();
         let [r1, r2] = self.compare(w.at, (w.y, w.share));
@@ -590,7 +587,7 @@ impl TrendState {
             let both = r2_known.is_some();
             self.sides[0].add(z, k, (d, sd), both, w.at.0);
             self.sides[1].add(-z, k, (d, sd), both, w.at.0);
-            if let Some(called) = self.call(cfg, w.at.0, (shaped, away), verdict, scratch) {
+            if let Some(called) = self.call(cfg, w.at, (shaped, away), verdict, scratch) {
                 trend = Some(called);
             }
         }
@@ -673,7 +670,7 @@ impl TrendState {
         })?;
         let n = f64::from(run.windows);
         let dir = run.direction;
-        self.moved(dir, w.at.0);
+        self.moved(dir, w.at);
         self.step = None;
         *verdict = Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
         Some((run.sum_d / n, run.windows))
@@ -686,7 +683,7 @@ impl TrendState {
     fn call(
         &mut self,
         cfg: &Config,
-        now: i64,
+        at: (i64, i64, i64),
         (shaped, away): (bool, bool),
         verdict: &mut Option<Verdict>,
         scratch: &mut Vec<f64>,
@@ -740,7 +737,7 @@ impl TrendState {
                 self.sides[side] = TrendSide::default();
                 continue;
             }
-            self.moved(dir, now);
+            self.moved(dir, at);
             trend = Some((moved, n));
             if !climb {
                 *verdict = Some((AlertKind::LevelShift, dir, s));
@@ -840,7 +837,7 @@ mod tests {
         };
         let (mut verdict, mut scratch) = (None, Vec::new());
         assert_eq!(
-            t.call(&cfg, 0, (true, false), &mut verdict, &mut scratch),
+            t.call(&cfg, (0, 1, 10), (true, false), &mut verdict, &mut scratch),
             None
         );
         assert!(verdict.is_none());

@@ -211,9 +211,9 @@ pub struct Robust {
     /// side a season ago's window was outside its band on (+1 above, -1
     /// below: clipped; +2, -2: kept as the series' shape; 0 inside).
     clipped: Vec<i8>,
-    /// Per position, the actual of that window a season ago when it was
-    /// outside (what a recurring shape is measured against).
-    outside_was: Vec<f32>,
+    /// Per position, the actual of that window a season ago (what a
+    /// recurring shape is measured against).
+    season_ago: Vec<f32>,
 }
 
 /// Largest ratio between a window outside its band and the one outside on
@@ -241,17 +241,16 @@ impl Robust {
     ) -> f64 {
         if self.clipped.len() != season {
             self.clipped = vec![0; season];
-            self.outside_was = vec![0.0; season];
+            self.season_ago = vec![0.0; season];
         }
         let i = slot % season.max(1);
         let before = self.run;
         let v = clean(e, y, promo, persist, &mut self.run);
         let side = if v == y { 0 } else { (y - v).signum() as i8 };
-        let was = f64::from(self.outside_was[i]);
-        self.outside_was[i] = y as f32;
+        let was = f64::from(std::mem::replace(&mut self.season_ago[i], y as f32));
         let alike =
-            ((y.max(0.0) + 1.0) / (was.max(0.0) + 1.0)).ln().abs() <= SHAPE_RECUR_RATIO.ln();
-        if side != 0 && !promo && self.clipped[i].signum() == side && alike {
+            || ((y.max(0.0) + 1.0) / (was.max(0.0) + 1.0)).ln().abs() <= SHAPE_RECUR_RATIO.ln();
+        if side != 0 && !promo && self.clipped[i].signum() == side && alike() {
             // Marked 2x the side: kept as the shape, so the next season's
             // window on the same side is kept too.
             self.clipped[i] = 2 * side;
