@@ -101,6 +101,10 @@ struct Candidate {
     /// nothing: it continues a move already alerted, or the series' shape
     /// recurs (see [`Candidate::quiet`]).
     silent: bool,
+    /// Silent only as a faint echo (an outage a period before, or a move
+    /// another's alert explained): it hides no child that raises
+    /// something of its own.
+    faint_echo: bool,
     /// It passed the series' z-threshold but not its level's (see
     /// `family-wise-correction`): it alerts only as the root cause a
     /// candidate above it defers to, never on its own.
@@ -125,6 +129,17 @@ impl Candidate {
         self.silent || self.promo
     }
 }
+
+/// A move out of the band where the series moved the other way one
+/// `recurring-period-ms` before with an outage (a `drop_to_zero`), or
+/// with another series' alert explaining it, is that move's echo in the
+/// forecast (the window, clipped in the forecaster's history, still pulls
+/// the next period's expectation its way: by a fifth at seed 10's app-de,
+/// by nearly half where the store was out two days running), and raises
+/// nothing, only while the units stay within this factor of the newest
+/// window's inside the band: the series itself went on as it was. A real
+/// spike, or a shift, jumps.
+const OUTAGE_ECHO_MAX: f64 = 1.5;
 
 /// Share of an alert's move that its children jumping by
 /// `level-shift-max-factor` must carry for the move to be a burst below
@@ -350,13 +365,13 @@ impl Alerting {
             verdict.and_then(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop).then_some(v.1));
         let width_ms = f.window_end_ms - f.window_start_ms;
         let period = cfg.recurring_period_ms;
-        let was_out = |d: Direction, ago: i64| {
-            st.outside_at
-                .iter()
-                .any(|&(t, od)| od == d && (t - (f.window_start_ms - ago)).abs() <= width_ms)
+        let was_out = |d: Direction, ago: i64, faint: bool| {
+            st.outside_at.iter().any(|&(t, od, fa)| {
+                od == d && fa == faint && (t - (f.window_start_ms - ago)).abs() <= width_ms
+            })
         };
-        let recurring =
-            period > 0 && out_dir.is_some_and(|d| was_out(d, period) && was_out(d, 2 * period));
+        let recurring = period > 0
+            && out_dir.is_some_and(|d| was_out(d, period, false) && was_out(d, 2 * period, false));
         // ...or echoing: out of the band (with a verdict or not: a level
         // shift's window) the other way than one period ago. The forecast
         // carries yesterday's anomaly (a spike copied into today's seasonal
@@ -368,7 +383,15 @@ impl Alerting {
         } else {
             None
         };
-        let echo = period > 0 && band_dir.is_some_and(|d| was_out(d.opposite(), period));
+        let echo = period > 0 && band_dir.is_some_and(|d| was_out(d.opposite(), period, false));
+        // An outage a period ago (or a move another's alert explained,
+        // out of the band by less than a spike) echoes too, but faintly:
+        // only while the series stands where it stood (`OUTAGE_ECHO_MAX`).
+        let steady = log_ratio(y, st.inside_units).abs() < OUTAGE_ECHO_MAX.ln();
+        let faint_echo = period > 0
+            && !echo
+            && steady
+            && band_dir.is_some_and(|d| was_out(d.opposite(), period, true));
         let candidate = |v: Option<Verdict>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -377,7 +400,10 @@ impl Alerting {
                     direction,
                     score,
                     z: z.unwrap_or(0.0),
-                    silent: silent || recurring || (echo && kind != AlertKind::DropToZero),
+                    silent: silent
+                        || recurring
+                        || ((echo || faint_echo) && kind != AlertKind::DropToZero),
+                    faint_echo: faint_echo && !silent && !recurring,
                     promo: match direction {
                         Direction::Up => promo,
                         Direction::Down => promo_end,
@@ -397,11 +423,14 @@ impl Alerting {
         }
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
-        // Out of the band by as much as a spike or drop must be, whatever
-        // its score (a total's wide residuals keep its z low).
+        if band_dir.is_none() {
+            st.inside_units = y;
+        }
+        // Out of the band, and whether by less than a spike or drop must
+        // be, whatever its score (a total's wide residuals keep its z low).
         st.band_out = band_dir
-            .filter(|&d| y > 0.0 && period > 0 && far(d))
-            .map(|d| (f.window_start_ms, d));
+            .filter(|_| y > 0.0 && period > 0)
+            .map(|d| (f.window_start_ms, d, !far(d)));
         // Pattern novelty over the bias-corrected residuals (the forecast
         // already knows the daily shape; what it has not seen is new).
         let novel = scored
@@ -419,7 +448,12 @@ impl Alerting {
                     .push((r - med).round() as i64)
             });
         if period > 0 {
-            st.remember_outside(out_dir, (f.window_start_ms, width_ms, period));
+            // An outage is remembered too, as a faint one: tomorrow's
+            // forecast carries it (see the echo test), though it never
+            // recurs as a spike or drop.
+            let zero = verdict.filter(|v| v.0 == AlertKind::DropToZero);
+            let out = out_dir.map(|d| (d, false)).or(zero.map(|v| (v.1, true)));
+            st.remember_outside(out, (f.window_start_ms, width_ms, period));
         }
         st.zero_run = match run {
             Some((m, lnp)) => (
@@ -864,7 +898,7 @@ impl Alerting {
         // carries this move as much as one of its own (see the echo test).
         let out = st
             .band_out
-            .filter(|o| *o == (at, direction) && cover.by_another());
+            .filter(|o| (o.0, o.1) == (at, direction) && cover.by_another());
         if let Some(out) = out {
             if st.outside_at.back() != Some(&out) {
                 st.outside_at.push_back(out);

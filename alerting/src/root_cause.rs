@@ -232,7 +232,9 @@ pub(crate) fn children(
                 let up = m.max(0.0);
                 d.kind == AlertKind::Spike && !d.quiet() && ln_ratio(df) >= (2.0 * up).max(up + 0.4)
             });
-            if absorbed[k] || d.direction != c.direction || own || burst {
+            // Nor does a faint echo hide a child's own news.
+            let news = c.faint_echo && !d.quiet();
+            if absorbed[k] || d.direction != c.direction || own || burst || news {
                 continue;
             }
             absorbed[k] = true;

@@ -59,6 +59,8 @@ pub(crate) struct SeriesState {
     /// Consecutive settled windows while a shift is in progress.
     pub(crate) settled: u32,
     pub(crate) last_start: i64,
+    /// The units of the newest window inside its p10-p90 band.
+    pub(crate) inside_units: f64,
     /// Exponentially weighted mean of the actuals (promotion windows left
     /// out): the floor of the expected mean of a sparse series.
     pub(crate) mean_y: f64,
@@ -104,13 +106,16 @@ pub(crate) struct SeriesState {
     /// Starts of the last two periods' windows with a spike or drop verdict,
     /// or out of the band by as much with another series' alert explaining
     /// the move, oldest first, with their direction (see
-    /// `recurring-period-ms`).
-    pub(crate) outside_at: VecDeque<(i64, Direction)>,
+    /// `recurring-period-ms`), and whether it was faint: an outage (a
+    /// `drop_to_zero`), or out of the band by less than a spike with
+    /// another series' alert explaining it (remembered only for the echo
+    /// test).
+    pub(crate) outside_at: VecDeque<(i64, Direction, bool)>,
     /// The newest window's start and the way it fell out of the band, if
-    /// it did by as much as a spike or drop must (whatever its score):
-    /// remembered in `outside_at` when another series' alert explains the
-    /// move.
-    pub(crate) band_out: Option<(i64, Direction)>,
+    /// it did, and whether by less than a spike or drop must (faint;
+    /// whatever its score): remembered in `outside_at` when another
+    /// series' alert explains the move.
+    pub(crate) band_out: Option<(i64, Direction, bool)>,
     /// The trend-break detector's state (series at `trend-min-level` and
     /// above only: the thousands of SKUs carry none).
     pub(crate) trend: Option<Box<TrendState>>,
@@ -218,21 +223,22 @@ impl SeriesState {
 
 impl SeriesState {
     /// Remember the window (start, width, period) if it fell out of the
-    /// band `out` a spike or drop's way, and forget what is older than two
-    /// periods (see `recurring-period-ms`).
+    /// band `out` a spike or drop's way (or faintly: `out`'s flag),
+    /// and forget what is older than two periods (see
+    /// `recurring-period-ms`).
     pub(crate) fn remember_outside(
         &mut self,
-        out: Option<Direction>,
+        out: Option<(Direction, bool)>,
         (start, width, period): (i64, i64, i64),
     ) {
-        if let Some(d) = out {
-            self.outside_at.push_back((start, d));
+        if let Some((d, outage)) = out {
+            self.outside_at.push_back((start, d, outage));
         }
         while self.outside_at.len() > RECURRING_KEPT
             || self
                 .outside_at
                 .front()
-                .is_some_and(|&(t, _)| t < start - 2 * period - width)
+                .is_some_and(|&(t, _, _)| t < start - 2 * period - width)
         {
             self.outside_at.pop_front();
         }

@@ -518,6 +518,7 @@ fn cand(kind: AlertKind, direction: Direction) -> Candidate {
         score: 1.0,
         z: 0.0,
         silent: false,
+        faint_echo: false,
         weak: false,
         promo: false,
         kept_out: false,
@@ -2102,4 +2103,53 @@ fn a_parent_does_not_defer_to_a_child_whose_move_is_part_of_its_own_alert() {
         ],
         "{got:#?}"
     );
+}
+
+#[test]
+fn yesterdays_outage_echoing_in_the_forecast_raises_nothing_today_unless_it_jumps() {
+    // Two stores under a total, over a 60-window "day". Store web sells
+    // nothing for five windows from 300: its outage. A day later its
+    // forecast still carries the outage (40% low for those five windows,
+    // as a forecaster that clipped the zeros to its band's bottom would
+    // be), and so does the total's. Selling as usual then reads as a
+    // spike against that forecast: it is the forecast's echo, not news.
+    // Tripling there is news all the same, and so is the other store
+    // tripling then (the total's echo does not hide it).
+    let run = |web_today: &dyn Fn(i64) -> i64, app_today: &dyn Fn(i64) -> i64| {
+        let web = |i: i64| match i {
+            300..305 => 0,
+            360..420 => web_today(i),
+            _ => 2_000 + 20 * wobble(i),
+        };
+        let app = |i: i64| match i {
+            360..420 => app_today(i),
+            _ => 2_000 + 20 * wobble(i),
+        };
+        let dip = |i: i64| (360..365).contains(&i);
+        let mut a = Alerting::new(Config {
+            recurring_period_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        for i in 0..420 {
+            let at = i * 60_000;
+            let p50 = if dip(i) { 1_200.0 } else { 2_000.0 };
+            let w = node(Level::Store, "web", Some("total"), at, web(i), p50);
+            let p = node(Level::Store, "app", Some("total"), at, app(i), 2_000.0);
+            let units = 6_000 + web(i) + app(i);
+            let t = node(Level::Total, "total", None, at, units, 8_000.0 + p50);
+            got.extend(a.process(&[w, p, t]));
+        }
+        got.iter()
+            .map(|a| (a.key.to_string(), a.kind, a.window_start_ms / 60_000))
+            .collect::<Vec<_>>()
+    };
+    let usual = |i: i64| 2_000 + 20 * wobble(i);
+    let tripled = |i: i64| if i < 363 { 6_000 } else { usual(i) };
+    let outage = ("web".to_string(), AlertKind::DropToZero, 300);
+    assert_eq!(run(&usual, &usual), vec![outage.clone()]);
+    let spike = |key: &str| (key.to_string(), AlertKind::Spike, 360);
+    assert_eq!(run(&tripled, &usual), vec![outage.clone(), spike("web")]);
+    assert_eq!(run(&usual, &tripled), vec![outage, spike("app")]);
 }
