@@ -141,6 +141,13 @@ impl Candidate {
 /// spike, or a shift, jumps.
 const OUTAGE_ECHO_MAX: f64 = 1.5;
 
+/// An outage (a `drop_to_zero` already raised) goes on through windows
+/// that sell at most this share of their expected median: a line or two
+/// straggling in (seed 17's web-uk sold 2 units against 10,621 in its
+/// outage's last window, and two of its categories 1 each; alerted as
+/// drops of their own, they were the same outage).
+const OUTAGE_TRICKLE: f64 = 0.01;
+
 /// Share of an alert's move that its children jumping by
 /// `level-shift-max-factor` must carry for the move to be a burst below
 /// (no level shift while young).
@@ -324,7 +331,10 @@ impl Alerting {
         // A run of zero windows is judged as a whole: three windows that
         // each expected 8 are an outage as sure as one that expected 24.
         let (run_expected, run_lnp, run_alerted) = st.zero_run;
-        let run = (y <= 0.0).then(|| {
+        // An outage already called goes on while next to nothing sells (a
+        // straggling line or two).
+        let nothing = y <= 0.0 || (run_alerted && y <= OUTAGE_TRICKLE * e.p50);
+        let run = nothing.then(|| {
             let lnp = scored.map_or(0.0, |s| s.2);
             (run_expected + e.p50.max(0.0), run_lnp + lnp)
         });

@@ -2153,3 +2153,33 @@ fn yesterdays_outage_echoing_in_the_forecast_raises_nothing_today_unless_it_jump
     assert_eq!(run(&tripled, &usual), vec![outage.clone(), spike("web")]);
     assert_eq!(run(&usual, &tripled), vec![outage, spike("app")]);
 }
+
+#[test]
+fn a_line_straggling_in_during_an_outage_is_the_same_outage() {
+    // A store that sells about 10,000 a window stops at window 100; in
+    // its fourth window 2 units straggle in (by then its band has widened
+    // to take in the zeros: seed 17's web-uk). That window goes on as the
+    // outage (a silent drop to zero), as every zero window after the
+    // first does, so it takes in the categories that sold a unit each
+    // then. Before, it was something else (a level shift here; at seed 17
+    // no candidate at all) and the categories alerted drops of their own.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut got = Vec::new();
+    for i in 0..103 {
+        let units = if i >= 100 {
+            0
+        } else {
+            10_000 + 300 * wobble(i)
+        };
+        got.extend(a.process(&[fc(i * 60_000, units, 9_000.0, 10_000.0, 11_000.0)]));
+    }
+    assert_eq!(kinds_by_minute(&got), vec![(AlertKind::DropToZero, 100)]);
+    let trickle = fc(103 * 60_000, 2, 4_858.0, 10_621.0, 16_323.0);
+    let c = a.candidate(0, &trickle, 6.0).expect("the outage goes on");
+    assert_eq!((c.kind, c.silent), (AlertKind::DropToZero, true));
+    // Selling a few percent of the usual is no longer the outage.
+    let back = fc(104 * 60_000, 500, 4_858.0, 10_621.0, 16_323.0);
+    assert!(a
+        .candidate(0, &back, 6.0)
+        .is_none_or(|c| c.kind != AlertKind::DropToZero));
+}
