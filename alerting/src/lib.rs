@@ -789,7 +789,12 @@ impl Alerting {
         a: &Alert,
         trend: Option<(f64, u32)>,
     ) -> Option<Alert> {
-        let memory = self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms);
+        // At most two periods: by then the forecast has seasons of the new
+        // level, and the references against the day before and the day
+        // before that hold nothing from before it: a move back is news.
+        let period = self.cfg.recurring_period_ms;
+        let memory = (self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms))
+            .min(if period > 0 { 2 * period } else { i64::MAX });
         // Back to what is usual against the day before: within the trend
         // CUSUM's allowance.
         let usual_again = self.cfg.trend_allowance();

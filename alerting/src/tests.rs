@@ -2183,3 +2183,34 @@ fn a_line_straggling_in_during_an_outage_is_the_same_outage() {
         .candidate(0, &back, 6.0)
         .is_none_or(|c| c.kind != AlertKind::DropToZero));
 }
+
+#[test]
+fn a_move_back_more_than_a_period_after_a_shift_is_news_of_its_own() {
+    // A level shift down (a move of -0.6 against the recent mean) is
+    // remembered; a move up about as far ends it within two periods (of
+    // a 60-window "day" here), but not 150 windows later: by then the
+    // forecast has seasons of the new level, and the move is news (seed
+    // 17's cat-18|web-uk doubled over a morning 2.6 days after a level
+    // shift down, and was told only that the shift had ended).
+    let mut a = Alerting::new(Config {
+        recurring_period_ms: 3_600_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let down = fc(100 * 60_000, 55, 90.0, 100.0, 110.0);
+    let shift = a.alert(&down, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
+    let mut end = |at: i64| {
+        let up = category(fc(at * 60_000, 100, 45.0, 55.0, 65.0));
+        let back = a.alert(&up, &cand(AlertKind::LevelShift, Direction::Up), vec![]);
+        end_with(
+            &mut a,
+            &up,
+            &back,
+            55.0,
+            (&shift, -0.6),
+            TrendState::default(),
+        )
+    };
+    assert!(end(150).is_some_and(|d| d.status == Status::Resolved));
+    assert!(end(250).is_none());
+}
