@@ -104,12 +104,11 @@ pub(crate) struct SeriesState {
     /// `level-shift-max-factor`).
     pub(crate) outside_run: Option<OutsideRun>,
     /// Starts of the last two periods' windows with a spike or drop verdict,
-    /// or out of the band by as much with another series' alert explaining
-    /// the move, oldest first, with their direction (see
-    /// `recurring-period-ms`), and whether it was faint: an outage (a
-    /// `drop_to_zero`), or out of the band by less than a spike with
-    /// another series' alert explaining it (remembered only for the echo
-    /// test).
+    /// or out of the band with another series' alert explaining the move,
+    /// or with an outage (a `drop_to_zero`), oldest first, with their
+    /// direction (see `recurring-period-ms`), and whether it was faint: an
+    /// outage, or out of the band by less than a spike (remembered only
+    /// for the echo test).
     pub(crate) outside_at: VecDeque<(i64, Direction, bool)>,
     /// The newest window's start and the way it fell out of the band, if
     /// it did, and whether by less than a spike or drop must (faint;
@@ -231,8 +230,8 @@ impl SeriesState {
         out: Option<(Direction, bool)>,
         (start, width, period): (i64, i64, i64),
     ) {
-        if let Some((d, outage)) = out {
-            self.outside_at.push_back((start, d, outage));
+        if let Some((d, faint)) = out {
+            self.outside_at.push_back((start, d, faint));
         }
         while self.outside_at.len() > RECURRING_KEPT
             || self
