@@ -107,6 +107,12 @@ pub struct KindScore {
     /// Median windows from a label's start to its first matching alert of
     /// any kind.
     pub median_delay_any_kind_windows: Option<f64>,
+    /// Labels of this kind whose span the replay ends before (a trend
+    /// break that starts less than its climb before the end can be caught
+    /// only in the windows left), scored like the others.
+    pub cut_short: usize,
+    /// Of those, caught by an alert of this kind.
+    pub cut_short_caught: usize,
 }
 
 fn level_name(a: &Alert) -> &'static str {
@@ -159,6 +165,8 @@ struct SeedRun {
     alerts: Vec<Alert>,
     labels: Vec<AnomalyLabel>,
     scored_from: i64,
+    /// Where the replay ends (ms).
+    ends_at: i64,
 }
 
 /// The forecasting model behind the detector.
@@ -386,6 +394,7 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
         alerts,
         labels,
         scored_from: START_MS + args.warmup_days * 86_400_000,
+        ends_at: START_MS + args.days * 86_400_000,
     })
 }
 
@@ -554,6 +563,8 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             let Some(k) = kind_of(&l.kind) else { continue };
             let e = per_kind.entry(k.as_str()).or_default();
             e.0.labels += 1;
+            let cut_short = l.end_ms > run.ends_at;
+            e.0.cut_short += usize::from(cut_short);
             // The first matching alert of the label's kind and of any kind,
             // and the alerts during its span, in one pass.
             let (mut first, mut first_any, mut during) = (None::<i64>, None::<i64>, 0);
@@ -567,6 +578,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             }
             if let Some(t) = first {
                 e.0.caught += 1;
+                e.0.cut_short_caught += usize::from(cut_short);
                 e.1.push(((t - l.start_ms) / w) as f64);
             }
             if let Some(t) = first_any {
@@ -669,6 +681,17 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         incident_alerts.len(),
         per_incident.map_or("-".into(), |x| format!("{x:.2}"))
     );
+    let cut: Vec<String> = kinds
+        .iter()
+        .filter(|(_, s)| s.cut_short > 0)
+        .map(|(k, s)| format!("{k} {}/{}", s.cut_short_caught, s.cut_short))
+        .collect();
+    if !cut.is_empty() {
+        println!(
+            "labels the replay ends within (caught / labels, included above): {}",
+            cut.join(", ")
+        );
+    }
     Ok(())
 }
 
