@@ -169,6 +169,11 @@ struct SeedRun {
     ends_at: i64,
 }
 
+/// Where a seed's replay ends (ms).
+fn replay_end(args: &EvalAlertsArgs) -> i64 {
+    START_MS + args.days * 86_400_000
+}
+
 /// The forecasting model behind the detector.
 fn model_of<'a>(cfg: &'a crate::Config, args: &'a EvalAlertsArgs) -> &'a str {
     args.model.as_deref().unwrap_or(&cfg.inference.model)
@@ -186,7 +191,7 @@ fn forecast_seed(
     mut on_step: impl FnMut(Step) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<AnomalyLabel>> {
     let model = model_of(cfg, args);
-    let end = START_MS + args.days * 86_400_000;
+    let end = replay_end(args);
     let mut gen = Generator::new(gen_config(cfg, args, seed));
     let mut engine = WindowEngine::new(salescast_stream_core::Config {
         window_ms: args.window_ms,
@@ -394,7 +399,7 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
         alerts,
         labels,
         scored_from: START_MS + args.warmup_days * 86_400_000,
-        ends_at: START_MS + args.days * 86_400_000,
+        ends_at: replay_end(args),
     })
 }
 

@@ -397,11 +397,10 @@ impl Alerting {
         // An outage a period ago (or a move another's alert explained,
         // out of the band by less than a spike) echoes too, but faintly:
         // only while the series stands where it stood (`OUTAGE_ECHO_MAX`).
-        let steady = log_ratio(y, st.inside_units).abs() < OUTAGE_ECHO_MAX.ln();
         let faint_echo = period > 0
             && !echo
-            && steady
-            && band_dir.is_some_and(|d| was_out(d.opposite(), period, true));
+            && band_dir.is_some_and(|d| was_out(d.opposite(), period, true))
+            && log_ratio(y, st.inside_units).abs() < OUTAGE_ECHO_MAX.ln();
         let candidate = |v: Option<Verdict>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {

@@ -183,6 +183,30 @@ fn wobble(i: i64) -> i64 {
     ((i * 7919) % 9) - 4
 }
 
+/// Alerting with a 60-window "day" (of one-minute windows) as its
+/// recurring period.
+fn sixty_window_day() -> Alerting {
+    Alerting::new(Config {
+        recurring_period_ms: 3_600_000,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// Feed `a` one store's windows `range` (a minute each) selling
+/// `units(i)` against the same band (p10, p50, p90) every window; the
+/// alerts raised.
+fn banded(
+    a: &mut Alerting,
+    range: std::ops::Range<i64>,
+    units: impl Fn(i64) -> i64,
+    (p10, p50, p90): (f64, f64, f64),
+) -> Vec<Alert> {
+    range
+        .flat_map(|i| a.process(&[fc(i * 60_000, units(i), p10, p50, p90)]))
+        .collect()
+}
+
 #[test]
 fn a_clean_noisy_series_raises_nothing() {
     let mut a = Alerting::new(Config::default()).unwrap();
@@ -298,15 +322,12 @@ fn a_significant_parent_lets_its_one_broken_child_alert() {
 fn a_sparse_series_wobble_is_not_a_spike_but_a_real_burst_is() {
     // A series selling about one unit a window, forecast at its median 0.
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..200 {
-        let y = match i {
-            100 => 7, // one lucky window: 1 in a few thousand, not 6 sigma
-            150 => 40,
-            _ => [0, 1, 2, 0, 1, 3, 0, 1][i as usize % 8],
-        };
-        got.extend(a.process(&[fc(i * 60_000, y, 0.0, 0.0, 3.0)]));
-    }
+    let y = |i: i64| match i {
+        100 => 7, // one lucky window: 1 in a few thousand, not 6 sigma
+        150 => 40,
+        _ => [0, 1, 2, 0, 1, 3, 0, 1][i as usize % 8],
+    };
+    let got = banded(&mut a, 0..200, y, (0.0, 0.0, 3.0));
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].window_start_ms, 150 * 60_000);
     assert_eq!(got[0].kind, AlertKind::Spike);
@@ -377,11 +398,8 @@ fn a_bursty_series_needs_a_bigger_jump_to_alert() {
 #[test]
 fn a_lone_spike_is_a_spike_not_a_level_shift() {
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..100 {
-        let y = if i == 60 { 180 } else { 100 + wobble(i) };
-        got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
-    }
+    let y = |i| if i == 60 { 180 } else { 100 + wobble(i) };
+    let got = banded(&mut a, 0..100, y, (90.0, 100.0, 110.0));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].kind, AlertKind::Spike);
     assert_eq!(got[0].window_start_ms, 60 * 60_000);
@@ -391,17 +409,10 @@ fn a_lone_spike_is_a_spike_not_a_level_shift() {
 #[test]
 fn a_level_shift_is_called_once() {
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
     // The forecast keeps expecting 100 (a model slow to adapt): without
     // the change detector this would alert every cooldown period.
-    for i in 0..200 {
-        let y = if i >= 80 {
-            180 + wobble(i)
-        } else {
-            100 + wobble(i)
-        };
-        got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
-    }
+    let y = |i| if i >= 80 { 180 } else { 100 } + wobble(i);
+    let got = banded(&mut a, 0..200, y, (90.0, 100.0, 110.0));
     let shifts: Vec<&Alert> = got
         .iter()
         .filter(|a| a.kind == AlertKind::LevelShift)
@@ -436,11 +447,7 @@ fn following(n: i64, f: impl Fn(i64) -> f64) -> Vec<Alert> {
 
 /// [`following`] with the band's top at `top` times the median.
 fn following_up_to(n: i64, f: impl Fn(i64) -> f64, top: f64) -> Vec<Alert> {
-    let mut a = Alerting::new(Config {
-        recurring_period_ms: 3_600_000,
-        ..Config::default()
-    })
-    .unwrap();
+    let mut a = sixty_window_day();
     let mut prev = 300.0;
     let mut got = Vec::new();
     for i in 0..n {
@@ -805,11 +812,7 @@ fn yesterdays_spike_echoing_in_the_forecast_raises_no_drop_today() {
     // alerted; a day later the forecast copies it, and the window,
     // selling as usual, reads as a drop against it.
     let seasonal_naive = |units: &dyn Fn(i64) -> i64| {
-        let mut a = Alerting::new(Config {
-            recurring_period_ms: 3_600_000,
-            ..Config::default()
-        })
-        .unwrap();
+        let mut a = sixty_window_day();
         let mut got = Vec::new();
         for i in 0..400 {
             let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
@@ -837,15 +840,12 @@ fn a_spike_right_after_a_drop_is_no_recovery() {
     // the usual. Coming back from the drop would be a recovery (silent);
     // going that much further is a spike of its own.
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..42 {
-        let units = match i {
-            40 => 40,
-            41 => 500,
-            _ => 100 + wobble(i),
-        };
-        got.extend(a.process(&[fc(i * 60_000, units, 90.0, 100.0, 110.0)]));
-    }
+    let units = |i| match i {
+        40 => 40,
+        41 => 500,
+        _ => 100 + wobble(i),
+    };
+    let got = banded(&mut a, 0..42, units, (90.0, 100.0, 110.0));
     let kinds = kinds_by_minute(&got);
     assert_eq!(
         kinds,
@@ -1770,11 +1770,8 @@ fn a_shift_too_small_for_two_windows_is_confirmed_by_three() {
     // 100 -> 65: about -3.5 a window, short of the z-threshold over two
     // windows but past it over three.
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..100 {
-        let y = if i >= 80 { 65 } else { 100 } + wobble(i);
-        got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
-    }
+    let y = |i| if i >= 80 { 65 } else { 100 } + wobble(i);
+    let got = banded(&mut a, 0..100, y, (90.0, 100.0, 110.0));
     let kinds = kinds_by_minute(&got);
     assert_eq!(kinds, vec![(AlertKind::LevelShift, 82)], "{got:#?}");
 }
@@ -1844,19 +1841,13 @@ fn a_level_shift_does_not_hide_a_burst_below_it() {
 #[test]
 fn the_end_of_a_spike_the_forecast_followed_is_no_drop() {
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..40 {
-        got.extend(a.process(&[fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0)]));
-    }
-    for i in 40..43 {
-        got.extend(a.process(&[fc(i * 60_000, 300 + wobble(i), 90.0, 100.0, 110.0)]));
-    }
+    let band = (90.0, 100.0, 110.0);
+    let mut got = banded(&mut a, 0..40, |i| 100 + wobble(i), band);
+    got.extend(banded(&mut a, 40..43, |i| 300 + wobble(i), band));
     // The forecast has followed the spike up; sales are back to usual.
     got.extend(a.process(&[fc(43 * 60_000, 100, 280.0, 300.0, 320.0)]));
     got.extend(a.process(&[fc(44 * 60_000, 101, 180.0, 200.0, 220.0)]));
-    for i in 45..60 {
-        got.extend(a.process(&[fc(i * 60_000, 100 + wobble(i), 90.0, 100.0, 110.0)]));
-    }
+    got.extend(banded(&mut a, 45..60, |i| 100 + wobble(i), band));
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].kind, AlertKind::Spike);
 }
@@ -1910,11 +1901,7 @@ fn a_parent_that_moved_with_its_childs_spike_raises_nothing_when_its_forecast_ec
         }
     };
     let total = |i: i64| 8_000 + 120 * ((i * i * 7919 % 17) - 8) + store(i);
-    let mut a = Alerting::new(Config {
-        recurring_period_ms: 3_600_000,
-        ..Config::default()
-    })
-    .unwrap();
+    let mut a = sixty_window_day();
     let mut got = Vec::new();
     for i in 0..420 {
         let yesterday = total(i - 60);
@@ -1951,11 +1938,7 @@ fn a_step_the_trend_sum_began_before_is_a_level_shift_not_a_trend_break() {
     // deviations rise (a slope of 4 standard errors) though after them
     // they are flat. That is a step, called against the same time one and
     // two "days" earlier: a level shift.
-    let mut a = Alerting::new(Config {
-        recurring_period_ms: 3_600_000,
-        ..Config::default()
-    })
-    .unwrap();
+    let mut a = sixty_window_day();
     let mut prev = 30.0;
     let mut got = Vec::new();
     for i in 0..420 {
@@ -2126,11 +2109,7 @@ fn yesterdays_outage_echoing_in_the_forecast_raises_nothing_today_unless_it_jump
             _ => 2_000 + 20 * wobble(i),
         };
         let dip = |i: i64| (360..365).contains(&i);
-        let mut a = Alerting::new(Config {
-            recurring_period_ms: 3_600_000,
-            ..Config::default()
-        })
-        .unwrap();
+        let mut a = sixty_window_day();
         let mut got = Vec::new();
         for i in 0..420 {
             let at = i * 60_000;
@@ -2164,15 +2143,14 @@ fn a_line_straggling_in_during_an_outage_is_the_same_outage() {
     // then. Before, it was something else (a level shift here; at seed 17
     // no candidate at all) and the categories alerted drops of their own.
     let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..103 {
-        let units = if i >= 100 {
+    let units = |i| {
+        if i >= 100 {
             0
         } else {
             10_000 + 300 * wobble(i)
-        };
-        got.extend(a.process(&[fc(i * 60_000, units, 9_000.0, 10_000.0, 11_000.0)]));
-    }
+        }
+    };
+    let got = banded(&mut a, 0..103, units, (9_000.0, 10_000.0, 11_000.0));
     assert_eq!(kinds_by_minute(&got), vec![(AlertKind::DropToZero, 100)]);
     let trickle = fc(103 * 60_000, 2, 4_858.0, 10_621.0, 16_323.0);
     let c = a.candidate(0, &trickle, 6.0).expect("the outage goes on");
@@ -2192,11 +2170,7 @@ fn a_move_back_more_than_a_period_after_a_shift_is_news_of_its_own() {
     // forecast has seasons of the new level, and the move is news (seed
     // 17's cat-18|web-uk doubled over a morning 2.6 days after a level
     // shift down, and was told only that the shift had ended).
-    let mut a = Alerting::new(Config {
-        recurring_period_ms: 3_600_000,
-        ..Config::default()
-    })
-    .unwrap();
+    let mut a = sixty_window_day();
     let down = fc(100 * 60_000, 55, 90.0, 100.0, 110.0);
     let shift = a.alert(&down, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
     let mut end = |at: i64| {

@@ -116,6 +116,14 @@ impl TrendSide {
     }
 }
 
+/// The index of a direction's side in [`TrendState::sides`].
+fn side_of(d: Direction) -> usize {
+    match d {
+        Direction::Up => 0,
+        Direction::Down => 1,
+    }
+}
+
 /// Per-series state of the trend-break detector (see `trend-windows`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TrendState {
@@ -351,10 +359,7 @@ impl TrendState {
         }
         // The move's CUSUM may have summed it for longer than the queue
         // holds: its earlier windows are no usual ones either.
-        let side = self.sides[match d {
-            Direction::Up => 0,
-            Direction::Down => 1,
-        }];
+        let side = self.sides[side_of(d)];
         if side.n > 0 {
             self.unlearn(side.first, at);
         }
@@ -690,7 +695,8 @@ impl TrendState {
     ) -> Option<(f64, u32)> {
         let tw = cfg.trend_windows as usize;
         let mut trend = None;
-        for (side, dir) in [(0, Direction::Up), (1, Direction::Down)] {
+        for dir in [Direction::Up, Direction::Down] {
+            let side = side_of(dir);
             let TrendSide {
                 s, n, moved, both, ..
             } = self.sides[side];
