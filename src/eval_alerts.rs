@@ -308,12 +308,23 @@ fn cache_path(
 }
 
 /// Writes a seed's forecasts as they are made: one JSON line per forecast,
-/// an empty line after each batch, the labels (a JSON array) last. The file
-/// appears under its name only once complete.
+/// an empty line after each batch, the labels (a JSON array) last (about
+/// 1.8 GB a seed at the defaults). The file appears under its name only
+/// once complete; a run that fails part way (a full disk) removes what it
+/// wrote.
 struct CacheWriter {
     w: std::io::BufWriter<std::fs::File>,
     tmp: std::path::PathBuf,
     path: std::path::PathBuf,
+    done: bool,
+}
+
+impl Drop for CacheWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl CacheWriter {
@@ -327,6 +338,7 @@ impl CacheWriter {
             w,
             tmp,
             path: path.to_path_buf(),
+            done: false,
         })
     }
 
@@ -345,8 +357,8 @@ impl CacheWriter {
         serde_json::to_writer(&mut self.w, labels)?;
         self.w.write_all(b"\n")?;
         self.w.flush()?;
-        drop(self.w);
         std::fs::rename(&self.tmp, &self.path)?;
+        self.done = true;
         Ok(())
     }
 }
