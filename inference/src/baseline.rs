@@ -347,8 +347,16 @@ impl Ensemble {
         // Losses relative to the best member's (a member twice as bad as
         // the best weighs exp(-eta) of it, however bad the worst one is); a
         // member with no loss at all (a noise-free series) takes it all.
+        // The floor under the best is a share of the median member's loss,
+        // not the mean's: one far worse member (a network still learning)
+        // must not make a member whose small loss is still 30 times the
+        // best's look as good as it (a noise-free square wave forecast a
+        // fifth of the way back to the level before each step).
         let best = losses.iter().copied().fold(f64::INFINITY, f64::min);
-        let scale = best.max(1e-3 * mean);
+        let mut sorted = losses.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = 0.5 * (sorted[(k - 1) / 2] + sorted[k / 2]);
+        let scale = best.max(1e-3 * median).max(f64::MIN_POSITIVE);
         let w: Vec<f64> = losses
             .iter()
             .map(|l| (-self.eta * (l - best) / scale).exp())

@@ -1098,6 +1098,14 @@ mod ensemble_tests {
         assert!(w[0] > 0.999, "weights {w:?}");
         h.member_loss = vec![0.0, 1.0, 1000.0];
         assert!(ens.weights(&h)[0] > 0.999);
+        // A noise-free series: the best member's loss is all but zero, the
+        // next one's small but far above it, the worst one's large. The
+        // floor under the best follows the median loss, not the worst: a
+        // floor of a share of the mean (here 100) let the second member
+        // weigh 17%, and a square wave was forecast a sixth of the way
+        // back to the level before each step.
+        h.member_loss = vec![1e-16, 300.0, 0.04];
+        assert!(ens.weights(&h)[0] > 0.999, "weights {:?}", ens.weights(&h));
         // Comparable members share: 10% worse weighs exp(-0.4) of the best.
         h.member_loss = vec![1.0, 1.1, 1.0];
         let w = ens.weights(&h);
