@@ -1102,7 +1102,7 @@ mod ensemble_tests {
         // next one's small but far above it, the worst one's large. The
         // floor under the best follows the median loss, not the worst: a
         // floor of a share of the mean (here 100) let the second member
-        // weigh 17%, and a square wave was forecast a sixth of the way
+        // weigh 17%, and a square wave was forecast 11-13% of the way
         // back to the level before each step.
         h.member_loss = vec![1e-16, 300.0, 0.04];
         assert!(ens.weights(&h)[0] > 0.999, "weights {:?}", ens.weights(&h));
