@@ -187,8 +187,20 @@ pub(crate) fn root_causes(
                     .sum::<f64>()
                     >= MINOR_CHILD_SHARE * deviation(ci)
         };
+        // Nor does a parent going on with a move its own alert told defer
+        // to a child's level shift the same way: the child's shift is its
+        // share of that move, called later by its own change detector.
+        let within_own = |k: usize| {
+            cands[ci].silent
+                && cands[ci].cover == Cover::Own
+                && cands[k].kind == AlertKind::LevelShift
+        };
         if let Some(k) = best.filter(|&k| {
-            deviation(k) >= share * deviation(ci) && !rest_moved(k) && !mute(k) && !promoted(k)
+            deviation(k) >= share * deviation(ci)
+                && !rest_moved(k)
+                && !mute(k)
+                && !promoted(k)
+                && !within_own(k)
         }) {
             deferred[ci] = true;
             let mut chain = explains.remove(&ci).unwrap_or_default();

@@ -2188,3 +2188,35 @@ fn a_move_back_more_than_a_period_after_a_shift_is_news_of_its_own() {
     assert!(end(150).is_some_and(|d| d.status == Status::Resolved));
     assert!(end(250).is_none());
 }
+
+#[test]
+fn a_childs_level_shift_within_its_parents_alerted_shift_is_no_root_cause() {
+    // Seed 13's cat-18|web-de shifted up 1.8x and was alerted; 25 minutes
+    // on, its forecast had followed the rest of the category but not yet
+    // its best seller, whose own change detector then called a shift up.
+    let cat = node(Level::CategoryStore, "c|s", Some("s"), 0, 167, 119.5);
+    let sku = node(Level::SkuStore, "k|s", Some("c|s"), 0, 69, 31.8);
+    let group = [&cat, &sku];
+    let decide = |parent: Candidate| {
+        let cands = [
+            parent,
+            Candidate {
+                idx: 1,
+                ..cand(AlertKind::LevelShift, Direction::Up)
+            },
+        ];
+        let by_parent = root_cause::by_nearest_candidate(&group, &cands, &mut None);
+        let cfg = Config::default();
+        root_cause::root_causes(&cfg, &group, &cands, &by_parent, &[0, 1]).1[0]
+    };
+    // A new move of the category that the SKU carries: the SKU is the
+    // root cause, the category defers to it...
+    assert!(decide(cand(AlertKind::LevelShift, Direction::Up)));
+    // ...but going on with the move its own alert told, the category
+    // keeps the SKU's shift as its share of that move.
+    assert!(!decide(Candidate {
+        silent: true,
+        cover: Cover::Own,
+        ..cand(AlertKind::LevelShift, Direction::Up)
+    }));
+}
