@@ -109,6 +109,13 @@ struct Candidate {
     /// `family-wise-correction`): it alerts only as the root cause a
     /// candidate above it defers to, never on its own.
     weak: bool,
+    /// Out of its band by a spike's or drop's margin but short of the
+    /// series' z-threshold (at least [`LEAN_Z_SHARE`] of it), on a series
+    /// with series below it: it stands only as a root cause, where a
+    /// child breaks with it and does not explain it alone, or where a
+    /// candidate above it defers to it (a category that rose 1.6x with its
+    /// best seller, its score just short; see `root_cause`).
+    lean: bool,
     /// A promotion explains it: silent too, unless children no promotion
     /// explains broke with it (grouping then clears this).
     promo: bool,
@@ -421,6 +428,7 @@ impl Alerting {
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
                         && z.is_some_and(|z| z.abs() < level_z),
+                    lean: false,
                     trend: None,
                     cover: Cover::None,
                 })
@@ -557,6 +565,36 @@ impl Alerting {
             .max(novel.map_or(0.0, |n| n.score));
         st.learn(cfg, (y, r), raw_z, verdict.is_none(), in_outage);
         let cover = st.excursion.map_or(Cover::None, |x| x.cover);
+        // No verdict, but out by a spike's margin with most of its score:
+        // a lean candidate (see `Candidate::lean`), the series' own state
+        // untouched by it.
+        let lean = verdict.is_none()
+            && f.level != Level::SkuStore
+            && !silent
+            && band_dir.is_some_and(far)
+            && (y - e.p50).abs() >= cfg.min_units_outside
+            && z.is_some_and(|z| {
+                z.abs() >= LEAN_Z_SHARE * cfg.z_threshold && (z > 0.0) == (y > e.p50)
+            });
+        if lean {
+            let d = band_dir.expect("checked");
+            let kind = match d {
+                Direction::Up => AlertKind::Spike,
+                Direction::Down => AlertKind::Drop,
+            };
+            let score = match d {
+                Direction::Up => (y - e.p90) / width,
+                Direction::Down => (e.p10 - y) / width,
+            };
+            return candidate(Some((kind, d, score)), false)
+                .filter(|c| !c.quiet())
+                .map(|c| Candidate {
+                    lean: true,
+                    weak: false,
+                    cover,
+                    ..c
+                });
+        }
         candidate(verdict, silent).map(|c| Candidate { trend, cover, ..c })
     }
 
@@ -589,7 +627,12 @@ impl Alerting {
         // Root cause: index candidates by their nearest ancestor that is a
         // candidate too, then walk top-down.
         let mut parent_of = None;
-        let by_parent = root_cause::by_nearest_candidate(group, &cands, &mut parent_of);
+        let by_parent = root_cause::by_nearest_candidate(group, &cands, &mut parent_of, false);
+        let lean_by_parent = if cands.iter().any(|c| c.lean) {
+            root_cause::by_nearest_candidate(group, &cands, &mut parent_of, true)
+        } else {
+            FxHashMap::default()
+        };
         root_cause::unexplain_promotions(group, &mut cands, &by_parent);
         let mut absorbed = vec![false; cands.len()];
         let mut top: Vec<usize> = (0..cands.len()).collect();
@@ -597,24 +640,50 @@ impl Alerting {
         // A candidate whose deviation one child accounts for (root-cause-share)
         // is that child's consequence: the child is the root cause (a total
         // that dropped because one store did, a category because one SKU).
-        let (explains, deferred) =
-            root_cause::root_causes(&self.cfg, group, &cands, &by_parent, &top);
+        let (explains, deferred) = root_cause::root_causes(
+            &self.cfg,
+            group,
+            &cands,
+            (&by_parent, &lean_by_parent),
+            &top,
+        );
         // A weak candidate stands only where a candidate above it that is
-        // not weak defers to it: the ancestor's test found the move, the
-        // child explains it.
+        // neither weak nor lean defers to it: the ancestor's test found the
+        // move, the child explains it.
         let backed: FxHashSet<usize> = explains
             .iter()
-            .filter(|(_, up)| up.iter().any(|&u| !cands[u].weak))
+            .filter(|(_, up)| up.iter().any(|&u| !cands[u].weak && !cands[u].lean))
             .map(|(&k, _)| k)
             .collect();
+        // A lean candidate stands only where a child that is not lean, and
+        // not yet another's, breaks the same way with it (and, not
+        // deferred to, does not explain it alone).
+        let leads = |ci: usize, absorbed: &[bool]| {
+            let f = group[cands[ci].idx];
+            lean_by_parent
+                .get(&(f.level, f.key.clone()))
+                .is_some_and(|ks| {
+                    ks.iter().any(|&k| {
+                        !absorbed[k]
+                            && !cands[k].lean
+                            && !cands[k].quiet()
+                            && cands[k].direction == cands[ci].direction
+                    })
+                })
+        };
         for ci in top {
-            if absorbed[ci] || deferred[ci] || (cands[ci].weak && !backed.contains(&ci)) {
+            if absorbed[ci]
+                || deferred[ci]
+                || (cands[ci].weak && !backed.contains(&ci))
+                || (cands[ci].lean && !leads(ci, &absorbed))
+            {
                 continue;
             }
             let c = cands[ci].clone();
             let f = group[c.idx];
             // Descendants that broke the same way are explained by this one.
-            let children = root_cause::children(group, &cands, &by_parent, ci, &mut absorbed);
+            let below = if c.lean { &lean_by_parent } else { &by_parent };
+            let children = root_cause::children(group, &cands, below, ci, &mut absorbed);
             absorbed[ci] = true;
             // Whatever this candidate explains is part of its incident.
             let by = if c.kind == AlertKind::DropToZero {

@@ -12,6 +12,10 @@ use crate::excursion::Cover;
 use crate::series::{e_p50, ln_ratio};
 use crate::{parent_level, parents, AlertKind, Candidate, Child, Config, Direction, SeriesKey};
 
+/// Candidates (by index) under each series that is a candidate, see
+/// [`by_nearest_candidate`].
+pub(crate) type ByParent = FxHashMap<SeriesKey, Vec<usize>>;
+
 /// How far (in Poisson standard deviations) the rest of a parent must move
 /// with its one broken child (and by at least half the child's relative
 /// move) for the parent, not the child, to be the root cause.
@@ -25,18 +29,25 @@ const MINOR_CHILD_SHARE: f64 = 0.1;
 /// Candidates (by index) under their nearest ancestor that is a candidate
 /// too: a SKU that spiked with its store, in a category that moved too
 /// little to be a candidate itself, is still the store's. `parent_of` is
-/// the window's parent map, built when first needed.
+/// the window's parent map, built when first needed. Lean candidates (see
+/// `Candidate::lean`) take part only `with_lean`: the grouping the others
+/// are judged by is the one without them.
 pub(crate) fn by_nearest_candidate(
     group: &[&Forecast],
     cands: &[Candidate],
     parent_of: &mut Option<FxHashMap<SeriesKey, Arc<str>>>,
+    with_lean: bool,
 ) -> FxHashMap<SeriesKey, Vec<usize>> {
     let is_cand: FxHashSet<SeriesKey> = cands
         .iter()
+        .filter(|c| with_lean || !c.lean)
         .map(|c| (group[c.idx].level, group[c.idx].key.clone()))
         .collect();
     let mut by_parent: FxHashMap<SeriesKey, Vec<usize>> = FxHashMap::default();
     for (ci, c) in cands.iter().enumerate() {
+        if c.lean && !with_lean {
+            continue;
+        }
         let f = group[c.idx];
         let mut node = f.parent.clone().zip(parent_level(f.level));
         while let Some((p, pl)) = node {
@@ -87,7 +98,7 @@ pub(crate) fn root_causes(
     cfg: &Config,
     group: &[&Forecast],
     cands: &[Candidate],
-    by_parent: &FxHashMap<SeriesKey, Vec<usize>>,
+    (by_parent, lean_by_parent): (&ByParent, &ByParent),
     top: &[usize],
 ) -> (FxHashMap<usize, Vec<usize>>, Vec<bool>) {
     // A candidate whose deviation one child accounts for (root-cause-share)
@@ -104,6 +115,12 @@ pub(crate) fn root_causes(
     let mut deferred = vec![false; cands.len()];
     for &ci in top {
         let f = group[cands[ci].idx];
+        // A lean candidate's children are those under it with lean ones.
+        let by_parent = if cands[ci].lean {
+            lean_by_parent
+        } else {
+            by_parent
+        };
         let siblings = by_parent
             .get(&(f.level, f.key.clone()))
             .map_or(&[][..], Vec::as_slice);

@@ -31,6 +31,9 @@ pub(crate) const TAIL_P0: f64 = 0.0455;
 pub(crate) const TAIL_ALPHA: f64 = 1.0 / 300.0;
 /// Windows before the tail scale applies.
 pub(crate) const TAIL_MIN_WINDOWS: u32 = 100;
+/// Least share of the z-threshold a lean candidate's score must reach (see
+/// `Candidate::lean`).
+pub(crate) const LEAN_Z_SHARE: f64 = 0.5;
 /// Weight of the newest window in [`SeriesState::zero_rate`] (about 200
 /// windows).
 pub(crate) const ZERO_ALPHA: f64 = 1.0 / 200.0;
