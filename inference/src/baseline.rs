@@ -349,9 +349,10 @@ impl Ensemble {
         // member with no loss at all (a noise-free series) takes it all.
         // The floor under the best is a share of the median member's loss,
         // not the mean's: one far worse member (a network still learning)
-        // must not make a member whose small loss is still 30 times the
-        // best's look as good as it (a noise-free square wave forecast a
-        // fifth of the way back to the level before each step).
+        // must not lift the floor so far that a member with a small loss,
+        // still far above the best's, looks nearly as good (a noise-free
+        // square wave was forecast 11-13% of the way back to the level
+        // before each step).
         let best = losses.iter().copied().fold(f64::INFINITY, f64::min);
         let mut sorted = losses.to_vec();
         sorted.sort_by(f64::total_cmp);
