@@ -165,8 +165,6 @@ struct SeedRun {
     alerts: Vec<Alert>,
     labels: Vec<AnomalyLabel>,
     scored_from: i64,
-    /// Where the replay ends (ms).
-    ends_at: i64,
 }
 
 /// Where a seed's replay ends (ms).
@@ -411,7 +409,6 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
         alerts,
         labels,
         scored_from: START_MS + args.warmup_days * 86_400_000,
-        ends_at: replay_end(args),
     })
 }
 
@@ -437,6 +434,8 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
     );
     let t0 = std::time::Instant::now();
     let w = args.window_ms;
+    // Where every seed's replay ends (a label past it is cut short).
+    let ends_at = replay_end(args);
     let mut per_kind: BTreeMap<&'static str, (KindScore, Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let mut incident_alerts: Vec<usize> = Vec::new();
     let mut total_alerts = 0;
@@ -580,7 +579,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             let Some(k) = kind_of(&l.kind) else { continue };
             let e = per_kind.entry(k.as_str()).or_default();
             e.0.labels += 1;
-            let cut_short = l.end_ms > run.ends_at;
+            let cut_short = l.end_ms > ends_at;
             e.0.cut_short += usize::from(cut_short);
             // The first matching alert of the label's kind and of any kind,
             // and the alerts during its span, in one pass.

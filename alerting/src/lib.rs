@@ -365,14 +365,20 @@ impl Alerting {
             Direction::Up => y > e.p90 + margin && off >= material,
             Direction::Down => y < e.p10 - margin && -off >= material,
         };
+        // The spike (up) or drop (down) verdict, scored by how far out of
+        // the band in band widths.
+        let out_verdict = |d: Direction| match d {
+            Direction::Up => (AlertKind::Spike, d, (y - e.p90) / width),
+            Direction::Down => (AlertKind::Drop, d, (e.p10 - y) / width),
+        };
         let mut verdict = if in_outage {
             Some((AlertKind::DropToZero, Direction::Down, 0.0))
         } else if y <= 0.0 && (single_ok || run_ok) && st.zero_rate <= ZERO_RATE_MAX {
             Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
         } else if far(Direction::Up) && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
-            Some((AlertKind::Spike, Direction::Up, (y - e.p90) / width))
+            Some(out_verdict(Direction::Up))
         } else if far(Direction::Down) && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
-            Some((AlertKind::Drop, Direction::Down, (e.p10 - y) / width))
+            Some(out_verdict(Direction::Down))
         } else {
             None
         };
@@ -568,25 +574,18 @@ impl Alerting {
         // No verdict, but out by a spike's margin with most of its score:
         // a lean candidate (see `Candidate::lean`), the series' own state
         // untouched by it.
-        let lean = verdict.is_none()
-            && f.level != Level::SkuStore
-            && !silent
-            && band_dir.is_some_and(far)
-            && (y - e.p50).abs() >= cfg.min_units_outside
-            && z.is_some_and(|z| {
-                z.abs() >= LEAN_Z_SHARE * cfg.z_threshold && (z > 0.0) == (y > e.p50)
-            });
-        if lean {
-            let d = band_dir.expect("checked");
-            let kind = match d {
-                Direction::Up => AlertKind::Spike,
-                Direction::Down => AlertKind::Drop,
-            };
-            let score = match d {
-                Direction::Up => (y - e.p90) / width,
-                Direction::Down => (e.p10 - y) / width,
-            };
-            return candidate(Some((kind, d, score)), false)
+        let lean = band_dir.filter(|&d| {
+            verdict.is_none()
+                && f.level != Level::SkuStore
+                && !silent
+                && far(d)
+                && (y - e.p50).abs() >= cfg.min_units_outside
+                && z.is_some_and(|z| {
+                    z.abs() >= LEAN_Z_SHARE * cfg.z_threshold && (z > 0.0) == (y > e.p50)
+                })
+        });
+        if let Some(d) = lean {
+            return candidate(Some(out_verdict(d)), false)
                 .filter(|c| !c.quiet())
                 .map(|c| Candidate {
                     lean: true,
@@ -627,26 +626,15 @@ impl Alerting {
         // Root cause: index candidates by their nearest ancestor that is a
         // candidate too, then walk top-down.
         let mut parent_of = None;
-        let by_parent = root_cause::by_nearest_candidate(group, &cands, &mut parent_of, false);
-        let lean_by_parent = if cands.iter().any(|c| c.lean) {
-            root_cause::by_nearest_candidate(group, &cands, &mut parent_of, true)
-        } else {
-            FxHashMap::default()
-        };
-        root_cause::unexplain_promotions(group, &mut cands, &by_parent);
+        let groups = root_cause::Groups::new(group, &cands, &mut parent_of);
+        root_cause::unexplain_promotions(group, &mut cands, &groups.plain);
         let mut absorbed = vec![false; cands.len()];
         let mut top: Vec<usize> = (0..cands.len()).collect();
         top.sort_by_key(|&ci| std::cmp::Reverse(group[cands[ci].idx].level));
         // A candidate whose deviation one child accounts for (root-cause-share)
         // is that child's consequence: the child is the root cause (a total
         // that dropped because one store did, a category because one SKU).
-        let (explains, deferred) = root_cause::root_causes(
-            &self.cfg,
-            group,
-            &cands,
-            (&by_parent, &lean_by_parent),
-            &top,
-        );
+        let (explains, deferred) = root_cause::root_causes(&self.cfg, group, &cands, &groups, &top);
         // A weak candidate stands only where a candidate above it that is
         // neither weak nor lean defers to it: the ancestor's test found the
         // move, the child explains it.
@@ -660,7 +648,8 @@ impl Alerting {
         // deferred to, does not explain it alone).
         let leads = |ci: usize, absorbed: &[bool]| {
             let f = group[cands[ci].idx];
-            lean_by_parent
+            groups
+                .lean
                 .get(&(f.level, f.key.clone()))
                 .is_some_and(|ks| {
                     ks.iter().any(|&k| {
@@ -682,7 +671,7 @@ impl Alerting {
             let c = cands[ci].clone();
             let f = group[c.idx];
             // Descendants that broke the same way are explained by this one.
-            let below = if c.lean { &lean_by_parent } else { &by_parent };
+            let below = groups.of(&c);
             let children = root_cause::children(group, &cands, below, ci, &mut absorbed);
             absorbed[ci] = true;
             // Whatever this candidate explains is part of its incident.

@@ -16,6 +16,42 @@ use crate::{parent_level, parents, AlertKind, Candidate, Child, Config, Directio
 /// [`by_nearest_candidate`].
 pub(crate) type ByParent = FxHashMap<SeriesKey, Vec<usize>>;
 
+/// A window's candidates grouped under their nearest candidate ancestors,
+/// twice: without lean candidates (see `Candidate::lean`), the grouping
+/// every other candidate is judged by, and with them (empty when there are
+/// none), the one a lean candidate is judged by.
+pub(crate) struct Groups {
+    pub(crate) plain: ByParent,
+    pub(crate) lean: ByParent,
+}
+
+impl Groups {
+    /// Both groupings of the window's candidates (see
+    /// [`by_nearest_candidate`] for `parent_of`).
+    pub(crate) fn new(
+        group: &[&Forecast],
+        cands: &[Candidate],
+        parent_of: &mut Option<FxHashMap<SeriesKey, Arc<str>>>,
+    ) -> Self {
+        let plain = by_nearest_candidate(group, cands, parent_of, false);
+        let lean = if cands.iter().any(|c| c.lean) {
+            by_nearest_candidate(group, cands, parent_of, true)
+        } else {
+            ByParent::default()
+        };
+        Groups { plain, lean }
+    }
+
+    /// The grouping candidate `c`'s children are taken from.
+    pub(crate) fn of(&self, c: &Candidate) -> &ByParent {
+        if c.lean {
+            &self.lean
+        } else {
+            &self.plain
+        }
+    }
+}
+
 /// How far (in Poisson standard deviations) the rest of a parent must move
 /// with its one broken child (and by at least half the child's relative
 /// move) for the parent, not the child, to be the root cause.
@@ -32,18 +68,18 @@ const MINOR_CHILD_SHARE: f64 = 0.1;
 /// the window's parent map, built when first needed. Lean candidates (see
 /// `Candidate::lean`) take part only `with_lean`: the grouping the others
 /// are judged by is the one without them.
-pub(crate) fn by_nearest_candidate(
+fn by_nearest_candidate(
     group: &[&Forecast],
     cands: &[Candidate],
     parent_of: &mut Option<FxHashMap<SeriesKey, Arc<str>>>,
     with_lean: bool,
-) -> FxHashMap<SeriesKey, Vec<usize>> {
+) -> ByParent {
     let is_cand: FxHashSet<SeriesKey> = cands
         .iter()
         .filter(|c| with_lean || !c.lean)
         .map(|c| (group[c.idx].level, group[c.idx].key.clone()))
         .collect();
-    let mut by_parent: FxHashMap<SeriesKey, Vec<usize>> = FxHashMap::default();
+    let mut by_parent = ByParent::default();
     for (ci, c) in cands.iter().enumerate() {
         if c.lean && !with_lean {
             continue;
@@ -74,7 +110,7 @@ pub(crate) fn by_nearest_candidate(
 pub(crate) fn unexplain_promotions(
     group: &[&Forecast],
     cands: &mut [Candidate],
-    by_parent: &FxHashMap<SeriesKey, Vec<usize>>,
+    by_parent: &ByParent,
 ) {
     for ci in 0..cands.len() {
         if !cands[ci].promo {
@@ -98,7 +134,7 @@ pub(crate) fn root_causes(
     cfg: &Config,
     group: &[&Forecast],
     cands: &[Candidate],
-    (by_parent, lean_by_parent): (&ByParent, &ByParent),
+    groups: &Groups,
     top: &[usize],
 ) -> (FxHashMap<usize, Vec<usize>>, Vec<bool>) {
     // A candidate whose deviation one child accounts for (root-cause-share)
@@ -115,12 +151,7 @@ pub(crate) fn root_causes(
     let mut deferred = vec![false; cands.len()];
     for &ci in top {
         let f = group[cands[ci].idx];
-        // A lean candidate's children are those under it with lean ones.
-        let by_parent = if cands[ci].lean {
-            lean_by_parent
-        } else {
-            by_parent
-        };
+        let by_parent = groups.of(&cands[ci]);
         let siblings = by_parent
             .get(&(f.level, f.key.clone()))
             .map_or(&[][..], Vec::as_slice);
@@ -233,7 +264,7 @@ pub(crate) fn root_causes(
 pub(crate) fn children(
     group: &[&Forecast],
     cands: &[Candidate],
-    by_parent: &FxHashMap<SeriesKey, Vec<usize>>,
+    by_parent: &ByParent,
     ci: usize,
     absorbed: &mut [bool],
 ) -> Vec<Child> {

@@ -2206,9 +2206,9 @@ fn a_childs_level_shift_within_its_parents_alerted_shift_is_no_root_cause() {
                 ..cand(AlertKind::LevelShift, Direction::Up)
             },
         ];
-        let by_parent = root_cause::by_nearest_candidate(&group, &cands, &mut None, false);
+        let groups = root_cause::Groups::new(&group, &cands, &mut None);
         let cfg = Config::default();
-        root_cause::root_causes(&cfg, &group, &cands, (&by_parent, &by_parent), &[0, 1]).1[0]
+        root_cause::root_causes(&cfg, &group, &cands, &groups, &[0, 1]).1[0]
     };
     // A new move of the category that the SKU carries: the SKU is the
     // root cause, the category defers to it...

@@ -272,6 +272,10 @@ impl Model for HoltWintersModel {
     }
 }
 
+/// The most members an [`Ensemble`] has (the three baselines and the
+/// network).
+const MAX_MEMBERS: usize = 4;
+
 /// Online ensemble of seasonal naive, Holt-Winters, EWMA and (when given)
 /// the neural model: per series, each member's quantiles are weighted by
 /// `exp(-eta * (loss - best) / best)` of its exponentially weighted pinball
@@ -336,13 +340,13 @@ impl Ensemble {
     /// Weights from each member's loss (uniform without one per member).
     fn weights_for(&self, losses: &[f64]) -> Vec<f64> {
         let k = self.members();
-        let uniform = vec![1.0 / k as f64; k];
+        let uniform = || vec![1.0 / k as f64; k];
         if losses.len() != k {
-            return uniform;
+            return uniform();
         }
         let mean = losses.iter().sum::<f64>() / k as f64;
         if mean <= 0.0 || !mean.is_finite() {
-            return uniform;
+            return uniform();
         }
         // Losses relative to the best member's (a member twice as bad as
         // the best weighs exp(-eta) of it, however bad the worst one is); a
@@ -354,7 +358,10 @@ impl Ensemble {
         // square wave was forecast 11-13% of the way back to the level
         // before each step).
         let best = losses.iter().copied().fold(f64::INFINITY, f64::min);
-        let mut sorted = losses.to_vec();
+        // Sorted on the stack: this runs for every series in every batch.
+        let mut buf = [0.0; MAX_MEMBERS];
+        let sorted = &mut buf[..k];
+        sorted.copy_from_slice(losses);
         sorted.sort_by(f64::total_cmp);
         let median = 0.5 * (sorted[(k - 1) / 2] + sorted[k / 2]);
         let scale = best.max(1e-3 * median).max(f64::MIN_POSITIVE);
