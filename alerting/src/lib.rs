@@ -388,11 +388,15 @@ impl Alerting {
             verdict.and_then(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop).then_some(v.1));
         let width_ms = f.window_end_ms - f.window_start_ms;
         let period = cfg.recurring_period_ms;
-        let was_out = |d: Direction, ago: i64, faint: bool| {
-            st.outside_at.iter().any(|&(t, od, fa)| {
-                od == d && fa == faint && (t - (f.window_start_ms - ago)).abs() <= width_ms
+        let was_out_if = |d: Direction, ago: i64, which: &dyn Fn(&Outside) -> bool| {
+            st.outside_at.iter().any(|o| {
+                o.direction == d
+                    && which(o)
+                    && (o.start - (f.window_start_ms - ago)).abs() <= width_ms
             })
         };
+        let was_out =
+            |d: Direction, ago: i64, faint: bool| was_out_if(d, ago, &|o| o.faint == faint);
         let recurring = period > 0
             && out_dir.is_some_and(|d| was_out(d, period, false) && was_out(d, 2 * period, false));
         // ...or echoing: out of the band (with a verdict or not: a level
@@ -406,7 +410,13 @@ impl Alerting {
         } else {
             None
         };
-        let echo = period > 0 && band_dir.is_some_and(|d| was_out(d.opposite(), period, false));
+        // Only news echoes: a window out of the band the way it was one
+        // and two periods before too was the series' shape that the
+        // forecast keeps missing (a daily step it lags), no anomaly it
+        // carries into today.
+        let echo = period > 0
+            && band_dir
+                .is_some_and(|d| was_out_if(d.opposite(), period, &|o| !o.faint && !o.recurring));
         // An outage a period ago (or a move another's alert explained,
         // out of the band by less than a spike) echoes too, but faintly:
         // only while the series stands where it stood (`OUTAGE_ECHO_MAX`).
@@ -451,9 +461,12 @@ impl Alerting {
         }
         // Out of the band, and whether by less than a spike or drop must
         // be, whatever its score (a total's wide residuals keep its z low).
-        st.band_out = band_dir
-            .filter(|_| y > 0.0 && period > 0)
-            .map(|d| (f.window_start_ms, d, !far(d)));
+        st.band_out = band_dir.filter(|_| y > 0.0 && period > 0).map(|d| Outside {
+            start: f.window_start_ms,
+            direction: d,
+            faint: !far(d),
+            recurring: false,
+        });
         // Pattern novelty over the bias-corrected residuals (the forecast
         // already knows the daily shape; what it has not seen is new).
         let novel = scored
@@ -475,7 +488,15 @@ impl Alerting {
             // forecast carries it (see the echo test), though it never
             // recurs as a spike or drop.
             let zero = verdict.filter(|v| v.0 == AlertKind::DropToZero);
-            let out = out_dir.map(|d| (d, false)).or(zero.map(|v| (v.1, true)));
+            let out = out_dir
+                .map(|d| (d, false))
+                .or(zero.map(|v| (v.1, true)))
+                .map(|(direction, faint)| Outside {
+                    start: f.window_start_ms,
+                    direction,
+                    faint,
+                    recurring: recurring && !faint,
+                });
             st.remember_outside(out, (f.window_start_ms, width_ms, period));
         }
         st.zero_run = match run {
@@ -970,7 +991,7 @@ impl Alerting {
         // carries this move as much as one of its own (see the echo test).
         let out = st
             .band_out
-            .filter(|o| (o.0, o.1) == (at, direction) && cover.by_another());
+            .filter(|o| (o.start, o.direction) == (at, direction) && cover.by_another());
         if let Some(out) = out {
             if st.outside_at.back() != Some(&out) {
                 st.outside_at.push_back(out);

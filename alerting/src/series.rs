@@ -109,15 +109,15 @@ pub(crate) struct SeriesState {
     /// Starts of the last two periods' windows with a spike or drop verdict,
     /// or out of the band with another series' alert explaining the move,
     /// or with an outage (a `drop_to_zero`), oldest first, with their
-    /// direction (see `recurring-period-ms`), and whether it was faint: an
-    /// outage, or out of the band by less than a spike (remembered only
-    /// for the echo test).
-    pub(crate) outside_at: VecDeque<(i64, Direction, bool)>,
+    /// direction (see `recurring-period-ms`), whether it was faint (an
+    /// outage, or out of the band by less than a spike: remembered only
+    /// for the echo test) and whether it recurred (see [`Outside`]).
+    pub(crate) outside_at: VecDeque<Outside>,
     /// The newest window's start and the way it fell out of the band, if
     /// it did, and whether by less than a spike or drop must (faint;
     /// whatever its score): remembered in `outside_at` when another
     /// series' alert explains the move.
-    pub(crate) band_out: Option<(i64, Direction, bool)>,
+    pub(crate) band_out: Option<Outside>,
     /// The trend-break detector's state (series at `trend-min-level` and
     /// above only: the thousands of SKUs carry none).
     pub(crate) trend: Option<Box<TrendState>>,
@@ -223,6 +223,21 @@ impl SeriesState {
     }
 }
 
+/// A window remembered in [`SeriesState::outside_at`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Outside {
+    /// The window's start (ms).
+    pub(crate) start: i64,
+    /// The way it fell out of the band.
+    pub(crate) direction: Direction,
+    /// An outage, or out of the band by less than a spike (only for the
+    /// echo test).
+    pub(crate) faint: bool,
+    /// Out the same way one and two periods before it as well: the
+    /// series' shape, which echoes nothing the next period.
+    pub(crate) recurring: bool,
+}
+
 impl SeriesState {
     /// Remember the window (start, width, period) if it fell out of the
     /// band `out` a spike or drop's way (or faintly: `out`'s flag),
@@ -230,17 +245,17 @@ impl SeriesState {
     /// `recurring-period-ms`).
     pub(crate) fn remember_outside(
         &mut self,
-        out: Option<(Direction, bool)>,
+        out: Option<Outside>,
         (start, width, period): (i64, i64, i64),
     ) {
-        if let Some((d, faint)) = out {
-            self.outside_at.push_back((start, d, faint));
+        if let Some(o) = out {
+            self.outside_at.push_back(o);
         }
         while self.outside_at.len() > RECURRING_KEPT
             || self
                 .outside_at
                 .front()
-                .is_some_and(|&(t, _, _)| t < start - 2 * period - width)
+                .is_some_and(|o| o.start < start - 2 * period - width)
         {
             self.outside_at.pop_front();
         }

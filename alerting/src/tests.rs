@@ -836,6 +836,41 @@ fn yesterdays_spike_echoing_in_the_forecast_raises_no_drop_today() {
 }
 
 #[test]
+fn a_step_the_forecast_lags_every_day_echoes_nothing() {
+    // A 60-window "day" selling 100, and 300 from window 20 to 39. The
+    // forecast knows the high phase but lags its first window every day
+    // (150 against 300): out of the band upwards daily, the series'
+    // shape. On day 5 the step does not come (60 in window 320, 150
+    // after): that first window is a drop, not an echo of yesterday's
+    // window out of the band, which was no anomaly.
+    let mut a = sixty_window_day();
+    let units = |i: i64| {
+        let high = if i / 60 == 5 { 150 } else { 300 };
+        match i % 60 {
+            20 if i / 60 == 5 => 60,
+            20..40 => high + wobble(i),
+            _ => 100 + wobble(i),
+        }
+    };
+    let p50 = |i: i64| match i % 60 {
+        20 => 150.0,
+        21..40 => 300.0,
+        _ => 100.0,
+    };
+    let got: Vec<Alert> = (0..360)
+        .flat_map(|i| {
+            let m = p50(i);
+            a.process(&[fc(i * 60_000, units(i), 0.9 * m, m, 1.1 * m)])
+        })
+        .collect();
+    let day5: Vec<(AlertKind, i64)> = kinds_by_minute(&got)
+        .into_iter()
+        .filter(|&(_, m)| m >= 300)
+        .collect();
+    assert_eq!(day5.first(), Some(&(AlertKind::Drop, 320)), "{got:#?}");
+}
+
+#[test]
 fn a_spike_right_after_a_drop_is_no_recovery() {
     // A drop to 40% is alerted; the very next window sells five times
     // the usual. Coming back from the drop would be a recovery (silent);
