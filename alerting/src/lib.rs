@@ -553,6 +553,11 @@ impl Alerting {
             };
             let t = st.trend.get_or_insert_with(Default::default);
             trend = t.observe(cfg, &window, &mut verdict, &mut silent, &mut self.scratch);
+            if let (Some(_), Some((_, d, _))) = (trend, verdict) {
+                if t.weekly(window.at, d, cfg.trend_windows as usize) {
+                    silent = true;
+                }
+            }
         }
         // A level shift against the day before (a step, or a flat sum).
         if let (Some((AlertKind::LevelShift, d, _)), Some(_)) = (verdict, trend) {

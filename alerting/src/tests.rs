@@ -516,6 +516,32 @@ fn a_steady_climb_is_one_trend_break_and_no_spike() {
     assert_eq!(got[0].direction, Direction::Down);
 }
 
+#[test]
+fn a_climb_every_week_at_the_same_time_is_called_once() {
+    // Every seventh 60-window "day" the series climbs to twice its usual
+    // from window 10 of the day to 40 and stays there to the day's end
+    // (a weekday busier than the day before, and busier as it goes on).
+    // The first week's climb is a trend break; the same climb a week
+    // later is the weekly shape.
+    let weekly = |i: i64| {
+        if (i / 60) % 7 == 5 {
+            1.0 + ((i % 60).clamp(10, 40) - 10) as f64 / 30.0
+        } else {
+            1.0
+        }
+    };
+    let got = following(800, weekly);
+    let trend_in = |day: i64| {
+        got.iter().any(|a| {
+            a.kind == AlertKind::TrendBreak
+                && a.direction == Direction::Up
+                && a.window_start_ms / 3_600_000 == day
+        })
+    };
+    assert!(trend_in(5), "{got:#?}");
+    assert!(!trend_in(12), "{got:#?}");
+}
+
 /// A candidate of series 0 of its window, nothing special about it.
 fn cand(kind: AlertKind, direction: Direction) -> Candidate {
     Candidate {

@@ -127,6 +127,9 @@ fn side_of(d: Direction) -> usize {
 /// Per-series state of the trend-break detector (see `trend-windows`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TrendState {
+    /// Starts and directions of the moves called against the day before
+    /// over the last week (see [`TrendState::weekly`]), oldest first.
+    pub(crate) calls: VecDeque<(i64, Direction)>,
     /// The usual units by position in the period (see [`DaySlot`]).
     pub(crate) day: Vec<DaySlot>,
     /// The newest windows (window number, units, promotion share, usual),
@@ -237,6 +240,31 @@ impl DaySlot {
 }
 
 impl TrendState {
+    /// Remember a move called against the day before at `at` (start,
+    /// width, period) its way `d`, and whether one was called the same way
+    /// at about the same time a week (seven periods) earlier: the weekly
+    /// shape (a Monday against its Sunday), not news. About: within
+    /// `tw` windows, how far a call's timing wanders with the spans it
+    /// is judged by.
+    pub(crate) fn weekly(&mut self, at: (i64, i64, i64), d: Direction, tw: usize) -> bool {
+        let (now, width, period) = at;
+        let week = 7 * period;
+        let near = width * tw as i64;
+        while self
+            .calls
+            .front()
+            .is_some_and(|&(t, _)| t < now - week - near)
+        {
+            self.calls.pop_front();
+        }
+        let again = self
+            .calls
+            .iter()
+            .any(|&(t, cd)| cd == d && (t - (now - week)).abs() <= near);
+        self.calls.push_back((now, d));
+        again
+    }
+
     /// Learn from this window whether the same window a period earlier
     /// tells more about the series than its level over the period does
     /// (`a`: a window's weight, about one over the windows in a period).
