@@ -862,6 +862,42 @@ fn yesterdays_spike_echoing_in_the_forecast_raises_no_drop_today() {
 }
 
 #[test]
+fn a_spike_two_days_ago_still_echoing_raises_nothing_while_the_series_stands_still() {
+    // A forecaster that averages the same window one and two 60-window
+    // "days" earlier (as a seasonal smoother carries an anomaly for more
+    // than a day). The spike at window 300 is alerted; at 360 and 420
+    // the forecast still carries half of it, and the window, selling as
+    // usual, reads as a drop: an echo both days. A real drop at 420 (to
+    // 30, far from where the series stood) is alerted.
+    let two_day = |units: &dyn Fn(i64) -> i64| {
+        let mut a = sixty_window_day();
+        let mut got = Vec::new();
+        for i in 0..480 {
+            let p50 = if i >= 120 {
+                0.5 * (units(i - 60) + units(i - 120)) as f64
+            } else {
+                100.0
+            };
+            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
+        }
+        got
+    };
+    let got = two_day(&|i| if i == 300 { 400 } else { 100 + wobble(i) });
+    assert_eq!(
+        kinds_by_minute(&got),
+        vec![(AlertKind::Spike, 300)],
+        "{got:#?}"
+    );
+    let got = two_day(&|i| match i {
+        300 => 400,
+        420 => 30,
+        _ => 100 + wobble(i),
+    });
+    let kinds = kinds_by_minute(&got);
+    assert!(kinds.contains(&(AlertKind::Drop, 420)), "{got:#?}");
+}
+
+#[test]
 fn a_step_the_forecast_lags_every_day_echoes_nothing() {
     // A 60-window "day" selling 100, and 300 from window 20 to 39. The
     // forecast knows the high phase but lags its first window every day
