@@ -78,8 +78,10 @@ pub struct Config {
     /// of it raises nothing either (1.0 or more: no spike is explained
     /// away).
     pub promo_share_explains_spike: f64,
-    /// A spike (or drop) within one window of the same time one and two
-    /// periods earlier (default a day, in ms) as others the same way on the
+    /// A spike (or drop) within one window (or a 96th of the period, a
+    /// quarter of an hour of a day, when that is more) of the same time
+    /// one and two periods earlier (default a day, in ms) as others the
+    /// same way on the
     /// same series is the series' shape recurring (a daily rush the forecast
     /// underestimates), not news: it raises nothing, though it still takes
     /// part in root-cause grouping. 0 turns it off.

@@ -1736,6 +1736,23 @@ fn a_spike_every_day_at_the_same_time_is_the_series_shape() {
         }
     }
     assert_eq!(at, vec![600, day + 600, 3 * day + 900]);
+
+    // A rush whose minute wanders by up to a quarter of an hour from the
+    // day before's and the day before that's is the shape all the same.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let rush = [600, day + 608, 2 * day + 595, 3 * day + 604];
+    let mut at = Vec::new();
+    for i in 0..4 * day {
+        let y = if rush.contains(&i) || i == 3 * day + 900 {
+            200
+        } else {
+            100 + wobble(i)
+        };
+        for x in a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]) {
+            at.push(x.window_start_ms / 60_000);
+        }
+    }
+    assert_eq!(at, vec![600, day + 608, 3 * day + 900]);
 }
 
 #[test]
