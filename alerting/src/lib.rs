@@ -396,24 +396,18 @@ impl Alerting {
             verdict.and_then(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop).then_some(v.1));
         let width_ms = f.window_end_ms - f.window_start_ms;
         let period = cfg.recurring_period_ms;
-        let was_out_if = |d: Direction, ago: i64, which: &dyn Fn(&Outside) -> bool| {
+        // Out of the band the way `d` within `near` of the same time `ago`
+        // before, in a window `which` accepts.
+        let out_near = |d: Direction, ago: i64, near: i64, which: &dyn Fn(&Outside) -> bool| {
             st.outside_at.iter().any(|o| {
-                o.direction == d
-                    && which(o)
-                    && (o.start - (f.window_start_ms - ago)).abs() <= width_ms
+                o.direction == d && which(o) && (o.start - (f.window_start_ms - ago)).abs() <= near
             })
         };
-        let was_out =
-            |d: Direction, ago: i64, faint: bool| was_out_if(d, ago, &|o| o.faint == faint);
         // The shape recurs at about the same time of day: within a window,
         // or `RECURRING_NEAR` of the period when that is more (a daily
         // burst's hour wanders a little).
         let near = width_ms.max((RECURRING_NEAR * period as f64) as i64);
-        let recurs = |d: Direction, ago: i64| {
-            st.outside_at.iter().any(|o| {
-                o.direction == d && !o.faint && (o.start - (f.window_start_ms - ago)).abs() <= near
-            })
-        };
+        let recurs = |d: Direction, ago: i64| out_near(d, ago, near, &|o| !o.faint);
         let recurring =
             period > 0 && out_dir.is_some_and(|d| recurs(d, period) && recurs(d, 2 * period));
         // ...or echoing: out of the band (with a verdict or not: a level
@@ -431,9 +425,9 @@ impl Alerting {
         // and two periods before too was the series' shape that the
         // forecast keeps missing (a daily step it lags), no anomaly it
         // carries into today.
-        let echo = period > 0
-            && band_dir
-                .is_some_and(|d| was_out_if(d.opposite(), period, &|o| !o.faint && !o.recurring));
+        let news = |o: &Outside| !o.faint && !o.recurring;
+        let echo =
+            period > 0 && band_dir.is_some_and(|d| out_near(d.opposite(), period, width_ms, &news));
         // An outage a period ago (or a move another's alert explained,
         // out of the band by less than a spike) echoes too, but faintly:
         // only while the series stands where it stood (`OUTAGE_ECHO_MAX`).
@@ -444,8 +438,8 @@ impl Alerting {
         let faint_echo = period > 0
             && !echo
             && band_dir.is_some_and(|d| {
-                was_out(d.opposite(), period, true)
-                    || was_out_if(d.opposite(), 2 * period, &|o| o.faint || !o.recurring)
+                out_near(d.opposite(), period, width_ms, &|o| o.faint)
+                    || out_near(d.opposite(), 2 * period, width_ms, &|o| o.faint || news(o))
             })
             && log_ratio(y, st.inside_units).abs() < OUTAGE_ECHO_MAX.ln();
         let candidate = |v: Option<Verdict>, silent: bool| {
