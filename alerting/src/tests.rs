@@ -832,21 +832,31 @@ fn trend_spans_hold_the_gaps_of_windows_without_a_comparison() {
     assert_eq!(t.spans(0, 9, &mut scratch), Some(([0.0, 1.0, 2.0], 6)));
 }
 
+/// Run `n` windows of a 60-window "day" selling `units(i)` against a
+/// seasonal forecaster: each window's median is the mean of the same
+/// window over the last `days` days (100 before there are that many),
+/// the band +-10%. The alerts raised.
+fn seasonal(n: i64, days: i64, units: &dyn Fn(i64) -> i64) -> Vec<Alert> {
+    let mut a = sixty_window_day();
+    let mut got = Vec::new();
+    for i in 0..n {
+        let p50 = if i >= 60 * days {
+            (1..=days).map(|k| units(i - 60 * k)).sum::<i64>() as f64 / days as f64
+        } else {
+            100.0
+        };
+        got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
+    }
+    got
+}
+
 #[test]
 fn yesterdays_spike_echoing_in_the_forecast_raises_no_drop_today() {
     // A seasonal-naive forecaster with a 60-window "day": each window's
     // median is the same window a day earlier. A spike at window 300 is
     // alerted; a day later the forecast copies it, and the window,
     // selling as usual, reads as a drop against it.
-    let seasonal_naive = |units: &dyn Fn(i64) -> i64| {
-        let mut a = sixty_window_day();
-        let mut got = Vec::new();
-        for i in 0..400 {
-            let p50 = if i >= 60 { units(i - 60) as f64 } else { 100.0 };
-            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
-        }
-        got
-    };
+    let seasonal_naive = |units: &dyn Fn(i64) -> i64| seasonal(400, 1, units);
     let got = seasonal_naive(&|i| if i == 300 { 400 } else { 100 + wobble(i) });
     let kinds = kinds_by_minute(&got);
     assert_eq!(kinds, vec![(AlertKind::Spike, 300)], "{got:#?}");
@@ -869,19 +879,7 @@ fn a_spike_two_days_ago_still_echoing_raises_nothing_while_the_series_stands_sti
     // the forecast still carries half of it, and the window, selling as
     // usual, reads as a drop: an echo both days. A real drop at 420 (to
     // 30, far from where the series stood) is alerted.
-    let two_day = |units: &dyn Fn(i64) -> i64| {
-        let mut a = sixty_window_day();
-        let mut got = Vec::new();
-        for i in 0..480 {
-            let p50 = if i >= 120 {
-                0.5 * (units(i - 60) + units(i - 120)) as f64
-            } else {
-                100.0
-            };
-            got.extend(a.process(&[fc(i * 60_000, units(i), 0.9 * p50, p50, 1.1 * p50)]));
-        }
-        got
-    };
+    let two_day = |units: &dyn Fn(i64) -> i64| seasonal(480, 2, units);
     let got = two_day(&|i| if i == 300 { 400 } else { 100 + wobble(i) });
     assert_eq!(
         kinds_by_minute(&got),
