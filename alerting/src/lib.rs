@@ -513,7 +513,9 @@ impl Alerting {
                     start: f.window_start_ms,
                     direction,
                     faint,
-                    recurring: recurring && !faint,
+                    // Only a spike or drop recurs (`recurring` is false
+                    // for an outage).
+                    recurring,
                 });
             st.remember_outside(out, (f.window_start_ms, width_ms, period));
         }
@@ -571,11 +573,6 @@ impl Alerting {
             };
             let t = st.trend.get_or_insert_with(Default::default);
             trend = t.observe(cfg, &window, &mut verdict, &mut silent, &mut self.scratch);
-            if let (Some(_), Some((_, d, _))) = (trend, verdict) {
-                if t.weekly(window.at, d, cfg.trend_windows as usize) {
-                    silent = true;
-                }
-            }
         }
         // A level shift against the day before (a step, or a flat sum).
         if let (Some((AlertKind::LevelShift, d, _)), Some(_)) = (verdict, trend) {

@@ -171,6 +171,27 @@ fn node(
     f
 }
 
+/// Feed a series (level, key, its parent's key, forecast median) and one
+/// child of it (level, key, median) 140 one-minute windows, selling
+/// `units(i)` (the parent's, the child's) in window `i`; the alerts raised.
+fn parent_and_child(
+    (level, key, up, p50): (Level, &str, &str, f64),
+    (child_level, child, child_p50): (Level, &str, f64),
+    units: impl Fn(i64) -> (i64, i64),
+) -> Vec<Alert> {
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut got = Vec::new();
+    for i in 0..140i64 {
+        let t = i * 60_000;
+        let (y, child_y) = units(i);
+        got.extend(a.process(&[
+            node(level, key, Some(up), t, y, p50),
+            node(child_level, child, Some(key), t, child_y, child_p50),
+        ]));
+    }
+    got
+}
+
 /// Each alert's kind and window start, in minutes.
 fn kinds_by_minute(got: &[Alert]) -> Vec<(AlertKind, i64)> {
     got.iter()
@@ -338,17 +359,15 @@ fn the_series_below_a_shift_already_called_stay_quiet() {
     // A store shifts down (its forecast keeps the old level); its
     // category follows a few windows later, but the store's shift
     // already explains it.
-    let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..140i64 {
-        let t = i * 60_000;
-        let store = if i >= 80 { 600 } else { 1000 } + wobble(i);
-        let cat = if i >= 84 { 150 } else { 300 } + wobble(i + 3);
-        got.extend(a.process(&[
-            node(Level::Store, "s", Some("total"), t, store, 1000.0),
-            node(Level::CategoryStore, "c|s", Some("s"), t, cat, 300.0),
-        ]));
-    }
+    let got = parent_and_child(
+        (Level::Store, "s", "total", 1000.0),
+        (Level::CategoryStore, "c|s", 300.0),
+        |i| {
+            let store = if i >= 80 { 600 } else { 1000 } + wobble(i);
+            let cat = if i >= 84 { 150 } else { 300 } + wobble(i + 3);
+            (store, cat)
+        },
+    );
     let on_cat: Vec<&Alert> = got.iter().filter(|a| &*a.key == "c|s").collect();
     assert!(on_cat.is_empty(), "{on_cat:#?}");
     assert!(got
@@ -2342,21 +2361,18 @@ fn a_parent_just_short_of_its_score_leads_a_child_that_broke_with_it() {
     // cat-01|web-uk, 5.7 against 6). Then at window 130 only the rest of
     // the category rises (the SKU stays): a lean candidate with no child
     // breaking with it raises nothing.
-    let mut a = Alerting::new(Config::default()).unwrap();
-    let mut got = Vec::new();
-    for i in 0..140i64 {
-        let t = i * 60_000;
-        let swing = if i % 2 == 0 { 150 } else { -150 };
-        let (cat, sku) = match i {
-            100 => (1800, 540),
-            130 => (1800, 300 + wobble(i)),
-            _ => (1000 + swing, 300 + wobble(i)),
-        };
-        got.extend(a.process(&[
-            node(Level::CategoryStore, "c|s", Some("s"), t, cat, 1000.0),
-            node(Level::SkuStore, "k|s", Some("c|s"), t, sku, 300.0),
-        ]));
-    }
+    let got = parent_and_child(
+        (Level::CategoryStore, "c|s", "s", 1000.0),
+        (Level::SkuStore, "k|s", 300.0),
+        |i| {
+            let swing = if i % 2 == 0 { 150 } else { -150 };
+            match i {
+                100 => (1800, 540),
+                130 => (1800, 300 + wobble(i)),
+                _ => (1000 + swing, 300 + wobble(i)),
+            }
+        },
+    );
     let at = |m: i64| -> Vec<(&str, AlertKind, usize)> {
         got.iter()
             .filter(|a| a.window_start_ms == m * 60_000)

@@ -246,7 +246,7 @@ impl TrendState {
     /// shape (a Monday against its Sunday), not news. About: within
     /// `tw` windows, how far a call's timing wanders with the spans it
     /// is judged by.
-    pub(crate) fn weekly(&mut self, at: (i64, i64, i64), d: Direction, tw: usize) -> bool {
+    fn weekly(&mut self, at: (i64, i64, i64), d: Direction, tw: usize) -> bool {
         let (now, width, period) = at;
         let week = 7 * period;
         let near = width * tw as i64;
@@ -491,7 +491,9 @@ impl TrendState {
     /// break going on makes the window its silent continuation; a call
     /// sets `verdict` (a trend break, or a level shift against the day
     /// before) and returns its move: the mean log ratio to a period
-    /// earlier, less the usual one, and over how many windows.
+    /// earlier, less the usual one, and over how many windows. A call the
+    /// same way as one a week earlier is silent (see
+    /// [`TrendState::weekly`]).
     pub(crate) fn observe(
         &mut self,
         cfg: &Config,
@@ -547,7 +549,14 @@ impl TrendState {
                 self.follow(dir, tw, verdict, silent, scratch);
                 None
             }
-            None => self.detect(cfg, w, (r, r2, sd), (shaped, away), verdict, scratch),
+            None => {
+                let called = self.detect(cfg, w, (r, r2, sd), (shaped, away), verdict, scratch);
+                // The same call a week earlier: the weekly shape, silent.
+                if let (Some(_), Some((_, d, _))) = (called, *verdict) {
+                    *silent |= self.weekly(w.at, d, tw);
+                }
+                called
+            }
         }
     }
 
