@@ -93,6 +93,43 @@ fn seasonal_or_last(h: &SeriesHistory, season: usize, step: usize) -> f64 {
     }
 }
 
+/// Least and most a season-ago forecast is scaled by in [`seasonal_scaled`].
+const SCALED_RANGE: (f64, f64) = (0.5, 2.0);
+
+/// Largest difference in the share of lines on promotion between a window
+/// and the same window a season earlier for [`seasonal_scaled`] to compare
+/// them.
+const SCALED_PROMO_DIFF: f32 = 0.05;
+
+/// Seasonal naive scaled by how today runs against the same time a season
+/// earlier: the ratio of the newest `max(3, season / 24)` windows' sum (the
+/// last hour of a day of five-minute windows) to the same windows' a season
+/// before, plus one each (so a window of zeros is no infinite ratio), within
+/// [`SCALED_RANGE`]. A day busier than the day before, or a climb that
+/// comes earlier than it did, is carried into the forecast at once, where
+/// seasonal naive repeats yesterday and Holt-Winters and EWMA follow a
+/// step only as it goes by. Only windows whose share of lines on promotion
+/// is about that of their window a season earlier are compared (a
+/// promotion that ran yesterday but not today is no quieter day); with
+/// none, and until the windows compared exist, seasonal naive (the last
+/// value before a season).
+fn seasonal_scaled(h: &SeriesHistory, season: usize, step: usize) -> f64 {
+    let n = h.values.len();
+    let k = (season / 24).max(3);
+    if n < season + k || h.promo.len() != n {
+        return seasonal_or_last(h, season, step);
+    }
+    let (mut now, mut then) = (0.0, 0.0);
+    for i in n - k..n {
+        if (h.promo[i] - h.promo[i - season]).abs() <= SCALED_PROMO_DIFF {
+            now += h.values[i].max(0.0);
+            then += h.values[i - season].max(0.0);
+        }
+    }
+    let ratio = ((now + 1.0) / (then + 1.0)).clamp(SCALED_RANGE.0, SCALED_RANGE.1);
+    seasonal(h, season, step) * ratio
+}
+
 /// Seasonal naive when a season of history exists, an EWMA level before.
 #[derive(Debug, Clone)]
 pub struct Baseline {
@@ -272,12 +309,13 @@ impl Model for HoltWintersModel {
     }
 }
 
-/// The most members an [`Ensemble`] has (the three baselines and the
+/// The most members an [`Ensemble`] has (the four baselines and the
 /// network).
-const MAX_MEMBERS: usize = 4;
+const MAX_MEMBERS: usize = 5;
 
-/// Online ensemble of seasonal naive, Holt-Winters, EWMA and (when given)
-/// the neural model: per series, each member's quantiles are weighted by
+/// Online ensemble of seasonal naive, Holt-Winters, EWMA, seasonal naive
+/// scaled by today's level against the day before's and (when given) the
+/// neural model: per series, each member's quantiles are weighted by
 /// `exp(-eta * (loss - best) / best)` of its exponentially weighted pinball
 /// loss (`best` the lowest member's), and averaged quantile by quantile (so quantiles never cross).
 pub struct Ensemble {
@@ -297,7 +335,7 @@ impl std::fmt::Debug for Ensemble {
 }
 
 impl Ensemble {
-    /// The ensemble of the three baselines, with the given season length in
+    /// The ensemble of the four baselines, with the given season length in
     /// windows.
     pub fn new(season: usize, min_residuals: usize) -> Self {
         Ensemble {
@@ -308,18 +346,19 @@ impl Ensemble {
         }
     }
 
-    /// Add the neural model as a fourth member.
+    /// Add the neural model as a fifth member.
     pub fn with_neural(mut self, neural: Neural) -> Self {
         self.neural = Some(neural);
         self
     }
 
     fn members(&self) -> usize {
-        3 + self.neural.is_some() as usize
+        4 + self.neural.is_some() as usize
     }
 
     /// Member weights for one series (uniform until members were scored),
-    /// in member order: seasonal naive, Holt-Winters, EWMA, neural.
+    /// in member order: seasonal naive, Holt-Winters, EWMA, scaled seasonal
+    /// naive, neural.
     pub fn weights(&self, h: &SeriesHistory) -> Vec<f64> {
         self.weights_for(&h.member_loss)
     }
@@ -446,12 +485,13 @@ impl Model for Ensemble {
             .iter()
             .zip(neural.iter_mut())
             .map(|(h, nn)| {
-                // One residual band for the three baselines.
+                // One residual band for the four baselines.
                 let off = self.band.offsets(h);
                 let mut paths = vec![
                     Band::path(off, (0..horizon).map(|s| seasonal_or_last(h, season, s))),
                     Band::path(off, (0..horizon).map(|s| hw_point(h, season, s))),
                     Band::path(off, (0..horizon).map(|_| h.level)),
+                    Band::path(off, (0..horizon).map(|s| seasonal_scaled(h, season, s))),
                 ];
                 let mut example = None;
                 if let Some(p) = nn.take() {
@@ -496,6 +536,40 @@ impl Model for Ensemble {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A history of `values`, oldest first, as the pipeline keeps it.
+    fn history(values: &[f64]) -> SeriesHistory {
+        let mut inf = crate::Inference::new(crate::Config::default(), 60_000).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            inf.process(&salescast_stream_core::WindowBatch::from_records(&[
+                crate::tests::store_window("s", i as i64 * 60_000, 60_000, *v as i64),
+            ]));
+        }
+        inf.series[&(salescast_stream_core::Level::Store, "s".into())].clone()
+    }
+
+    #[test]
+    fn the_scaled_member_carries_today_against_yesterday_within_bounds() {
+        // Season 4, three windows compared: yesterday 10, 19, 30, 40; the
+        // newest three today sold 29, 45, 60 against 19, 30, 40 (plus one
+        // each: 135 / 90 = 1.5).
+        let h = history(&[10.0, 19.0, 30.0, 40.0, 10.0, 29.0, 45.0, 60.0]);
+        assert_eq!(seasonal(&h, 4, 0), 10.0);
+        assert!((seasonal_scaled(&h, 4, 0) - 15.0).abs() < 1e-9);
+        assert!((seasonal_scaled(&h, 4, 1) - 43.5).abs() < 1e-9);
+        // A dead hour today (or yesterday) is no zero (or infinite)
+        // forecast: the ratio stays within half and twice.
+        let h = history(&[10.0, 19.0, 29.0, 39.0, 10.0, 0.0, 0.0, 0.0]);
+        assert_eq!(seasonal_scaled(&h, 4, 0), 5.0);
+        let h = history(&[10.0, 0.0, 0.0, 0.0, 10.0, 50.0, 50.0, 50.0]);
+        assert_eq!(seasonal_scaled(&h, 4, 0), 20.0);
+        // Seasonal naive until the windows compared exist, the last value
+        // before a season.
+        let h = history(&[10.0, 19.0, 29.0, 39.0, 12.0]);
+        assert_eq!(seasonal_scaled(&h, 4, 0), 19.0);
+        let h = history(&[10.0, 19.0, 12.0]);
+        assert_eq!(seasonal_scaled(&h, 4, 0), 12.0);
+    }
 
     #[test]
     fn quantile_interpolates() {
