@@ -66,8 +66,9 @@ pub struct Config {
     /// The model: `baseline` (seasonal naive, EWMA before a season of
     /// history), `seasonal_naive`, `ewma`, `holt_winters`, `neural` (the
     /// Candle network, learning online) or `ensemble` (seasonal naive,
-    /// Holt-Winters, EWMA and the network, weighted per series by recent
-    /// pinball loss).
+    /// Holt-Winters, EWMA, seasonal naive scaled by the last hour against
+    /// the same hour a season earlier, and the network, weighted per
+    /// series by recent pinball loss).
     pub model: String,
     /// Step size of the adaptive conformal correction of each series' band
     /// (0 turns it off: the band is the raw p10-p90 of residuals).
