@@ -189,7 +189,12 @@ impl SeriesHistory {
         match e.filter(|_| persist > 0 && self.observed >= from) {
             Some(e) => {
                 let slot = self.observed as usize;
-                self.robust.keep(&e, y, promo, persist, slot, season)
+                // The season after the first one is forecast from a season
+                // kept raw: the forecast may echo its anomalies.
+                let raw_source = self.observed < from + season as u64;
+                let prev = self.values.back().copied().filter(|_| raw_source);
+                self.robust
+                    .keep(&e, y, promo, (persist, prev), slot, season)
             }
             None => y,
         }
@@ -234,12 +239,19 @@ impl Robust {
     /// clipped, and about as far out ([`SHAPE_RECUR_RATIO`]), is the
     /// series' shape recurring, not an outlier: it is kept, so that a sharp
     /// feature of the daily shape is not clipped for good.
+    ///
+    /// `prev`, given in the season after the first (whose windows are kept
+    /// raw), is the window before: a window about level with it
+    /// ([`SHAPE_RECUR_RATIO`]) under a forecast that is not is kept as it
+    /// is (outside a promotion). Its forecast echoes an anomaly of the
+    /// first season (a spike forecast again a season later); clipping the
+    /// window to that band would keep the anomaly in the history for good.
     fn keep(
         &mut self,
         e: &HorizonPoint,
         y: f64,
         promo: bool,
-        persist: i32,
+        (persist, prev): (i32, Option<f64>),
         slot: usize,
         season: usize,
     ) -> f64 {
@@ -248,12 +260,20 @@ impl Robust {
             self.season_ago = vec![0.0; season];
         }
         let i = slot % season.max(1);
+        let level = |a: f64, b: f64| {
+            ((a.max(0.0) + 1.0) / (b.max(0.0) + 1.0)).ln().abs() <= SHAPE_RECUR_RATIO.ln()
+        };
+        if !promo && prev.is_some_and(|p| level(y, p) && !level(e.p50, p)) {
+            self.run = 0;
+            self.clipped[i] = 0;
+            self.season_ago[i] = y as f32;
+            return y;
+        }
         let before = self.run;
         let v = clean(e, y, promo, persist, &mut self.run);
         let side = if v == y { 0 } else { (y - v).signum() as i8 };
         let was = f64::from(std::mem::replace(&mut self.season_ago[i], y as f32));
-        let alike =
-            || ((y.max(0.0) + 1.0) / (was.max(0.0) + 1.0)).ln().abs() <= SHAPE_RECUR_RATIO.ln();
+        let alike = || level(y, was);
         if side != 0 && !promo && self.clipped[i].signum() == side && alike() {
             // Marked 2x the side: kept as the shape, so the next season's
             // window on the same side is kept too.
@@ -903,26 +923,26 @@ pub(crate) mod tests {
         let mut r = Robust::default();
         // Slot 2 of a 4-window season is outside above: the first time it
         // may be an outlier and is clipped.
-        assert_eq!(r.keep(&e, 300.0, false, 36, 2, 4), 120.0);
-        assert_eq!(r.keep(&e, 100.0, false, 36, 3, 4), 100.0);
+        assert_eq!(r.keep(&e, 300.0, false, (36, None), 2, 4), 120.0);
+        assert_eq!(r.keep(&e, 100.0, false, (36, None), 3, 4), 100.0);
         // A season later the same slot is outside on the same side again:
         // the series' shape, kept (and the forecast can now learn it).
-        assert_eq!(r.keep(&e, 300.0, false, 36, 6, 4), 300.0);
+        assert_eq!(r.keep(&e, 300.0, false, (36, None), 6, 4), 300.0);
         // ...and every season after while it recurs (a forecast that misses
         // it again does not get it clipped every other day).
-        assert_eq!(r.keep(&e, 300.0, false, 36, 10, 4), 300.0);
+        assert_eq!(r.keep(&e, 300.0, false, (36, None), 10, 4), 300.0);
         // A spike on a slot clipped a season before is no shape unless it
         // is about as far out: 900 after 300 is clipped, and so is 300
         // a season after the 900 (2x and 3x apart)...
-        assert_eq!(r.keep(&e, 300.0, false, 36, 1, 4), 120.0);
-        assert_eq!(r.keep(&e, 900.0, false, 36, 5, 4), 120.0);
-        assert_eq!(r.keep(&e, 300.0, false, 36, 9, 4), 120.0);
+        assert_eq!(r.keep(&e, 300.0, false, (36, None), 1, 4), 120.0);
+        assert_eq!(r.keep(&e, 900.0, false, (36, None), 5, 4), 120.0);
+        assert_eq!(r.keep(&e, 300.0, false, (36, None), 9, 4), 120.0);
         // ...then 330, near the 300 before it, is the shape.
-        assert_eq!(r.keep(&e, 330.0, false, 36, 13, 4), 330.0);
+        assert_eq!(r.keep(&e, 330.0, false, (36, None), 13, 4), 330.0);
         // Another slot, or the other side, is clipped as before.
-        assert_eq!(r.keep(&e, 300.0, false, 36, 7, 4), 120.0);
-        assert_eq!(r.keep(&e, 0.0, false, 36, 11, 4), 80.0);
-        assert_eq!(r.keep(&e, 0.0, false, 36, 15, 4), 0.0);
+        assert_eq!(r.keep(&e, 300.0, false, (36, None), 7, 4), 120.0);
+        assert_eq!(r.keep(&e, 0.0, false, (36, None), 11, 4), 80.0);
+        assert_eq!(r.keep(&e, 0.0, false, (36, None), 15, 4), 0.0);
     }
 
     #[test]
@@ -937,6 +957,36 @@ pub(crate) mod tests {
             .filter(|(p50, y)| (p50 - y).abs() >= 0.5 * y)
             .count();
         assert_eq!(off, 3, "{raw:?}");
+    }
+
+    #[test]
+    fn a_first_season_spike_is_echoed_once_not_for_good() {
+        // The first season is kept raw, so its spike (slot 3, 5x) is
+        // forecast again a season later. The window that then sells its
+        // usual amount, level with the one before it, is kept as it is
+        // (clipped to the echoed band it would keep the spike in the
+        // history), and the season after forecasts no spike.
+        let cfg = Config {
+            season_windows: 8,
+            horizon: 1,
+            model: "seasonal_naive".into(),
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let base = |i: i64| 100 + 40 * (i % 8) + [3, -2, 4, -5, 1, 0, -3, 2][(i % 5) as usize];
+        let mut at_slot_3 = Vec::new();
+        for i in 0..40i64 {
+            let units = if i == 3 { 5 * base(i) } else { base(i) };
+            let f = inf.process(&WindowBatch::from_records(&[rec(i * 60_000, units)]));
+            if i % 8 == 3 && i >= 8 {
+                at_slot_3.push((f[0].expected.unwrap().p50, base(i) as f64));
+            }
+        }
+        let (echo, y) = at_slot_3[0];
+        assert!(echo > 3.0 * y, "the second season echoes it: {at_slot_3:?}");
+        for (p50, y) in &at_slot_3[1..] {
+            assert!((p50 - y).abs() < 0.1 * y, "{at_slot_3:?}");
+        }
     }
 
     #[test]
