@@ -1099,15 +1099,21 @@ mod ensemble_tests {
     use super::*;
     use salescast_stream_core::WindowAgg;
 
-    #[test]
-    fn ensemble_quantiles_never_cross_and_weights_favour_the_better_member() {
+    /// The pipeline's inference with the ensemble of the four baselines,
+    /// `season` one-minute windows to a season.
+    fn ensemble(season: usize) -> Inference {
         let cfg = Config {
-            season_windows: 6,
+            season_windows: season,
             ..Config::default()
         };
-        let mut inf = Inference::new(cfg, 60_000)
+        Inference::new(cfg, 60_000)
             .unwrap()
-            .with_model(Box::new(Ensemble::new(6, 20)));
+            .with_model(Box::new(Ensemble::new(season, 20)))
+    }
+
+    #[test]
+    fn ensemble_quantiles_never_cross_and_weights_favour_the_better_member() {
+        let mut inf = ensemble(6);
         let pattern = [5.0, 50.0, 20.0, 80.0, 10.0, 40.0];
         let mut s = 7u64;
         let mut last = Vec::new();
@@ -1152,13 +1158,7 @@ mod ensemble_tests {
         // member scaling the season-ago windows by how the newest three
         // run against theirs has it once three windows are in, and the
         // blend follows it once it has been right for a few windows.
-        let cfg = Config {
-            season_windows: 24,
-            ..Config::default()
-        };
-        let mut inf = Inference::new(cfg, 60_000)
-            .unwrap()
-            .with_model(Box::new(Ensemble::new(24, 20)));
+        let mut inf = ensemble(24);
         let shape = |i: i64| 300.0 + 200.0 * (i as f64 * std::f64::consts::TAU / 24.0).sin();
         let t0 = 24 * 30;
         let (mut s, mut err, mut moved) = (7u64, 0.0, 0.0);
