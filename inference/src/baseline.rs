@@ -93,31 +93,31 @@ fn seasonal_or_last(h: &SeriesHistory, season: usize, step: usize) -> f64 {
     }
 }
 
-/// Least and most a season-ago forecast is scaled by in [`seasonal_scaled`].
+/// Least and most a season-ago forecast is scaled by in [`scaled_ratio`].
 const SCALED_RANGE: (f64, f64) = (0.5, 2.0);
 
 /// Largest difference in the share of lines on promotion between a window
-/// and the same window a season earlier for [`seasonal_scaled`] to compare
+/// and the same window a season earlier for [`scaled_ratio`] to compare
 /// them.
 const SCALED_PROMO_DIFF: f32 = 0.05;
 
-/// Seasonal naive scaled by how today runs against the same time a season
-/// earlier: the ratio of the newest `max(3, season / 24)` windows' sum (the
-/// last hour of a day of five-minute windows) to the same windows' a season
-/// before, plus one each (so a window of zeros is no infinite ratio), within
-/// [`SCALED_RANGE`]. A day busier than the day before, or a climb that
-/// comes earlier than it did, is carried into the forecast at once, where
-/// seasonal naive repeats yesterday and Holt-Winters and EWMA follow a
-/// step only as it goes by. Only windows whose share of lines on promotion
-/// is about that of their window a season earlier are compared (a
-/// promotion that ran yesterday but not today is no quieter day); with
-/// none, and until the windows compared exist, seasonal naive (the last
-/// value before a season).
-fn seasonal_scaled(h: &SeriesHistory, season: usize, step: usize) -> f64 {
+/// The factor the scaled seasonal-naive member multiplies seasonal naive
+/// by: how today runs against the same time a season earlier, the ratio of
+/// the newest `max(3, season / 24)` windows' sum (the last hour of a day of
+/// five-minute windows) to the same windows' a season before, plus one each
+/// (so a window of zeros is no infinite ratio), within [`SCALED_RANGE`]. A
+/// day busier than the day before, or a climb that comes earlier than it
+/// did, is carried into the forecast at once, where seasonal naive repeats
+/// yesterday and Holt-Winters and EWMA follow a step only as it goes by.
+/// Only windows whose share of lines on promotion is about that of their
+/// window a season earlier are compared (a promotion that ran yesterday but
+/// not today is no quieter day); with none, and until the windows compared
+/// exist, 1 (seasonal naive as it is). One factor for the whole horizon.
+fn scaled_ratio(h: &SeriesHistory, season: usize) -> f64 {
     let n = h.values.len();
     let k = (season / 24).max(3);
-    if n < season + k || h.promo.len() != n {
-        return seasonal_or_last(h, season, step);
+    if n < season + k {
+        return 1.0;
     }
     let (mut now, mut then) = (0.0, 0.0);
     for i in n - k..n {
@@ -126,8 +126,7 @@ fn seasonal_scaled(h: &SeriesHistory, season: usize, step: usize) -> f64 {
             then += h.values[i - season].max(0.0);
         }
     }
-    let ratio = ((now + 1.0) / (then + 1.0)).clamp(SCALED_RANGE.0, SCALED_RANGE.1);
-    seasonal(h, season, step) * ratio
+    ((now + 1.0) / (then + 1.0)).clamp(SCALED_RANGE.0, SCALED_RANGE.1)
 }
 
 /// Seasonal naive when a season of history exists, an EWMA level before.
@@ -487,11 +486,15 @@ impl Model for Ensemble {
             .map(|(h, nn)| {
                 // One residual band for the four baselines.
                 let off = self.band.offsets(h);
+                let ratio = scaled_ratio(h, season);
                 let mut paths = vec![
                     Band::path(off, (0..horizon).map(|s| seasonal_or_last(h, season, s))),
                     Band::path(off, (0..horizon).map(|s| hw_point(h, season, s))),
                     Band::path(off, (0..horizon).map(|_| h.level)),
-                    Band::path(off, (0..horizon).map(|s| seasonal_scaled(h, season, s))),
+                    Band::path(
+                        off,
+                        (0..horizon).map(|s| seasonal_or_last(h, season, s) * ratio),
+                    ),
                 ];
                 let mut example = None;
                 if let Some(p) = nn.take() {
@@ -536,6 +539,11 @@ impl Model for Ensemble {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scaled seasonal-naive member's median `step` windows ahead.
+    fn seasonal_scaled(h: &SeriesHistory, season: usize, step: usize) -> f64 {
+        seasonal_or_last(h, season, step) * scaled_ratio(h, season)
+    }
 
     /// A history of `values`, oldest first, as the pipeline keeps it.
     fn history(values: &[f64]) -> SeriesHistory {

@@ -129,7 +129,7 @@ pub struct SeriesHistory {
     /// zeros. At most two seasons long.
     pub values: VecDeque<f64>,
     /// The share of lines on promotion of each window in `values`, same
-    /// order (0 for a window with no sales).
+    /// order and length (0 for a window with no sales).
     pub promo: VecDeque<f32>,
     /// EWMA level of units.
     pub level: f64,
@@ -655,9 +655,7 @@ impl Inference {
                 h.feat.remove(h.values[i]);
                 h.feat.add(y);
                 h.values[i] = y;
-                if let Some(p) = h.promo.get_mut(i) {
-                    *p = r.agg.promo_share() as f32;
-                }
+                h.promo[i] = r.agg.promo_share() as f32;
             }
             if back == 0 {
                 h.feat.observe_price(r.agg.avg_price(), r.agg.promo_share());
@@ -820,6 +818,15 @@ fn clean(e: &HorizonPoint, y: f64, promo: bool, persist: i32, run: &mut i32) -> 
 pub(crate) mod tests {
     use super::*;
     use salescast_stream_core::WindowAgg;
+
+    /// The next draw of a fixed-seed linear congruential generator with
+    /// state `s` (its high 31 bits): noise that is the same on every run.
+    pub(crate) fn lcg(s: &mut u64) -> u64 {
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *s >> 33
+    }
 
     /// A store window `width_ms` wide of `units` one-unit lines.
     pub(crate) fn store_window(key: &str, start: i64, width_ms: i64, units: i64) -> WindowRecord {
@@ -1079,10 +1086,7 @@ pub(crate) mod tests {
         let mut s = 12345u64;
         let mut f = Vec::new();
         for i in 0..200 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let noise = (s >> 33) % 20;
+            let noise = lcg(&mut s) % 20;
             f = inf.process(&WindowBatch::from_records(&[rec(
                 i * 60_000,
                 50 + noise as i64,
@@ -1118,10 +1122,7 @@ mod ensemble_tests {
         let mut s = 7u64;
         let mut last = Vec::new();
         for i in 0..600i64 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let noise = ((s >> 33) % 7) as f64 - 3.0;
+            let noise = (tests::lcg(&mut s) % 7) as f64 - 3.0;
             let units = (pattern[i as usize % 6] + noise).max(0.0) as i64;
             let r = WindowRecord {
                 level: Level::Store,
@@ -1164,10 +1165,7 @@ mod ensemble_tests {
         let (mut s, mut err, mut moved) = (7u64, 0.0, 0.0);
         let mut next_p50: Option<f64> = None;
         for i in 0..t0 + 24 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let noise = ((s >> 33) % 21) as f64 - 10.0;
+            let noise = (tests::lcg(&mut s) % 21) as f64 - 10.0;
             let lift = if i >= t0 { 1.5 } else { 1.0 };
             let units = (lift * shape(i) + noise).max(0.0);
             if i >= t0 + 6 {
