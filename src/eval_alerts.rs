@@ -21,6 +21,9 @@
 //! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it, and the
 //! labels of the warm-up. `SALESCAST_EVAL_KEY=KEY` prints every alert (any
 //! status, warm-up included) of the series `KEY` (`cat-00|web-uk`).
+//! `SALESCAST_EVAL_TRACE=KEY` prints each window of `KEY` as the detector
+//! reads it (units, share on promotion, forecast and band), from the
+//! forecast cache too.
 
 use std::collections::BTreeMap;
 
@@ -206,30 +209,12 @@ fn forecast_seed(
     )?;
     let mut rows = Vec::with_capacity(50_000);
     let mut offset = 0i64;
-    // SALESCAST_EVAL_TRACE=<key> prints that series' windows and forecasts.
-    let trace = std::env::var("SALESCAST_EVAL_TRACE").ok();
     let mut step = |rows: &mut Vec<salescast_stream_core::EventRow>,
                     engine: &mut WindowEngine|
      -> anyhow::Result<()> {
         let out = engine.process(&batch_from_rows(rows))?;
         rows.clear();
         let mut f = inference.process(&out.windows);
-        if let Some(k) = trace.as_deref() {
-            for x in f.iter().filter(|x| &*x.key == k) {
-                let e = x.expected.map_or([f64::NAN; 3], |e| [e.p10, e.p50, e.p90]);
-                eprintln!(
-                    "trace {} {} units {} promo {:.2} expected {:.1} ({:.1}-{:.1}) {}",
-                    salescast_alerting::fmt_utc(x.window_start_ms),
-                    x.key,
-                    x.actual.units,
-                    x.actual.promo_share,
-                    e[1],
-                    e[0],
-                    e[2],
-                    x.model
-                );
-            }
-        }
         // The detector reads the expectation, not the horizon.
         for x in &mut f {
             x.horizon = Vec::new();
@@ -385,7 +370,26 @@ fn read_cache(
 fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Result<SeedRun> {
     let mut alerting = Alerting::new(cfg.alerting.clone())?;
     let mut alerts = Vec::new();
+    // SALESCAST_EVAL_TRACE=<key> prints that series' windows and forecasts
+    // (from the cache too).
+    let trace = std::env::var("SALESCAST_EVAL_TRACE").ok();
     let mut detect = |step: &[salescast_inference::Forecast]| {
+        if let Some(k) = trace.as_deref() {
+            for x in step.iter().filter(|x| &*x.key == k) {
+                let e = x.expected.map_or([f64::NAN; 3], |e| [e.p10, e.p50, e.p90]);
+                eprintln!(
+                    "trace seed {seed} {} {} units {} promo {:.2} expected {:.1} ({:.1}-{:.1}) {}",
+                    salescast_alerting::fmt_utc(x.window_start_ms),
+                    x.key,
+                    x.actual.units,
+                    x.actual.promo_share,
+                    e[1],
+                    e[0],
+                    e[2],
+                    x.model
+                );
+            }
+        }
         alerts.extend(alerting.process(step));
     };
     let labels = match cache_path(cfg, args, seed)? {
