@@ -13,6 +13,18 @@ use crate::{tails, Alert, AlertKind, Config, Direction, Verdict};
 /// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
 pub(crate) const MEAN_ALPHA: f64 = 0.05;
 
+/// Weight of the newest window in [`SeriesState::auto`] (about 300
+/// windows, a day of five-minute ones).
+pub(crate) const AUTO_ALPHA: f64 = 1.0 / 300.0;
+/// The most a window's score counts in [`SeriesState::auto`].
+pub(crate) const AUTO_Z_CLIP: f64 = 3.0;
+/// Windows a score waits before [`SeriesState::auto`] learns from it
+/// (three hours of five-minute windows: longer than the change detector
+/// takes to call a move).
+pub(crate) const AUTO_HOLD: usize = 36;
+/// The highest autocorrelation [`SeriesState::long_run`] allows for.
+pub(crate) const AUTO_RHO_MAX: f64 = 0.8;
+
 /// Weight of the newest window in [`SeriesState::promo_recent`] when its
 /// share is higher.
 pub(crate) const PROMO_RECENT_ALPHA: f64 = 0.2;
@@ -121,6 +133,16 @@ pub(crate) struct SeriesState {
     /// The trend-break detector's state (series at `trend-min-level` and
     /// above only: the thousands of SKUs carry none).
     pub(crate) trend: Option<Box<TrendState>>,
+    /// Exponentially weighted means of the product of successive
+    /// windows' scores (each clipped to +-[`AUTO_Z_CLIP`]) and of their
+    /// square, over windows that raised nothing, and the previous window's
+    /// score: the scores' lag-one autocorrelation (see
+    /// [`SeriesState::long_run`]).
+    pub(crate) auto: (f64, f64, Option<f64>),
+    /// The newest [`AUTO_HOLD`] windows' products and squares, before they
+    /// are learnt: a move the change detector is summing must not teach
+    /// it that the series' errors linger (dropped when a shift is called).
+    pub(crate) auto_held: VecDeque<(f32, f32)>,
     /// The pattern-novelty detector's state (series at
     /// `novelty-min-level` and above only).
     pub(crate) novelty: Option<Box<Novelty>>,
@@ -168,6 +190,7 @@ impl SeriesState {
     /// they settle, and the change detector starts anew.
     pub(crate) fn shift_called(&mut self, d: Direction) {
         self.shift = Some(d);
+        self.auto_held.clear();
         self.settled = 0;
         self.cusum_up = 0.0;
         self.cusum_down = 0.0;
@@ -351,6 +374,38 @@ impl SeriesState {
     /// (rebuilt here; none without a score). A shift going on makes the
     /// window its silent continuation; a call sets `verdict` and returns
     /// the CUSUM statistic (0 otherwise).
+    /// How much one window counts in the change detector: with successive
+    /// scores correlated `rho` (a forecast off by the same for hours, as a
+    /// total's is on a day busier than the one before), a run of them says
+    /// less than as many independent ones. Their sum's variance is
+    /// `(1 + rho) / (1 - rho)` times theirs, so each window's step beyond
+    /// the allowance (which is about the mean, and stays) counts the square
+    /// root of the inverse: the threshold, a sum's, is that much higher.
+    pub(crate) fn long_run(&self) -> f64 {
+        let (ac, zz, _) = self.auto;
+        if zz <= 0.0 {
+            return 1.0;
+        }
+        let rho = (ac / zz).clamp(0.0, AUTO_RHO_MAX);
+        ((1.0 - rho) / (1.0 + rho)).sqrt()
+    }
+
+    /// Fold a window's score into the autocorrelation (`quiet`: it raised
+    /// nothing; a window that did breaks the chain).
+    fn follow_auto(&mut self, z: f64, quiet: bool) {
+        let z = z.clamp(-AUTO_Z_CLIP, AUTO_Z_CLIP);
+        let (ac, zz, prev) = &mut self.auto;
+        if let (Some(p), true) = (*prev, quiet) {
+            self.auto_held.push_back(((p * z) as f32, (z * z) as f32));
+        }
+        *prev = quiet.then_some(z);
+        while self.auto_held.len() > AUTO_HOLD {
+            let (pz, zz2) = self.auto_held.pop_front().expect("not empty");
+            *ac += AUTO_ALPHA * (f64::from(pz) - *ac);
+            *zz += AUTO_ALPHA * (f64::from(zz2) - *zz);
+        }
+    }
+
     pub(crate) fn detect_shift(
         &mut self,
         cfg: &Config,
@@ -370,8 +425,12 @@ impl SeriesState {
         // two windows or more, a lone spike never calls one.
         let cap = 0.75 * cfg.cusum_h + cfg.cusum_k;
         let zc = zv.clamp(-cap, cap);
-        self.cusum_up = (self.cusum_up + zc - cfg.cusum_k).max(0.0);
-        self.cusum_down = (self.cusum_down - zc - cfg.cusum_k).max(0.0);
+        // Each window's step, beyond the allowance, in standard deviations
+        // of a run's sum (see `long_run`): the threshold is for a sum.
+        let lr = self.long_run();
+        self.follow_auto(zv, verdict.is_none());
+        self.cusum_up = (self.cusum_up + (zc - cfg.cusum_k) * lr).max(0.0);
+        self.cusum_down = (self.cusum_down + (-zc - cfg.cusum_k) * lr).max(0.0);
         // Excursions: a jump out of the band that ends within
         // spike-max-windows was a spike, and its windows leave the
         // change detector; one still going on is no shift yet.
@@ -553,5 +612,51 @@ impl SeriesState {
                 })
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scores with lag-one autocorrelation `rho` (unit variance), from a
+    /// fixed-seed generator.
+    fn scores(rho: f64, n: usize) -> Vec<f64> {
+        let (mut s, mut z) = (11u64, 0.0f64);
+        let sd = (1.0 - rho * rho).sqrt() * 12f64.sqrt();
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((s >> 33) % 10_001) as f64 / 10_000.0 - 0.5;
+                z = rho * z + sd * u;
+                z
+            })
+            .collect()
+    }
+
+    #[test]
+    fn correlated_scores_count_less_in_the_change_detector() {
+        let weight = |rho: f64| {
+            let mut st = SeriesState::default();
+            for z in scores(rho, 3000) {
+                st.follow_auto(z, true);
+            }
+            st.long_run()
+        };
+        // Independent scores count fully.
+        assert!(weight(0.0) > 0.9, "{}", weight(0.0));
+        // At 0.6, a run's sum has four times the variance: each counts half.
+        assert!((weight(0.6) - 0.5).abs() < 0.1, "{}", weight(0.6));
+        // The correlation allowed for is bounded (AUTO_RHO_MAX).
+        let floor = ((1.0 - AUTO_RHO_MAX) / (1.0 + AUTO_RHO_MAX)).sqrt();
+        assert!(weight(0.97) >= floor - 1e-9);
+        // A window that raised something breaks the chain of pairs.
+        let mut st = SeriesState::default();
+        for (i, z) in scores(0.6, 3000).into_iter().enumerate() {
+            st.follow_auto(z, i % 2 == 0);
+        }
+        assert_eq!(st.long_run(), 1.0);
     }
 }
