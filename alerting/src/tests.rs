@@ -2430,3 +2430,50 @@ fn a_swell_is_a_level_shift_only_where_the_errors_do_not_swell_like_it() {
     let got = swell_after(true, 3200.0, 1200.0);
     assert!(got.is_empty(), "{got:#?}");
 }
+
+#[test]
+fn a_move_summed_past_the_threshold_but_never_called_is_no_reference_the_next_day() {
+    // A 60-window period of one-minute windows with a daily shape. On day
+    // 4 the series stands at 1.6x from window 15 and climbs on to 2.4x by
+    // window 45 (back at 1x from 46), but the detector cannot call it: the
+    // same windows two days before were on promotion (no confirmation of a
+    // step), and a day before from window 25 (no comparison while it
+    // climbs). Its trend sum passes the threshold all the same. Day 5 is
+    // as usual: read against day 4's climb it would be a slide (seed 15's
+    // cat-18|app-uk, called a trend break down the morning after an
+    // unseen move at night).
+    let cfg = Config::default();
+    let (width, period) = (60_000, 3_600_000);
+    let mut t = TrendState::default();
+    let mut calls = Vec::new();
+    let mut scratch = Vec::new();
+    for i in 0..360i64 {
+        let (day, w) = (i / 60, i % 60);
+        let f = match (day, w) {
+            (4, 15..25) => 1.6,
+            (4, 25..46) => 1.6 + 0.8 * (w - 25) as f64 / 20.0,
+            _ => 1.0,
+        };
+        let share = match (day, w) {
+            (2, 15..46) | (3, 25..46) => 0.8,
+            _ => 0.0,
+        };
+        let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+        let window = TrendWindow {
+            at: (i * width, width, period),
+            y: (shape * f).round() + wobble(i) as f64,
+            share,
+            band: (0.0, 1e9),
+            own: false,
+            jump: false,
+            scored: true,
+        };
+        let (mut verdict, mut silent) = (None, false);
+        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
+        if let Some((kind, d, _)) = verdict.filter(|_| !silent) {
+            calls.push((i, kind, d));
+        }
+    }
+    // Neither the move (the premise) nor the return from it is called.
+    assert!(calls.iter().all(|&(i, _, _)| i < 240), "{calls:?}");
+}

@@ -394,6 +394,35 @@ impl TrendState {
         self.sides = Default::default();
     }
 
+    /// A trend sum past `trend-z` that no call explained (flat, with no
+    /// day before that to confirm it a step, say) is still a move away
+    /// from what is usual: its windows, and those without a comparison
+    /// while it stands there, are no reference for the next period, or the
+    /// series' return to its usual units would read as a move the other
+    /// way then (seed 15's cat-18|app-uk stood at twice its units at night
+    /// unseen, and was called a slide the next morning).
+    fn unsure_move(&mut self, cfg: &Config, at: (i64, i64, i64)) {
+        if self.going.is_some() {
+            return;
+        }
+        for side in self.sides {
+            if side.s >= cfg.trend_z && side.n > 0 {
+                self.unusual_since(side.first, at);
+            }
+        }
+    }
+
+    /// The windows from `since` (a start, ms) to the window `at` are no
+    /// usual ones: those still queued are marked so, and those already
+    /// learnt are taken back (see [`TrendState::unlearn`]).
+    fn unusual_since(&mut self, since: i64, at: (i64, i64, i64)) {
+        let first = since.div_euclid(at.1.max(1));
+        for q in self.queued.iter_mut().filter(|q| q.0 >= first) {
+            q.3 = false;
+        }
+        self.unlearn(since, at);
+    }
+
     /// Take back the windows from `since` (a start, ms) to the window `at`
     /// that were already learnt as the usual units at their position
     /// (older than the queue): each goes back, once, to the units of the
@@ -532,7 +561,12 @@ impl TrendState {
             self.sides = Default::default();
             self.prev = None;
         }
-        let r = r1.filter(|_| !w.jump)?;
+        let Some(r) = r1.filter(|_| !w.jump) else {
+            if !w.jump {
+                self.unsure_move(cfg, w.at);
+            }
+            return None;
+        };
         // The ratio's variance were the units Poisson counts (that of
         // ln((y + 1) / (y0 + 1)), with y0 + 1 = (y + 1) / e^r).
         let v = (1.0 + r.exp()) / (w.y.max(0.0) + 1.0);
@@ -632,6 +666,7 @@ impl TrendState {
             if let Some(called) = self.call(cfg, w.at, (shaped, away), verdict, scratch) {
                 trend = Some(called);
             }
+            self.unsure_move(cfg, w.at);
         }
         // What is usual is learnt while the CUSUM is quiet, and not from a
         // move that still holds.
