@@ -368,12 +368,6 @@ pub(crate) struct ShiftWindow {
 }
 
 impl SeriesState {
-    /// Level shifts: a CUSUM over the robust z-scores (an outage's windows
-    /// are its `drop_to_zero`, never a level shift of their own), the
-    /// excursion the window extends or ends, and the run outside the band
-    /// (rebuilt here; none without a score). A shift going on makes the
-    /// window its silent continuation; a call sets `verdict` and returns
-    /// the CUSUM statistic (0 otherwise).
     /// How much one window counts in the change detector: with successive
     /// scores correlated `rho` (a forecast off by the same for hours, as a
     /// total's is on a day busier than the one before), a run of them says
@@ -406,6 +400,12 @@ impl SeriesState {
         }
     }
 
+    /// Level shifts: a CUSUM over the robust z-scores (an outage's windows
+    /// are its `drop_to_zero`, never a level shift of their own), the
+    /// excursion the window extends or ends, and the run outside the band
+    /// (rebuilt here; none without a score). A shift going on makes the
+    /// window its silent continuation; a call sets `verdict` and returns
+    /// the CUSUM statistic (0 otherwise).
     pub(crate) fn detect_shift(
         &mut self,
         cfg: &Config,
@@ -626,10 +626,7 @@ mod tests {
         let sd = (1.0 - rho * rho).sqrt() * 12f64.sqrt();
         (0..n)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = ((s >> 33) % 10_001) as f64 / 10_000.0 - 0.5;
+                let u = (crate::tests::lcg(&mut s) % 10_001) as f64 / 10_000.0 - 0.5;
                 z = rho * z + sd * u;
                 z
             })

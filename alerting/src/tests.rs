@@ -199,6 +199,15 @@ fn kinds_by_minute(got: &[Alert]) -> Vec<(AlertKind, i64)> {
         .collect()
 }
 
+/// The next draw of a fixed-seed linear congruential generator with state
+/// `s` (its high 31 bits): noise that is the same on every run.
+pub(crate) fn lcg(s: &mut u64) -> u64 {
+    *s = s
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *s >> 33
+}
+
 /// Deterministic noise in [-4, 4].
 fn wobble(i: i64) -> i64 {
     ((i * 7919) % 9) - 4
@@ -2402,10 +2411,7 @@ fn swell_after(swelling: bool, amp: f64, noise: f64) -> Vec<Alert> {
         }
     };
     for i in 0..2400i64 {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let u = ((s >> 33) % 1001) as f64 / 1000.0 - 0.5;
+        let u = (lcg(&mut s) % 1001) as f64 / 1000.0 - 0.5;
         let usual = if swelling && i < 2200 {
             swell(i % 200)
         } else {

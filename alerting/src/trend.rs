@@ -406,7 +406,7 @@ impl TrendState {
             return;
         }
         for side in self.sides {
-            if side.s >= cfg.trend_z && side.n > 0 {
+            if side.s >= cfg.trend_z {
                 self.unusual_since(side.first, at);
             }
         }
@@ -562,9 +562,8 @@ impl TrendState {
             self.prev = None;
         }
         let Some(r) = r1.filter(|_| !w.jump) else {
-            if !w.jump {
-                self.unsure_move(cfg, w.at);
-            }
+            // (After a jump the sums were just reset: nothing to mark.)
+            self.unsure_move(cfg, w.at);
             return None;
         };
         // The ratio's variance were the units Poisson counts (that of
