@@ -262,8 +262,10 @@ fn gen_config(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> GenConfi
 const CACHE_FORMAT: u32 = 5;
 
 /// Where a seed's forecasts are cached: the file name carries a digest of
-/// everything that shapes them (generator, windows, inference, the run's
-/// options), so a changed setting never reads stale forecasts.
+/// everything that shapes them (generator settings and stream version,
+/// windows, inference settings, the run's options), so a changed setting or
+/// generator never reads stale forecasts. A change to the inference code
+/// itself needs a new cache directory.
 fn cache_path(
     cfg: &crate::Config,
     args: &EvalAlertsArgs,
@@ -282,6 +284,7 @@ fn cache_path(
         (args.days, args.window_ms),
         env!("CARGO_PKG_VERSION"),
         CACHE_FORMAT,
+        salescast_loadgen::STREAM_VERSION,
     ))?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     shape.hash(&mut h);

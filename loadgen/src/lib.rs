@@ -11,7 +11,8 @@
 //! level shifts, trend breaks) that are reported as [`AnomalyLabel`]s. It can also mix in
 //! malformed records and redelivered duplicates, each tagged with what the
 //! pipeline should do with it ([`Expect`]), which is how the integration tests
-//! check that nothing is lost. The same seed gives the same events.
+//! check that nothing is lost. The same seed gives the same events, within one
+//! [`STREAM_VERSION`].
 #![warn(missing_docs)]
 
 mod publish;
@@ -23,6 +24,13 @@ use serde::{Deserialize, Serialize};
 
 pub use publish::{publish, replay_file, PublishConfig, PublishStats};
 pub use rng::Rng;
+
+/// Version of the generated stream: it moves whenever the same seed and
+/// configuration start giving different events, so whatever is cached from a
+/// stream (`salescast eval-alerts --cache-dir`) can tell. 2: lines under a
+/// multiplier (a promotion, an anomaly) are drawn by thinning, no longer
+/// repeated with one timestamp.
+pub const STREAM_VERSION: u32 = 2;
 
 /// Configuration of the generator (`[generator]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -410,6 +418,21 @@ impl Generator {
         });
     }
 
+    /// An upper bound on [`Self::multiplier`] for any SKU and store between
+    /// `from` and `to` (ms, exclusive): the promotion lift if a promotion is
+    /// on, times every overlapping anomaly's factor above 1.
+    fn multiplier_bound(&self, from: i64, to: i64) -> f64 {
+        let promo = if self.skus.iter().any(|s| s.promo_until > from) {
+            self.cfg.promo_lift.max(1.0)
+        } else {
+            1.0
+        };
+        self.anomalies
+            .iter()
+            .filter(|a| a.label.start_ms < to && a.label.end_ms > from)
+            .fold(promo, |m, a| m * a.label.factor.max(1.0))
+    }
+
     fn multiplier(&self, sku: usize, store: usize, ts: i64) -> f64 {
         let mut m = if self.skus[sku].promo_until > ts {
             self.cfg.promo_lift
@@ -517,47 +540,52 @@ impl Generator {
 
     fn fill_second(&mut self) {
         self.housekeeping();
-        let n = self.rng.poisson(self.rate_at(self.now_ms));
-        let mut out = Vec::with_capacity(n as usize);
+        // Thinning: candidates come at the base rate times the largest
+        // multiplier in force this second, and each is kept with probability
+        // its own multiplier over that bound, so every SKU and store's lines
+        // are a Poisson process at its base rate times its multiplier (a
+        // promotion brings more buyers, not the same line several times).
+        let bound = self.multiplier_bound(self.now_ms, self.now_ms + 1000);
+        let n = self.rng.poisson(self.rate_at(self.now_ms) * bound);
+        let mut out = Vec::new();
         for _ in 0..n {
             let ts = self.now_ms + self.rng.below(1000) as i64;
             let sku = pick(&self.sku_cdf, self.rng.f64());
             let store = pick(&self.store_cdf, self.rng.f64());
-            let m = self.multiplier(sku, store, ts);
-            let copies = m.floor() as u64 + (self.rng.f64() < m.fract()) as u64;
-            for _ in 0..copies {
-                let mut ets = ts;
-                if self.rng.f64() < self.cfg.disorder_rate {
-                    ets -= self.rng.below(3_000) as i64;
-                }
-                let (key, payload, v) = self.event_json(sku, store, ets);
-                let rec = if self.rng.f64() < self.cfg.malformed_rate {
-                    self.malformed(key, &payload, ets)
-                } else {
-                    if self.cfg.duplicate_rate > 0.0 {
-                        self.recent_valid.push((key.clone(), payload.clone()));
-                        if self.recent_valid.len() > 64 {
-                            self.recent_valid.remove(0);
-                        }
-                    }
-                    GenRecord {
-                        sim_ms: ts,
-                        key,
-                        payload,
-                        expect: Expect::Valid(v),
-                    }
-                };
-                out.push(rec);
-                if self.cfg.duplicate_rate > 0.0 && self.rng.f64() < self.cfg.duplicate_rate {
-                    if let Some((k, p)) = self.recent_valid.first().cloned() {
+            if self.rng.f64() * bound >= self.multiplier(sku, store, ts) {
+                continue;
+            }
+            let mut ets = ts;
+            if self.rng.f64() < self.cfg.disorder_rate {
+                ets -= self.rng.below(3_000) as i64;
+            }
+            let (key, payload, v) = self.event_json(sku, store, ets);
+            let rec = if self.rng.f64() < self.cfg.malformed_rate {
+                self.malformed(key, &payload, ets)
+            } else {
+                if self.cfg.duplicate_rate > 0.0 {
+                    self.recent_valid.push((key.clone(), payload.clone()));
+                    if self.recent_valid.len() > 64 {
                         self.recent_valid.remove(0);
-                        out.push(GenRecord {
-                            sim_ms: ts,
-                            key: k,
-                            payload: p,
-                            expect: Expect::Duplicate,
-                        });
                     }
+                }
+                GenRecord {
+                    sim_ms: ts,
+                    key,
+                    payload,
+                    expect: Expect::Valid(v),
+                }
+            };
+            out.push(rec);
+            if self.cfg.duplicate_rate > 0.0 && self.rng.f64() < self.cfg.duplicate_rate {
+                if let Some((k, p)) = self.recent_valid.first().cloned() {
+                    self.recent_valid.remove(0);
+                    out.push(GenRecord {
+                        sim_ms: ts,
+                        key: k,
+                        payload: p,
+                        expect: Expect::Duplicate,
+                    });
                 }
             }
         }
@@ -661,6 +689,47 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
             assert!(v["event_id"].is_string() && v["qty"].is_i64() && v["ts"].is_i64());
         }
+    }
+
+    /// The valid lines of the first `ms` simulated.
+    fn valid_lines(cfg: GenConfig, ms: i64) -> Vec<ValidEvent> {
+        let start = cfg.start_ms;
+        Generator::new(cfg)
+            .take_while(|r| r.sim_ms < start + ms)
+            .filter_map(|r| match r.expect {
+                Expect::Valid(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_promotion_brings_more_buyers_not_repeated_lines() {
+        let cfg = |promo_rate| GenConfig {
+            start_ms: 1_700_000_000_000,
+            anomaly_every_ms: 0,
+            promo_rate,
+            promo_lift: 4.0,
+            ..GenConfig::default()
+        };
+        let plain = valid_lines(cfg(0.0), 600_000);
+        let promoted = valid_lines(cfg(1.0), 600_000);
+        assert!(promoted.iter().all(|v| v.promo));
+        let lift = promoted.len() as f64 / plain.len() as f64;
+        assert!((3.6..4.4).contains(&lift), "lift {lift}");
+        // A line sharing its SKU, store and millisecond with another is
+        // rare at these rates: the lift is a Poisson process four times as
+        // fast, not each line four times.
+        let mut seen: HashMap<(&str, &str, i64), usize> = HashMap::new();
+        for v in &promoted {
+            *seen.entry((&v.sku, &v.store, v.ts_ms)).or_default() += 1;
+        }
+        let clumped: usize = seen.values().filter(|&&n| n > 1).sum();
+        let share = clumped as f64 / promoted.len() as f64;
+        assert!(
+            share < 0.05,
+            "{share} of promoted lines share their millisecond"
+        );
     }
 
     #[test]
