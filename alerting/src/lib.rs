@@ -730,6 +730,16 @@ impl Alerting {
             for ch in &children {
                 self.cover(f.window_start_ms, (ch.level, &ch.key), c.direction, within);
             }
+            // A spike or drop alerted (now, or continuing its own alert)
+            // moved the series below it too, children or not.
+            let jump = matches!(
+                c.kind,
+                AlertKind::Spike | AlertKind::Drop | AlertKind::DropToZero
+            );
+            if jump && (!c.quiet() || c.cover == Cover::Own) && f.revision == 0 {
+                let map = parent_of.get_or_insert_with(|| parents(group));
+                self.moved_below(group, map, f, c.direction);
+            }
             for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
                 let g = group[cands[k].idx];
                 self.cover(f.window_start_ms, (g.level, &g.key), c.direction, by);
@@ -775,6 +785,45 @@ impl Alerting {
                 .or_default()
                 .push(a.clone());
             out.push(a);
+        }
+    }
+
+    /// The series below `f` (with a trend state) whose window moved `f`'s
+    /// way `d` by at least [`MOVED_WITH_SHARE`] of its move (log ratios to
+    /// the forecasts' medians): they moved with it, children of its alert
+    /// or not, and their windows are no usual ones for the trend
+    /// detector's day-before references (see [`TrendState::not_usual`]).
+    fn moved_below(
+        &mut self,
+        group: &[&Forecast],
+        parent_of: &FxHashMap<SeriesKey, Arc<str>>,
+        f: &Forecast,
+        d: Direction,
+    ) {
+        let min = self.cfg.trend_min_level;
+        let its = ln_ratio(f) * d.sign();
+        if its <= 0.0 {
+            return;
+        }
+        for g in group.iter().filter(|g| g.level >= min && g.level < f.level) {
+            let moved = g.expected.is_some() && ln_ratio(g) * d.sign() >= MOVED_WITH_SHARE * its;
+            let mut node = (g.level, g.key.clone());
+            while node.0 < f.level {
+                let Some((p, pl)) = parent_of.get(&node).cloned().zip(parent_level(node.0)) else {
+                    break;
+                };
+                node = (pl, p);
+            }
+            if !moved || node != (f.level, f.key.clone()) {
+                continue;
+            }
+            if let Some(t) = self
+                .series
+                .get_mut(&(g.level, g.key.clone()))
+                .and_then(|st| st.trend.as_deref_mut())
+            {
+                t.not_usual(g.window_start_ms, g.window_end_ms - g.window_start_ms);
+            }
         }
     }
 
@@ -1133,6 +1182,13 @@ impl Alerting {
         }
     }
 }
+
+/// The least share of an ancestor's spike or drop (as log ratios to the
+/// forecasts' medians) a series must move its way to have moved with it
+/// (see `Alerting::moved_below`): a store tripling lifts each category
+/// about as much, while one SKU's burst lifting its store leaves the other
+/// categories where they were.
+const MOVED_WITH_SHARE: f64 = 0.5;
 
 /// The parent of every series of a window above the SKU level, by the
 /// parents its forecasts name (not the thousands of SKUs: no SKU is a parent).

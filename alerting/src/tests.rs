@@ -979,6 +979,69 @@ fn a_spike_right_after_a_drop_is_no_recovery() {
 }
 
 #[test]
+fn a_series_that_moved_with_its_stores_spike_is_no_reference_the_next_day() {
+    // A store and one of its categories with a daily shape (a 60-window
+    // "day"), both forecast well. At windows 61-63 the store spikes 3x;
+    // the category doubles with it, inside its wide band (no candidate, no
+    // child of the store's alert: a small, noisy category's band is wide). The next day the category sells as
+    // usual while its forecast still carries a little of its jump in the
+    // first window (its band above its units): against the day before it
+    // is half for three windows, but those windows moved with the store's
+    // spike, and are no reference (before this, a level shift down at
+    // window 123).
+    let mut a = sixty_window_day();
+    let mut got = Vec::new();
+    for i in 0..180i64 {
+        let t = i * 60_000;
+        let shape = 300.0 + 90.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+        let spike = (61..64).contains(&i);
+        let store_y = (4.0 * shape * if spike { 3.0 } else { 1.0 }) as i64 + wobble(i);
+        let cat_y = (shape * if spike { 2.0 } else { 1.0 }) as i64 + wobble(i);
+        let mut store = node(
+            Level::Store,
+            "web-uk",
+            Some("total"),
+            t,
+            store_y,
+            4.0 * shape,
+        );
+        store.expected = Some(HorizonPoint {
+            start_ms: t,
+            end_ms: t + 60_000,
+            p10: 3.6 * shape,
+            p50: 4.0 * shape,
+            p90: 4.4 * shape,
+        });
+        let (lo, mid, hi) = if i == 121 {
+            (1.2, 1.5, 1.8)
+        } else {
+            (0.4, 1.0, 2.5)
+        };
+        let mut cat = node(
+            Level::CategoryStore,
+            "cat-01|web-uk",
+            Some("web-uk"),
+            t,
+            cat_y,
+            shape,
+        );
+        cat.expected = Some(HorizonPoint {
+            start_ms: t,
+            end_ms: t + 60_000,
+            p10: lo * shape,
+            p50: mid * shape,
+            p90: hi * shape,
+        });
+        got.extend(a.process(&[store, cat]));
+    }
+    let seen: Vec<(Level, AlertKind, i64)> = got
+        .iter()
+        .map(|x| (x.level, x.kind, x.window_start_ms / 60_000))
+        .collect();
+    assert_eq!(seen, vec![(Level::Store, AlertKind::Spike, 61)], "{got:#?}");
+}
+
+#[test]
 fn a_moves_windows_are_no_reference_until_it_is_undone() {
     // A 100-window period; the usual ratio to the day before is 0.1
     // when a level shift up is called at window 1000.

@@ -394,6 +394,18 @@ impl TrendState {
         self.sides = Default::default();
     }
 
+    /// The window starting `start` (of `width` ms) moved with an
+    /// ancestor's spike or drop: no usual one for its position (tomorrow is
+    /// not judged against it). A series that moved with its store's spike
+    /// without a verdict of its own otherwise reads as a step down against
+    /// it the next day.
+    pub(crate) fn not_usual(&mut self, start: i64, width: i64) {
+        let n = start.div_euclid(width.max(1));
+        if let Some(q) = self.queued.iter_mut().rev().find(|q| q.0 == n) {
+            q.3 = false;
+        }
+    }
+
     /// A trend sum past `trend-z` that no call explained (flat, with no
     /// day before that to confirm it a step, say) is still a move away
     /// from what is usual: its windows, and those without a comparison
