@@ -972,6 +972,13 @@ impl Alerting {
                                 let settled = t.base[0] - t.called_base;
                                 settled.abs() >= usual_again && about_as_far(settled, r - t.base[0])
                             })
+                            // No day before to tell (its share of lines
+                            // on promotion differs): a move back against
+                            // the recent mean at least half as far as the
+                            // call's move, and no further than the climb
+                            // or slide can have gone on from there.
+                            || (ratio.is_none()
+                                && (0.5..=TREND_BACK_MAX).contains(&(-back / *first)))
                     }
                     _ => about_as_far(*first, back),
                 };
@@ -1182,6 +1189,14 @@ impl Alerting {
         }
     }
 }
+
+/// How far back, as a multiple of a trend break's move when it was called,
+/// a move the other way may go and still be its end when there is no day
+/// before to measure it against (see `Alerting::end_of_shift`). A trend
+/// break is called about two thirds of the way up its climb, on the mean
+/// deviation of the windows summed, about half of where it stands then:
+/// the whole move is about two to three times the call's.
+const TREND_BACK_MAX: f64 = 3.0;
 
 /// The least share of an ancestor's spike or drop (as log ratios to the
 /// forecasts' medians) a series must move its way to have moved with it

@@ -657,6 +657,40 @@ fn a_shift_back_to_the_day_befores_units_resolves_a_trend_break() {
 }
 
 #[test]
+fn a_trend_breaks_end_without_a_day_before_is_a_move_back_as_far_as_it_went() {
+    // A category's climb to 2x was called at minute 300 on a move of
+    // 0.32 against the day before, and went on climbing. At minute 800
+    // it steps back to 300 units, against a recent mean of about 560,
+    // in windows the day before cannot judge (their share of lines on
+    // promotion differs): no ratio to the day before.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let up = category(fc(300 * 60_000, 680, 500.0, 570.0, 650.0));
+    let trend = a.alert(&up, &cand(AlertKind::TrendBreak, Direction::Up), vec![]);
+    let mut end = |units: i64| {
+        let back = category(fc(800 * 60_000, units, 420.0, 490.0, 580.0));
+        let shift = a.alert(&back, &cand(AlertKind::LevelShift, Direction::Down), vec![]);
+        end_with(
+            &mut a,
+            &back,
+            &shift,
+            560.0,
+            (&trend, 0.32),
+            TrendState::default(),
+        )
+    };
+    // Back by 0.62, about twice the call's move: the climb ended.
+    assert_resolves(
+        &end(300).expect("the climb ended"),
+        &trend,
+        "the trend break up of",
+    );
+    // Back by 0.1, a third of it: a move of its own.
+    assert!(end(505).is_none());
+    // Back by 1.25, nearly four times it: a fall of its own.
+    assert!(end(160).is_none());
+}
+
+#[test]
 fn a_move_back_about_as_far_as_a_settled_trend_break_ends_it() {
     // A category slid to 40% of its usual (called when the usual ratio
     // to the day before was -0.1), settled, and its new level became
