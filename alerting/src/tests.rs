@@ -1086,11 +1086,13 @@ fn a_moves_windows_are_no_reference_until_it_is_undone() {
     let back = 0.5 * 1.4f64.ln();
     t.moved(Direction::Up, (1000, 1, 100));
     // Still up against the day before: away; a window with no
-    // comparison tells nothing either way.
+    // comparison is where the last one was.
     assert!(t.away_at(1001, 100, Some(0.6), back));
-    assert!(!t.away_at(1002, 100, None, back));
-    // Back near the usual ratio: a usual window again.
+    assert!(t.away_at(1002, 100, None, back));
+    // Back near the usual ratio: a usual window again, and so is the
+    // next without a comparison.
     assert!(!t.away_at(1003, 100, Some(0.15), back));
+    assert!(!t.away_at(1004, 100, None, back));
     // The shift back down is called when what is usual has been relearnt
     // from the move's windows: home stays the ratio from before the
     // first, so the series at home is not away.

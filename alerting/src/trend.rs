@@ -177,6 +177,9 @@ pub(crate) struct TrendState {
     /// whose ratio to the day before is still its way from home is no
     /// usual one for its time of day (tomorrow is not judged against it).
     pub(crate) away: Option<(Direction, f64, i64)>,
+    /// Whether the last window with a comparison was still away (a window
+    /// without one is taken to be where the last one was).
+    pub(crate) away_held: bool,
     /// The previous compared window's deviation from the usual ratio, and
     /// the run of windows since then beyond the allowance one way (see
     /// [`StepRun`]).
@@ -382,6 +385,7 @@ impl TrendState {
     pub(crate) fn moved(&mut self, d: Direction, at: (i64, i64, i64)) {
         let now = at.0;
         self.away = Some((d, self.home(), now));
+        self.away_held = true;
         for q in self.queued.iter_mut() {
             q.3 = false;
         }
@@ -464,14 +468,24 @@ impl TrendState {
     /// Whether a window at `now` with ratio `r1` to the day before is
     /// still away from home after the last move (see
     /// [`TrendState::away`]): within the period after it, and its ratio at
-    /// least `back` the move's way from home (a window without a
-    /// comparison is not known to be away).
+    /// least `back` the move's way from home. A window without a
+    /// comparison (its share of lines on promotion differs from the day
+    /// before's) is where the last window with one was: no news is no
+    /// return home, and remembered as usual it would be tomorrow's
+    /// reference in the middle of the move (seed 18's cat-00|web-uk, 1.8x
+    /// for ten hours with a comparison in one window of two, read as a
+    /// slide against them the next day).
     pub(crate) fn away_at(&mut self, now: i64, period: i64, r1: Option<f64>, back: f64) -> bool {
         if self.away.is_some_and(|(_, _, since)| now - since >= period) {
             self.away = None;
         }
-        self.away
-            .is_some_and(|(d, home, _)| r1.is_some_and(|r| (r - home) * d.sign() >= back))
+        let Some((d, home, _)) = self.away else {
+            return false;
+        };
+        if let Some(r) = r1 {
+            self.away_held = (r - home) * d.sign() >= back;
+        }
+        self.away_held
     }
 
     /// Medians of the three spans of `w` ratios to `back` (0: one period,
