@@ -807,6 +807,10 @@ impl Alerting {
         }
         for g in group.iter().filter(|g| g.level >= min && g.level < f.level) {
             let moved = g.expected.is_some() && ln_ratio(g) * d.sign() >= MOVED_WITH_SHARE * its;
+            if !moved {
+                continue;
+            }
+            // Below `f`: its ancestor at `f`'s level is `f`.
             let mut node = (g.level, g.key.clone());
             while node.0 < f.level {
                 let Some((p, pl)) = parent_of.get(&node).cloned().zip(parent_level(node.0)) else {
@@ -814,7 +818,7 @@ impl Alerting {
                 };
                 node = (pl, p);
             }
-            if !moved || node != (f.level, f.key.clone()) {
+            if node.0 != f.level || node.1 != f.key {
                 continue;
             }
             if let Some(t) = self
