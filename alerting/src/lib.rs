@@ -752,10 +752,8 @@ impl Alerting {
             self.cover_own(f, c.direction, c.kept_out);
             self.mark_burst(f, &children);
             let map = parent_of.get_or_insert_with(|| parents(group));
-            let mut node = f.parent.clone().zip(parent_level(f.level));
-            while let Some((p, pl)) = node {
+            for (pl, p) in ancestors(f, map) {
                 self.cover(f.window_start_ms, (pl, &p), c.direction, by);
-                node = map.get(&(pl, p)).cloned().zip(parent_level(pl));
             }
             if !self.admit(f, c.kind) {
                 continue;
@@ -792,7 +790,7 @@ impl Alerting {
     /// way `d` by at least [`MOVED_WITH_SHARE`] of its move (log ratios to
     /// the forecasts' medians): they moved with it, children of its alert
     /// or not, and their windows are no usual ones for the trend
-    /// detector's day-before references (see [`TrendState::not_usual`]).
+    /// detector's day-before references (see [`TrendState::unusual_since`]).
     fn moved_below(
         &mut self,
         group: &[&Forecast],
@@ -807,18 +805,12 @@ impl Alerting {
         }
         for g in group.iter().filter(|g| g.level >= min && g.level < f.level) {
             let moved = g.expected.is_some() && ln_ratio(g) * d.sign() >= MOVED_WITH_SHARE * its;
-            if !moved {
-                continue;
-            }
             // Below `f`: its ancestor at `f`'s level is `f`.
-            let mut node = (g.level, g.key.clone());
-            while node.0 < f.level {
-                let Some((p, pl)) = parent_of.get(&node).cloned().zip(parent_level(node.0)) else {
-                    break;
-                };
-                node = (pl, p);
-            }
-            if node.0 != f.level || node.1 != f.key {
+            let below = moved
+                && ancestors(g, parent_of)
+                    .find(|a| a.0 == f.level)
+                    .is_some_and(|a| a.1 == f.key);
+            if !below {
                 continue;
             }
             if let Some(t) = self
@@ -826,7 +818,9 @@ impl Alerting {
                 .get_mut(&(g.level, g.key.clone()))
                 .and_then(|st| st.trend.as_deref_mut())
             {
-                t.not_usual(g.window_start_ms, g.window_end_ms - g.window_start_ms);
+                let width = g.window_end_ms - g.window_start_ms;
+                let at = (g.window_start_ms, width, self.cfg.recurring_period_ms);
+                t.unusual_since(g.window_start_ms, at);
             }
         }
     }
@@ -967,7 +961,9 @@ impl Alerting {
             // level shift also ends by a move back about as far against
             // the series' recent mean (which may lag the daily shape when
             // the shift began, so understate it: hence home).
-            let about_as_far = |moved: f64, back: f64| (0.5..=1.5).contains(&(-back / moved));
+            let back_by =
+                |moved: f64, back: f64, most: f64| (0.5..=most).contains(&(-back / moved));
+            let about_as_far = |moved: f64, back: f64| back_by(moved, back, 1.5);
             let back_enough = usual(TrendState::home)
                 || match prev.kind {
                     AlertKind::TrendBreak => {
@@ -981,8 +977,7 @@ impl Alerting {
                             // the recent mean at least half as far as the
                             // call's move, and no further than the climb
                             // or slide can have gone on from there.
-                            || (ratio.is_none()
-                                && (0.5..=TREND_BACK_MAX).contains(&(-back / *first)))
+                            || (ratio.is_none() && back_by(*first, back, TREND_BACK_MAX))
                     }
                     _ => about_as_far(*first, back),
                 };
@@ -1208,6 +1203,23 @@ const TREND_BACK_MAX: f64 = 3.0;
 /// about as much, while one SKU's burst lifting its store leaves the other
 /// categories where they were.
 const MOVED_WITH_SHARE: f64 = 0.5;
+
+/// The ancestors of `f`'s series, nearest first: the parent its forecast
+/// names, then up through `parent_of` (a window's [`parents`]).
+fn ancestors<'a>(
+    f: &Forecast,
+    parent_of: &'a FxHashMap<SeriesKey, Arc<str>>,
+) -> impl Iterator<Item = SeriesKey> + 'a {
+    let first = f
+        .parent
+        .clone()
+        .zip(parent_level(f.level))
+        .map(|(p, l)| (l, p));
+    std::iter::successors(first, move |node| {
+        let up = parent_level(node.0)?;
+        Some((up, parent_of.get(node)?.clone()))
+    })
+}
 
 /// The parent of every series of a window above the SKU level, by the
 /// parents its forecasts name (not the thousands of SKUs: no SKU is a parent).

@@ -398,18 +398,6 @@ impl TrendState {
         self.sides = Default::default();
     }
 
-    /// The window starting `start` (of `width` ms) moved with an
-    /// ancestor's spike or drop: no usual one for its position (tomorrow is
-    /// not judged against it). A series that moved with its store's spike
-    /// without a verdict of its own otherwise reads as a step down against
-    /// it the next day.
-    pub(crate) fn not_usual(&mut self, start: i64, width: i64) {
-        let n = start.div_euclid(width.max(1));
-        if let Some(q) = self.queued.iter_mut().rev().find(|q| q.0 == n) {
-            q.3 = false;
-        }
-    }
-
     /// A trend sum past `trend-z` that no call explained (flat, with no
     /// day before that to confirm it a step, say) is still a move away
     /// from what is usual: its windows, and those without a comparison
@@ -430,8 +418,12 @@ impl TrendState {
 
     /// The windows from `since` (a start, ms) to the window `at` are no
     /// usual ones: those still queued are marked so, and those already
-    /// learnt are taken back (see [`TrendState::unlearn`]).
-    fn unusual_since(&mut self, since: i64, at: (i64, i64, i64)) {
+    /// learnt are taken back (see [`TrendState::unlearn`]). Also a single
+    /// window that moved with an ancestor's spike or drop (see
+    /// `Alerting::moved_below`): a series that moved with its store's spike
+    /// without a verdict of its own otherwise reads as a step down against
+    /// it the next day.
+    pub(crate) fn unusual_since(&mut self, since: i64, at: (i64, i64, i64)) {
         let first = since.div_euclid(at.1.max(1));
         for q in self.queued.iter_mut().filter(|q| q.0 >= first) {
             q.3 = false;

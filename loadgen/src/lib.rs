@@ -203,6 +203,9 @@ pub struct Generator {
     last_hour: i64,
     last_day: i64,
     next_anomaly: i64,
+    /// The latest end of any SKU's promotion (promotions start only in
+    /// the hourly housekeeping): a promotion is on while it is ahead.
+    promo_until_max: i64,
     anomalies: Vec<Active>,
     labels: Vec<AnomalyLabel>,
     recent_valid: Vec<(String, Vec<u8>)>,
@@ -273,6 +276,7 @@ impl Generator {
             counter: 0,
             last_hour: i64::MIN,
             last_day: i64::MIN,
+            promo_until_max: 0,
             anomalies: Vec::new(),
             labels: Vec::new(),
             recent_valid: Vec::new(),
@@ -300,6 +304,7 @@ impl Generator {
             for s in self.skus.iter_mut() {
                 if s.promo_until <= self.now_ms && self.rng.f64() < self.cfg.promo_rate {
                     s.promo_until = self.now_ms + (1 + self.rng.below(6) as i64) * 3_600_000;
+                    self.promo_until_max = self.promo_until_max.max(s.promo_until);
                 }
             }
         }
@@ -422,7 +427,7 @@ impl Generator {
     /// `from` and `to` (ms, exclusive): the promotion lift if a promotion is
     /// on, times every overlapping anomaly's factor above 1.
     fn multiplier_bound(&self, from: i64, to: i64) -> f64 {
-        let promo = if self.skus.iter().any(|s| s.promo_until > from) {
+        let promo = if self.promo_until_max > from {
             self.cfg.promo_lift.max(1.0)
         } else {
             1.0
