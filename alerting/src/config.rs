@@ -59,8 +59,8 @@ pub struct Config {
     /// the other way within it that undoes it (between half and one and a
     /// half times the first move, each the log ratio of its window's units
     /// to the series' recent mean) ends it with a `resolved` message under
-    /// the first shift's id, instead of a new alert. At most two
-    /// `recurring-period-ms` (when set): by then the forecast has seasons
+    /// the first shift's id, instead of a new alert. At most one
+    /// `recurring-period-ms` (when set): by then the forecast has a season
     /// of the new level, and a move back is news of its own.
     pub level_shift_memory_windows: i64,
     /// A series whose deviation from its forecast is at least this share

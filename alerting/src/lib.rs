@@ -934,12 +934,13 @@ impl Alerting {
         a: &Alert,
         trend: Option<(f64, u32)>,
     ) -> Option<Alert> {
-        // At most two periods: by then the forecast has seasons of the new
-        // level, and the references against the day before and the day
-        // before that hold nothing from before it: a move back is news.
+        // At most a period: by then the forecast has a season of the new
+        // level, the day before holds it (a series is away after its move
+        // for as long, see `TrendState::away`), and a move back is news,
+        // or a shift that ended unseen would take it for its end.
         let period = self.cfg.recurring_period_ms;
         let memory = (self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms))
-            .min(if period > 0 { 2 * period } else { i64::MAX });
+            .min(if period > 0 { period } else { i64::MAX });
         // Back to what is usual against the day before: within the trend
         // CUSUM's allowance.
         let usual_again = self.cfg.trend_allowance();
