@@ -20,7 +20,8 @@
 //!
 //! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it, and the
 //! labels of the warm-up. `SALESCAST_EVAL_KEY=KEY` prints every alert (any
-//! status, warm-up included) of the series `KEY` (`cat-00|web-uk`).
+//! status, warm-up included) of the series `KEY` (`cat-00|web-uk`; `*`:
+//! of every series).
 //! `SALESCAST_EVAL_TRACE=KEY` prints each window of `KEY` as the detector
 //! reads it (units, share on promotion, forecast and band), from the
 //! forecast cache too.
@@ -476,7 +477,11 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .iter()
             .partition(|l| l.start_ms >= run.scored_from);
         if let Some(k) = &debug_key {
-            for a in run.alerts.iter().filter(|a| &*a.key == k.as_str()) {
+            for a in run
+                .alerts
+                .iter()
+                .filter(|a| &*a.key == k.as_str() || k == "*")
+            {
                 eprintln!(
                     "seed {} {k}: {} {:?} {} {}",
                     seed,
