@@ -1017,9 +1017,10 @@ fn a_series_that_moved_with_its_stores_spike_is_no_reference_the_next_day() {
     // A store and one of its categories with a daily shape (a 60-window
     // "day"), both forecast well. At windows 61-63 the store spikes 3x;
     // the category doubles with it, inside its wide band (no candidate, no
-    // child of the store's alert: a small, noisy category's band is wide). The next day the category sells as
-    // usual while its forecast still carries a little of its jump in the
-    // first window (its band above its units): against the day before it
+    // child of the store's alert: a small, noisy category's band is wide).
+    // The next day the category sells as usual while its forecast still
+    // carries a little of its jump in the first window (its band above its
+    // units): against the day before it
     // is half for three windows, but those windows moved with the store's
     // spike, and are no reference (before this, a level shift down at
     // window 123).
@@ -1031,41 +1032,18 @@ fn a_series_that_moved_with_its_stores_spike_is_no_reference_the_next_day() {
         let spike = (61..64).contains(&i);
         let store_y = (4.0 * shape * if spike { 3.0 } else { 1.0 }) as i64 + wobble(i);
         let cat_y = (shape * if spike { 2.0 } else { 1.0 }) as i64 + wobble(i);
-        let mut store = node(
-            Level::Store,
-            "web-uk",
-            Some("total"),
-            t,
-            store_y,
-            4.0 * shape,
-        );
-        store.expected = Some(HorizonPoint {
-            start_ms: t,
-            end_ms: t + 60_000,
-            p10: 3.6 * shape,
-            p50: 4.0 * shape,
-            p90: 4.4 * shape,
-        });
-        let (lo, mid, hi) = if i == 121 {
+        // A series' window with its band at (p10, p50, p90) times `shape`.
+        let window = |level, key, parent, units, (lo, mid, hi): (f64, f64, f64)| Forecast {
+            expected: fc(t, units, lo * shape, mid * shape, hi * shape).expected,
+            ..node(level, key, Some(parent), t, units, mid * shape)
+        };
+        let store = window(Level::Store, "web-uk", "total", store_y, (3.6, 4.0, 4.4));
+        let band = if i == 121 {
             (1.2, 1.5, 1.8)
         } else {
             (0.4, 1.0, 2.5)
         };
-        let mut cat = node(
-            Level::CategoryStore,
-            "cat-01|web-uk",
-            Some("web-uk"),
-            t,
-            cat_y,
-            shape,
-        );
-        cat.expected = Some(HorizonPoint {
-            start_ms: t,
-            end_ms: t + 60_000,
-            p10: lo * shape,
-            p50: mid * shape,
-            p90: hi * shape,
-        });
+        let cat = window(Level::CategoryStore, "cat-01|web-uk", "web-uk", cat_y, band);
         got.extend(a.process(&[store, cat]));
     }
     let seen: Vec<(Level, AlertKind, i64)> = got

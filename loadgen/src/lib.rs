@@ -552,7 +552,7 @@ impl Generator {
         // promotion brings more buyers, not the same line several times).
         let bound = self.multiplier_bound(self.now_ms, self.now_ms + 1000);
         let n = self.rng.poisson(self.rate_at(self.now_ms) * bound);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let ts = self.now_ms + self.rng.below(1000) as i64;
             let sku = pick(&self.sku_cdf, self.rng.f64());
