@@ -53,6 +53,7 @@ mod config;
 mod excursion;
 pub mod nab;
 pub mod novelty;
+mod promoted;
 mod root_cause;
 mod series;
 pub mod tails;
@@ -185,6 +186,9 @@ pub struct Alerting {
     newest: i64,
     pruned_at: i64,
     scratch: Vec<f64>,
+    /// The SKUs' units over the last period, for their categories'
+    /// comparisons with the day before around promotions.
+    promoted: promoted::Promoted,
     /// ln of the normal tail at `z-threshold` (the per-series false-alarm chance).
     ln_tail: f64,
 }
@@ -238,6 +242,7 @@ impl Alerting {
             newest: i64::MIN,
             pruned_at: i64::MIN / 2,
             scratch: Vec::new(),
+            promoted: promoted::Promoted::default(),
         })
     }
 
@@ -295,6 +300,7 @@ impl Alerting {
         // Detector state of series silent for a long time (100 x the memory).
         let stale = self.newest - span * 100;
         self.series.retain(|_, s| s.last_start >= stale);
+        self.promoted.prune(stale.div_euclid(w));
     }
 
     /// Verdict for one forecast, updating the series' detector state for a
@@ -303,6 +309,13 @@ impl Alerting {
         let e = f.expected?;
         let y = f.actual.units as f64;
         let r = y - e.p50;
+        let promoted = (f.level == Level::CategoryStore && self.compares_promo_free())
+            .then(|| {
+                let width = f.window_end_ms - f.window_start_ms;
+                let at = (f.window_start_ms, width, self.cfg.recurring_period_ms);
+                self.promoted.sums(&f.key, at)
+            })
+            .flatten();
         let cfg = &self.cfg;
         let st = self.series.entry((f.level, f.key.clone())).or_default();
         let scored = st.score_z(y, e.p50, &mut self.scratch);
@@ -570,6 +583,7 @@ impl Alerting {
                 own,
                 jump: own || st.excursion.is_some_and(|x| x.cover.by_another()),
                 scored: scored.is_some(),
+                promoted,
             };
             let t = st.trend.get_or_insert_with(Default::default);
             trend = t.observe(cfg, &window, &mut verdict, &mut silent, &mut self.scratch);
@@ -638,6 +652,14 @@ impl Alerting {
         candidate(verdict, silent).map(|c| Candidate { trend, cover, ..c })
     }
 
+    /// Whether categories are compared with the day before by their SKUs
+    /// no promotion touched (the trend detector runs on them).
+    fn compares_promo_free(&self) -> bool {
+        self.cfg.trend_windows > 0
+            && self.cfg.recurring_period_ms > 0
+            && self.cfg.trend_min_level <= Level::CategoryStore
+    }
+
     /// The z a spike or drop must reach at each level, given how many
     /// series of each level this window scores (`family-wise-correction`).
     fn thresholds(&self, group: &[&Forecast]) -> [f64; 4] {
@@ -657,6 +679,9 @@ impl Alerting {
     /// All forecasts of one window start.
     fn window(&mut self, group: &[&Forecast], out: &mut Vec<Alert>) {
         let thresholds = self.thresholds(group);
+        if self.compares_promo_free() {
+            self.promoted.record(group, self.cfg.recurring_period_ms);
+        }
         let mut cands: Vec<Candidate> = Vec::new();
         for (i, f) in group.iter().enumerate() {
             if let Some(c) = self.candidate(i, f, thresholds[f.level.code() as usize]) {
@@ -821,6 +846,7 @@ impl Alerting {
                 let width = g.window_end_ms - g.window_start_ms;
                 let at = (g.window_start_ms, width, self.cfg.recurring_period_ms);
                 t.unusual_since(g.window_start_ms, at);
+                t.moved_with_another();
             }
         }
     }

@@ -2554,6 +2554,7 @@ fn a_move_summed_past_the_threshold_but_never_called_is_no_reference_the_next_da
             own: false,
             jump: false,
             scored: true,
+            promoted: None,
         };
         let (mut verdict, mut silent) = (None, false);
         t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
@@ -2563,4 +2564,164 @@ fn a_move_summed_past_the_threshold_but_never_called_is_no_reference_the_next_da
     }
     // Neither the move (the premise) nor the return from it is called.
     assert!(calls.iter().all(|&(i, _, _)| i < 240), "{calls:?}");
+}
+
+#[test]
+fn a_categorys_promoted_skus_are_those_on_promotion_now_or_a_period_earlier() {
+    // One-minute windows, a period of four.
+    let (period, min) = (4 * 60_000, 60_000);
+    let sku = |key: &str, start: i64, units: i64, share: f64| {
+        let mut f = node(Level::SkuStore, key, Some("cat"), start, units, 1.0);
+        f.actual.promo_share = share;
+        f
+    };
+    let mut p = promoted::Promoted::default();
+    // A period earlier: a promoted, b and c not.
+    let day0 = [
+        sku("a", 0, 30, 1.0),
+        sku("b", 0, 7, 0.0),
+        sku("c", 0, 5, 0.0),
+    ];
+    p.record(&day0.iter().collect::<Vec<_>>(), period);
+    assert_eq!(p.sums("cat", (0, min, period)), Some((30.0, 0.0)));
+    // Now: a's promotion is over, b is promoted, c as before, and d, never
+    // seen before, is promoted.
+    let day1 = [
+        sku("a", period, 10, 0.0),
+        sku("b", period, 20, 0.5),
+        sku("c", period, 6, 0.0),
+        sku("d", period, 4, 1.0),
+    ];
+    p.record(&day1.iter().collect::<Vec<_>>(), period);
+    // a, b and d: 10 + 20 + 4 now, 30 + 7 + 0 then.
+    assert_eq!(p.sums("cat", (period, min, period)), Some((34.0, 37.0)));
+    // A window no promotion touched either day has none; nor has a
+    // category never seen.
+    let quiet = [sku("c", period + min, 6, 0.0)];
+    p.record(&quiet.iter().collect::<Vec<_>>(), period);
+    assert_eq!(p.sums("cat", (period + min, min, period)), None);
+    assert_eq!(p.sums("other", (period, min, period)), None);
+    // Pruned to the series seen since window 5: only c is left.
+    p.prune(5);
+    let after = [sku("c", period + 2 * min, 6, 1.0)];
+    p.record(&after.iter().collect::<Vec<_>>(), period);
+    assert_eq!(
+        p.sums("cat", (period + 2 * min, min, period)),
+        Some((6.0, 0.0))
+    );
+    assert_eq!(p.sums("cat", (period, min, period)), None);
+}
+
+/// Feed a category a 60-window period of one-minute windows for six
+/// days: on day 4 one SKU, usually a fifth of its units, is on promotion
+/// (2.5x) from window 10 to 49, and the other SKUs climb from 1x at window
+/// 20 to 2x at window 45. `sums`: whether the trend detector is told the
+/// promoted SKU's units (see `promoted::Promoted`). The calls made on day
+/// 4 (window in the day, kind, direction).
+fn climb_under_a_promotion(sums: bool) -> Vec<(i64, AlertKind, Direction)> {
+    let cfg = Config::default();
+    let (width, period) = (60_000, 3_600_000);
+    let mut t = TrendState::default();
+    let mut calls = Vec::new();
+    let mut scratch = Vec::new();
+    let promoted_on = |day: i64, w: i64| day == 4 && (10..50).contains(&w);
+    for i in 0..360i64 {
+        let (day, w) = (i / 60, i % 60);
+        let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+        let climb = match (day, w) {
+            (4, 20..50) => 1.0 + (w - 20).min(25) as f64 / 25.0,
+            _ => 1.0,
+        };
+        let sku = |day: i64| 0.2 * shape * if promoted_on(day, w) { 2.5 } else { 1.0 };
+        let rest = 0.8 * shape * climb + wobble(i) as f64;
+        let window = TrendWindow {
+            at: (i * width, width, period),
+            y: (sku(day) + rest).round(),
+            share: if promoted_on(day, w) { 0.4 } else { 0.0 },
+            band: (0.0, 1e9),
+            own: false,
+            jump: false,
+            scored: true,
+            promoted: (sums && (promoted_on(day, w) || promoted_on(day - 1, w)))
+                .then(|| (sku(day).round(), sku(day - 1).round())),
+        };
+        let (mut verdict, mut silent) = (None, false);
+        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
+        if let Some((kind, d, _)) = verdict.filter(|_| !silent && day == 4) {
+            calls.push((w, kind, d));
+        }
+    }
+    calls
+}
+
+#[test]
+fn a_climb_under_a_promotion_is_compared_by_the_skus_not_on_promotion() {
+    // Without the promoted SKU's units the windows on promotion have no
+    // comparison with the day before, and the climb inside them is unseen.
+    let got = climb_under_a_promotion(false);
+    assert!(got.is_empty(), "{got:?}");
+    // With them, the other SKUs are compared like for like: a trend break
+    // up, called while it climbs.
+    let got = climb_under_a_promotion(true);
+    assert!(
+        matches!(
+            got.first(),
+            Some(&(20..=49, AlertKind::TrendBreak, Direction::Up))
+        ),
+        "{got:?}"
+    );
+}
+
+/// A series with a daily shape triples for three windows on day 3 (its
+/// store spiking), with no verdict of its own. `with_ancestor`: each of
+/// those windows is told it moved with an ancestor's spike (as
+/// `Alerting::moved_below` does). The calls made on day 3.
+fn three_windows_up_with(with_ancestor: bool) -> Vec<(i64, AlertKind, Direction)> {
+    let cfg = Config::default();
+    let (width, period) = (60_000, 3_600_000);
+    let mut t = TrendState::default();
+    let mut calls = Vec::new();
+    let mut scratch = Vec::new();
+    for i in 0..240i64 {
+        let (day, w) = (i / 60, i % 60);
+        let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
+        let spiking = day == 3 && (20..23).contains(&w);
+        let f = if spiking { 3.0 } else { 1.0 };
+        let window = TrendWindow {
+            at: (i * width, width, period),
+            y: (shape * f).round() + wobble(i) as f64,
+            share: 0.0,
+            band: (0.8 * shape, 1.2 * shape),
+            own: false,
+            jump: false,
+            scored: true,
+            promoted: None,
+        };
+        let (mut verdict, mut silent) = (None, false);
+        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
+        if let Some((kind, d, _)) = verdict.filter(|_| !silent && day == 3) {
+            calls.push((w, kind, d));
+        }
+        if spiking && with_ancestor {
+            t.moved_with_another();
+        }
+    }
+    calls
+}
+
+#[test]
+fn three_windows_that_moved_with_an_ancestors_spike_are_no_step() {
+    // On its own, three windows at 3x the day before are a step...
+    let got = three_windows_up_with(false);
+    assert!(
+        got.contains(&(22, AlertKind::LevelShift, Direction::Up)),
+        "{got:?}"
+    );
+    // ...but moving with its store's spike they are the store's move (seed
+    // 24's cat-04|web-uk and cat-19|web-uk with web-uk's 3x spike).
+    let got = three_windows_up_with(true);
+    assert!(
+        got.iter().all(|c| c.1 != AlertKind::LevelShift || c.0 < 20),
+        "{got:?}"
+    );
 }

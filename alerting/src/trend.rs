@@ -13,6 +13,10 @@ pub(crate) const TREND_ALPHA: f64 = 0.01;
 /// Largest difference in the share of lines on promotion between a window
 /// and the same window a period earlier for their units to be compared.
 pub(crate) const TREND_PROMO_DIFF: f64 = 0.05;
+/// The least share of a window's units a period earlier the SKUs no
+/// promotion touched must have sold for a window to be compared by them
+/// (see [`TrendState::promo_free`]).
+pub(crate) const PROMO_FREE_MIN_SHARE: f64 = 0.5;
 /// Windows of day-over-day ratios a series needs before its spread is known.
 pub(crate) const TREND_MIN_SEEN: u32 = 30;
 /// The trend CUSUM's allowance, in standard deviations of one window's
@@ -156,6 +160,9 @@ pub(crate) struct TrendState {
     /// starts them anew).
     pub(crate) base: [f64; 2],
     pub(crate) base_n: [u32; 2],
+    /// `base` and `base_n` before the newest window was learnt from (see
+    /// [`TrendState::moved_with_another`]).
+    pub(crate) base_before: Option<([f64; 2], [u32; 2])>,
     /// The CUSUM of the ratios' deviations from the usual, up and down.
     pub(crate) sides: [TrendSide; 2],
     /// A trend break in progress and its calm windows.
@@ -308,6 +315,27 @@ impl TrendState {
         [vs(d.units, d.share), vs(d.older, d.older_share)]
     }
 
+    /// A window whose share of lines on promotion differs from the same
+    /// window's a period earlier, compared by the SKUs no promotion touched
+    /// in either (its units and the earlier ones less those of the SKUs
+    /// with lines on promotion in one of them, `w.promoted`): the log
+    /// ratio and the units it is of. None unless the earlier window is the
+    /// series' own units then (not carried over an anomaly, which the SKUs'
+    /// units then would not know) and the SKUs left sold at least
+    /// [`PROMO_FREE_MIN_SHARE`] of them.
+    fn promo_free(&self, w: &TrendWindow) -> Option<(f64, f64)> {
+        let (now, then) = w.promoted?;
+        let (n, slots) = window_in_period(w.at);
+        let d = self.day.get(n.rem_euclid(slots) as usize)?;
+        let fresh = d.round != u32::MAX && d.round.wrapping_add(1) == n.div_euclid(slots) as u32;
+        let before = f64::from(d.units);
+        if !fresh || d.carried || before.is_nan() {
+            return None;
+        }
+        let (y, y0) = ((w.y - now).max(0.0), before - then);
+        (y0 > 0.0 && y0 >= PROMO_FREE_MIN_SHARE * before).then(|| (log_ratio(y, y0), y))
+    }
+
     /// Queue `y` (as in [`TrendState::compare`], which comes first) to
     /// become what is usual at its position in the period once `hold`
     /// newer windows have come. A window in an anomaly (`usual` false, or
@@ -431,6 +459,22 @@ impl TrendState {
         self.unlearn(since, at);
     }
 
+    /// The newest window moved with another series' spike or drop (an
+    /// ancestor's, see `Alerting::moved_below`): like a jump of its own
+    /// (see [`TrendState::observe`]), its deviation is that move's, so the
+    /// step test and the trend sums start over from the next window (a
+    /// category that tripled for three windows with its store read as a
+    /// three-window step against the day before). Nor is its ratio a usual
+    /// one: what the window taught is taken back.
+    pub(crate) fn moved_with_another(&mut self) {
+        if let Some((base, n)) = self.base_before.take() {
+            (self.base, self.base_n) = (base, n);
+        }
+        self.step = None;
+        self.prev_d = None;
+        self.sides = Default::default();
+    }
+
     /// Take back the windows from `since` (a start, ms) to the window `at`
     /// that were already learnt as the usual units at their position
     /// (older than the queue): each goes back, once, to the units of the
@@ -528,6 +572,9 @@ pub(crate) struct TrendWindow {
     /// The series is scored: only a window the detector could have flagged
     /// is a usual one (before then, an outage passes unseen).
     pub(crate) scored: bool,
+    /// The units now and a period earlier of the SKUs below it that had
+    /// lines on promotion in either window (see `promoted::Promoted`).
+    pub(crate) promoted: Option<(f64, f64)>,
 }
 
 impl TrendState {
@@ -551,6 +598,7 @@ impl TrendState {
     ) -> Option<(f64, u32)> {
         let (now, width_ms, period) = w.at;
         let tw = cfg.trend_windows as usize;
+        self.base_before = None;
         if let Some(d) = verdict
             .filter(|v| v.0 == AlertKind::LevelShift)
             .map(|v| v.1)
@@ -558,7 +606,12 @@ impl TrendState {
             self.moved(d, w.at);
         }
         let allowance = cfg.trend_allowance();
-        let [r1, r2] = self.compare(w.at, (w.y, w.share));
+        let [mut r1, mut r2] = self.compare(w.at, (w.y, w.share));
+        // Units the ratio is of (for its variance below).
+        let mut y_compared = w.y;
+        if let Some((r, y)) = r1.is_none().then(|| self.promo_free(w)).flatten() {
+            (r1, r2, y_compared) = (Some(r), None, y);
+        }
         // Not one of a move that still holds either.
         let away = self.away_at(now, period, r1, allowance);
         let usual = !w.jump && !away && self.going.is_none() && w.scored;
@@ -586,7 +639,7 @@ impl TrendState {
         };
         // The ratio's variance were the units Poisson counts (that of
         // ln((y + 1) / (y0 + 1)), with y0 + 1 = (y + 1) / e^r).
-        let v = (1.0 + r.exp()) / (w.y.max(0.0) + 1.0);
+        let v = (1.0 + r.exp()) / (y_compared.max(0.0) + 1.0);
         if let Some((pr, pv)) = self.prev {
             self.seen = self.seen.saturating_add(1);
             let a = TREND_ALPHA.max(1.0 / f64::from(self.seen));
@@ -689,6 +742,7 @@ impl TrendState {
         // move that still holds.
         let quiet = self.sides.iter().all(|x| x.s < 0.25 * cfg.trend_z);
         if self.going.is_none() && (!active || quiet) && !away {
+            self.base_before = Some((self.base, self.base_n));
             for (b, r) in [Some(r), r2].into_iter().enumerate() {
                 if let Some(r) = r {
                     self.base_n[b] = self.base_n[b].saturating_add(1);
