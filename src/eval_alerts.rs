@@ -559,12 +559,21 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 );
             }
             for l in &labels {
-                let near: Vec<String> = alerts
+                let caught = alerts
                     .iter()
+                    .any(|a| matches(a, l) && kind_of(&l.kind) == Some(a.kind) && names(a, l));
+                // The label's own series' alerts first.
+                let mut near: Vec<&Alert> = alerts
+                    .iter()
+                    .copied()
                     .filter(|a| {
                         a.window_start_ms >= l.start_ms && a.window_start_ms < l.end_ms + 2 * w
                     })
                     .filter(|a| a.level.as_str() != "sku_store" || *a.key == *l.key)
+                    .collect();
+                near.sort_by_key(|a| *a.key != *l.key);
+                let near: Vec<String> = near
+                    .iter()
                     .map(|a| {
                         format!(
                             "{}:{}:{}@{}",
@@ -577,12 +586,13 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     .take(6)
                     .collect();
                 eprintln!(
-                    "seed {seed} {} x{} {} {} {} -> {:?}",
+                    "seed {seed} {} x{} {} {} {}{} -> {:?}",
                     l.kind,
                     l.factor,
                     l.level,
                     l.key,
                     salescast_alerting::fmt_utc(l.start_ms),
+                    if caught { "" } else { " MISSED" },
                     near
                 );
             }

@@ -775,6 +775,7 @@ impl TrendState {
         verdict: &mut Option<Verdict>,
     ) -> Option<(f64, u32)> {
         let allowance = cfg.trend_allowance();
+        let tw = cfg.trend_windows as usize;
         let wz = (d / sd).clamp(-cfg.z_threshold, cfg.z_threshold);
         self.step = match self.step {
             Some(mut run) if d * run.direction.sign() >= allowance => {
@@ -783,10 +784,13 @@ impl TrendState {
                 run.sum_d += d;
                 Some(run)
             }
-            // From within the allowance, a jump of twice it lands beyond it.
+            // From within the allowance, a jump of twice it lands beyond it,
+            // out of windows that were not already moving its way (a climb
+            // part way up, with a noisy window, jumps as far).
             _ if self
                 .prev_d
-                .is_some_and(|p| p.abs() < allowance && (d - p).abs() >= 2.0 * allowance) =>
+                .is_some_and(|p| p.abs() < allowance && (d - p).abs() >= 2.0 * allowance)
+                && self.lead_in(d.signum(), tw) < allowance =>
             {
                 let way = if d > 0.0 {
                     Direction::Up
@@ -922,6 +926,22 @@ impl TrendState {
         }
     }
 
+    /// The mean deviation from the usual ratio, the way `sign`, of the `tw`
+    /// compared windows before the newest (0 without any).
+    fn lead_in(&self, sign: f64, tw: usize) -> f64 {
+        let before = self.ratios[0].iter().rev().skip(1).take(tw);
+        let (sum, n) = before
+            .filter(|r| !r.is_nan())
+            .fold((0.0, 0usize), |(s, n), r| {
+                (s + (r - self.base[0]) * sign, n + 1)
+            });
+        if n == 0 {
+            0.0
+        } else {
+            sum / n as f64
+        }
+    }
+
     /// Whether the newest `n` compared windows (a trend CUSUM's run, side
     /// `dir`) rose as a step rather than a climb: split somewhere, the
     /// later windows (three or more) stand at least twice the allowance
@@ -951,9 +971,16 @@ impl TrendState {
             let (pre, post) = devs.split_at(t);
             let jump = mean(post) - mean(pre);
             let (early, late) = post.split_at(post.len() / 2);
+            // Flat before the split too, when there is enough of it to
+            // tell: the last third of a linear climb stands a step beyond
+            // the rest and is about flat itself.
+            let (pre_early, pre_late) = pre.split_at(pre.len() / 2);
+            let pre_flat =
+                pre.len() < 4 || mean(pre_late) - mean(pre_early) <= STEP_FLAT_SHARE * jump;
             mean(pre) < 0.5 * mean(post)
                 && jump >= 2.0 * allowance
                 && mean(late) - mean(early) <= STEP_FLAT_SHARE * jump
+                && pre_flat
         })
     }
 }
@@ -961,6 +988,72 @@ impl TrendState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trend state whose newest ratios to the day before are `devs`
+    /// (the usual ratio 0, none to two periods before).
+    fn with_ratios(devs: &[f64]) -> TrendState {
+        let mut t = TrendState::default();
+        for &d in devs {
+            t.push_ratios(Some(d), None, devs.len());
+        }
+        t
+    }
+
+    #[test]
+    fn the_last_third_of_a_linear_climb_is_no_step() {
+        let cfg = Config::default();
+        let (tw, allowance) = (cfg.trend_windows as usize, cfg.trend_allowance());
+        // 29 windows climbing 0.03 a window: split at 19, the last ten stand
+        // a step beyond the first and are about flat themselves; but so
+        // was the climb before them.
+        let climb: Vec<f64> = (0..29).map(|i| 0.03 * f64::from(i)).collect();
+        let t = with_ratios(&climb);
+        assert!(!t.steps_within(Direction::Up, climb.len(), tw, allowance));
+        // A step two windows into the run is one.
+        let mut step = vec![0.01, 0.02];
+        step.extend(std::iter::repeat_n(0.5, 10));
+        let t = with_ratios(&step);
+        assert!(t.steps_within(Direction::Up, step.len(), tw, allowance));
+        // And so is one after a flat stretch of noise.
+        let mut step: Vec<f64> = (0..12)
+            .map(|i| if i % 2 == 0 { 0.03 } else { -0.02 })
+            .collect();
+        step.extend(std::iter::repeat_n(0.5, 6));
+        let t = with_ratios(&step);
+        assert!(t.steps_within(Direction::Up, step.len(), tw, allowance));
+    }
+
+    #[test]
+    fn a_jump_part_way_up_a_climb_starts_no_step() {
+        let cfg = Config::default();
+        let allowance = cfg.trend_allowance();
+        // Nine windows already 1.5 allowances up, then a window within it
+        // and one twice it beyond: a noisy climb, no step from the usual.
+        let mut devs = vec![1.5 * allowance; 9];
+        devs.extend([0.5 * allowance, 2.6 * allowance]);
+        let mut t = with_ratios(&devs);
+        t.prev_d = Some(0.5 * allowance);
+        let w = TrendWindow {
+            at: (0, 1, 10),
+            y: 100.0,
+            share: 0.0,
+            band: (0.0, 1.0),
+            own: false,
+            jump: false,
+            scored: true,
+            promoted: None,
+        };
+        let mut verdict = None;
+        t.step_test(&cfg, &w, 2.6 * allowance, 0.05, (true, false), &mut verdict);
+        assert!(t.step.is_none());
+        // From windows about the usual it does.
+        let mut devs = vec![0.0; 9];
+        devs.extend([0.5 * allowance, 2.6 * allowance]);
+        let mut t = with_ratios(&devs);
+        t.prev_d = Some(0.5 * allowance);
+        t.step_test(&cfg, &w, 2.6 * allowance, 0.05, (true, false), &mut verdict);
+        assert!(t.step.is_some_and(|s| s.windows == 1));
+    }
 
     #[test]
     fn a_wander_longer_than_a_run_relearns_what_is_usual() {
