@@ -580,6 +580,7 @@ impl Alerting {
                 y,
                 share,
                 band: (e.p10, e.p90),
+                p50: e.p50,
                 own,
                 jump: own || st.excursion.is_some_and(|x| x.cover.by_another()),
                 scored: scored.is_some(),

@@ -57,6 +57,13 @@ pub(crate) const TREND_SHAPE_MAX: f64 = 0.65;
 /// climb (see [`TrendState::steps_within`]; a climb split in its first
 /// half rises further than this).
 pub(crate) const STEP_FLAT_SHARE: f64 = 0.35;
+/// How far off its forecast's median, in standard deviations of a
+/// window's ratio to the day before (counts' noise times the series'
+/// dispersion), a step's first window may be for the forecast not to have
+/// seen it coming even inside the band: at night a band learnt from the
+/// evening's residuals is far wider than the counts' noise (seed 20's
+/// cat-13|app-uk sold 18 against 62 in a band of 17-95).
+pub(crate) const STEP_SURPRISE_SD: f64 = 3.0;
 /// The fewest windows of a step against the day before (a spike lasts up
 /// to `spike-max-windows`, 3 by default, and raises its own alert).
 pub(crate) const STEP_MIN_WINDOWS: u32 = 3;
@@ -561,8 +568,9 @@ pub(crate) struct TrendWindow {
     pub(crate) y: f64,
     /// Its share of lines on promotion.
     pub(crate) share: f64,
-    /// The forecast's p10 and p90 for it.
+    /// The forecast's p10 and p90 for it, and its median.
     pub(crate) band: (f64, f64),
+    pub(crate) p50: f64,
     /// A step of the series' own: a verdict here, a level shift going on,
     /// or its own alert's excursion.
     pub(crate) own: bool,
@@ -805,7 +813,7 @@ impl TrendState {
                     surprised: match way {
                         Direction::Up => w.y > w.band.1,
                         Direction::Down => w.y < w.band.0,
-                    },
+                    } || log_ratio(w.y, w.p50) * way.sign() >= STEP_SURPRISE_SD * sd,
                 })
             }
             _ => None,
@@ -1038,6 +1046,7 @@ mod tests {
             y: 100.0,
             share: 0.0,
             band: (0.0, 1.0),
+            p50: 0.5,
             own: false,
             jump: false,
             scored: true,
