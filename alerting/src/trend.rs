@@ -792,13 +792,14 @@ impl TrendState {
                 run.sum_d += d;
                 Some(run)
             }
-            // From within the allowance, a jump of twice it lands beyond it,
-            // out of windows that were not already moving its way (a climb
-            // part way up, with a noisy window, jumps as far).
-            _ if self
-                .prev_d
-                .is_some_and(|p| p.abs() < allowance && (d - p).abs() >= 2.0 * allowance)
-                && self.lead_in(d.signum(), tw) < allowance =>
+            // Twice the allowance beyond the windows before it, which were
+            // within it: not already moving its way (a climb part way up,
+            // with a noisy window back near the usual, jumps as far from
+            // that window), and not one noisy window short of a start.
+            _ if self.prev_d.is_some() && {
+                let lead = self.lead_in(d.signum(), tw);
+                lead.abs() < allowance && d.abs() - lead >= 2.0 * allowance
+            } =>
             {
                 let way = if d > 0.0 {
                     Direction::Up
