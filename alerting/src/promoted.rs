@@ -18,14 +18,27 @@ use salescast_stream_core::Level;
 
 use crate::trend::window_in_period;
 
-/// One SKU x store series' units over the last period, by window number.
+/// The bit of a [`PastUnits`] slot's tag that says its window had lines
+/// on promotion; the others hold the window number.
+const PROMOTED_BIT: u32 = 1 << 31;
+
+/// A window number as a slot's tag holds it (its low 31 bits: a slot is
+/// only ever compared with windows a period apart).
+fn tag_of(n: i64) -> u32 {
+    (n as u32) & !PROMOTED_BIT
+}
+
+/// One SKU x store series' units over the last period, by window number,
+/// in eight bytes a window (the SKU x store series are most of a
+/// hierarchy's).
 #[derive(Debug, Clone, Default)]
 struct PastUnits {
-    /// Slot `n mod (windows in a period + 1)`: the window number it holds
-    /// (`i64::MIN`: none), its units and whether any of its lines were on
-    /// promotion. One slot more than a period holds, so that the window a
-    /// period back is still there when the newest is written.
-    slots: Vec<(i64, f32, bool)>,
+    /// Slot `n mod (windows in a period + 1)`: a tag (the window number it
+    /// holds, and [`PROMOTED_BIT`] when any of its lines were on
+    /// promotion) and its units (NaN: none yet). One slot more than a
+    /// period holds, so that the window a period back is still there when
+    /// the newest is written.
+    slots: Box<[(u32, f32)]>,
     /// The newest window number written.
     newest: i64,
 }
@@ -37,7 +50,9 @@ impl PastUnits {
             return (0.0, false);
         }
         match self.slots[n.rem_euclid(len) as usize] {
-            (m, units, promoted) if m == n => (f64::from(units), promoted),
+            (tag, units) if !units.is_nan() && tag & !PROMOTED_BIT == tag_of(n) => {
+                (f64::from(units), tag & PROMOTED_BIT != 0)
+            }
             // No line sold in that window: nothing, and nothing promoted.
             _ => (0.0, false),
         }
@@ -77,10 +92,15 @@ impl Promoted {
             };
             let len = slots as usize + 1;
             if past.slots.len() != len {
-                past.slots = vec![(i64::MIN, 0.0, false); len];
+                past.slots = vec![(0, f32::NAN); len].into_boxed_slice();
             }
+            let promoted = if f.actual.promo_share > 0.0 {
+                PROMOTED_BIT
+            } else {
+                0
+            };
             past.slots[n.rem_euclid(len as i64) as usize] =
-                (n, f.actual.units as f32, f.actual.promo_share > 0.0);
+                (tag_of(n) | promoted, f.actual.units as f32);
             past.newest = past.newest.max(n);
         }
     }
