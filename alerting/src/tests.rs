@@ -2529,42 +2529,23 @@ fn a_move_summed_past_the_threshold_but_never_called_is_no_reference_the_next_da
     // as usual: read against day 4's climb it would be a slide (seed 15's
     // cat-18|app-uk, called a trend break down the morning after an
     // unseen move at night).
-    let cfg = Config::default();
-    let (width, period) = (60_000, 3_600_000);
-    let mut t = TrendState::default();
-    let mut calls = Vec::new();
-    let mut scratch = Vec::new();
-    for i in 0..360i64 {
-        let (day, w) = (i / 60, i % 60);
-        let f = match (day, w) {
-            (4, 15..25) => 1.6,
-            (4, 25..46) => 1.6 + 0.8 * (w - 25) as f64 / 20.0,
-            _ => 1.0,
-        };
-        let share = match (day, w) {
-            (2, 15..46) | (3, 25..46) => 0.8,
-            _ => 0.0,
-        };
-        let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
-        let y = (shape * f).round() + wobble(i) as f64;
-        // A forecast that follows the series: never surprised.
-        let window = TrendWindow {
-            at: (i * width, width, period),
-            y,
-            share,
-            band: (0.0, 1e9),
-            p50: y,
-            own: false,
-            jump: false,
-            scored: true,
-            promoted: None,
-        };
-        let (mut verdict, mut silent) = (None, false);
-        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
-        if let Some((kind, d, _)) = verdict.filter(|_| !silent) {
-            calls.push((i, kind, d));
-        }
-    }
+    let calls = shaped_calls(
+        6,
+        |i, shape| {
+            let (day, w) = (i / 60, i % 60);
+            let f = match (day, w) {
+                (4, 15..25) => 1.6,
+                (4, 25..46) => 1.6 + 0.8 * (w - 25) as f64 / 20.0,
+                _ => 1.0,
+            };
+            let share = match (day, w) {
+                (2, 15..46) | (3, 25..46) => 0.8,
+                _ => 0.0,
+            };
+            Shaped::followed((shape * f).round() + wobble(i) as f64, share)
+        },
+        |_, _| {},
+    );
     // Neither the move (the premise) nor the return from it is called.
     assert!(calls.iter().all(|&(i, _, _)| i < 240), "{calls:?}");
 }
@@ -2622,41 +2603,31 @@ fn a_categorys_promoted_skus_are_those_on_promotion_now_or_a_period_earlier() {
 /// promoted SKU's units (see `promoted::Promoted`). The calls made on day
 /// 4 (window in the day, kind, direction).
 fn climb_under_a_promotion(sums: bool) -> Vec<(i64, AlertKind, Direction)> {
-    let cfg = Config::default();
-    let (width, period) = (60_000, 3_600_000);
-    let mut t = TrendState::default();
-    let mut calls = Vec::new();
-    let mut scratch = Vec::new();
     let promoted_on = |day: i64, w: i64| day == 4 && (10..50).contains(&w);
-    for i in 0..360i64 {
-        let (day, w) = (i / 60, i % 60);
-        let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
-        let climb = match (day, w) {
-            (4, 20..50) => 1.0 + (w - 20).min(25) as f64 / 25.0,
-            _ => 1.0,
-        };
-        let sku = |day: i64| 0.2 * shape * if promoted_on(day, w) { 2.5 } else { 1.0 };
-        let rest = 0.8 * shape * climb + wobble(i) as f64;
-        let y = (sku(day) + rest).round();
-        let window = TrendWindow {
-            at: (i * width, width, period),
-            y,
-            share: if promoted_on(day, w) { 0.4 } else { 0.0 },
-            band: (0.0, 1e9),
-            p50: y,
-            own: false,
-            jump: false,
-            scored: true,
-            promoted: (sums && (promoted_on(day, w) || promoted_on(day - 1, w)))
-                .then(|| (sku(day).round(), sku(day - 1).round())),
-        };
-        let (mut verdict, mut silent) = (None, false);
-        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
-        if let Some((kind, d, _)) = verdict.filter(|_| !silent && day == 4) {
-            calls.push((w, kind, d));
-        }
-    }
+    let calls = shaped_calls(
+        6,
+        |i, shape| {
+            let (day, w) = (i / 60, i % 60);
+            let climb = match (day, w) {
+                (4, 20..50) => 1.0 + (w - 20).min(25) as f64 / 25.0,
+                _ => 1.0,
+            };
+            let sku = |day: i64| 0.2 * shape * if promoted_on(day, w) { 2.5 } else { 1.0 };
+            let rest = 0.8 * shape * climb + wobble(i) as f64;
+            let share = if promoted_on(day, w) { 0.4 } else { 0.0 };
+            Shaped {
+                promoted: (sums && (promoted_on(day, w) || promoted_on(day - 1, w)))
+                    .then(|| (sku(day).round(), sku(day - 1).round())),
+                ..Shaped::followed((sku(day) + rest).round(), share)
+            }
+        },
+        |_, _| {},
+    );
     calls
+        .into_iter()
+        .filter(|c| c.0 / 60 == 4)
+        .map(|(i, k, d)| (i % 60, k, d))
+        .collect()
 }
 
 #[test]
@@ -2677,42 +2648,115 @@ fn a_climb_under_a_promotion_is_compared_by_the_skus_not_on_promotion() {
     );
 }
 
-/// A series with a daily shape triples for three windows on day 3 (its
-/// store spiking), with no verdict of its own. `with_ancestor`: each of
-/// those windows is told it moved with an ancestor's spike (as
-/// `Alerting::moved_below` does). The calls made on day 3.
-fn three_windows_up_with(with_ancestor: bool) -> Vec<(i64, AlertKind, Direction)> {
+/// One window of a test series with a daily shape (see [`shaped_calls`]):
+/// its units and share of lines on promotion, its forecast's band and
+/// median, and the units of the SKUs below it on promotion then or a
+/// period earlier.
+struct Shaped {
+    y: f64,
+    share: f64,
+    band: (f64, f64),
+    p50: f64,
+    promoted: Option<(f64, f64)>,
+}
+
+impl Shaped {
+    /// A window whose forecast follows the series: never a surprise.
+    fn followed(y: f64, share: f64) -> Shaped {
+        Shaped {
+            y,
+            share,
+            band: (0.0, 1e9),
+            p50: y,
+            promoted: None,
+        }
+    }
+}
+
+/// Feed a trend state `days` 60-window periods of one-minute windows,
+/// window `i` as `window(i, shape)` makes it (`shape`: the series' usual
+/// units there, with a daily shape), and `after(t, i)` after each. The
+/// calls made (window number, kind, direction).
+fn shaped_calls(
+    days: i64,
+    window: impl Fn(i64, f64) -> Shaped,
+    mut after: impl FnMut(&mut TrendState, i64),
+) -> Vec<(i64, AlertKind, Direction)> {
     let cfg = Config::default();
     let (width, period) = (60_000, 3_600_000);
     let mut t = TrendState::default();
     let mut calls = Vec::new();
     let mut scratch = Vec::new();
-    for i in 0..240i64 {
-        let (day, w) = (i / 60, i % 60);
+    for i in 0..60 * days {
         let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
-        let spiking = day == 3 && (20..23).contains(&w);
-        let f = if spiking { 3.0 } else { 1.0 };
-        let window = TrendWindow {
+        let x = window(i, shape);
+        let w = TrendWindow {
             at: (i * width, width, period),
-            y: (shape * f).round() + wobble(i) as f64,
-            share: 0.0,
-            band: (0.8 * shape, 1.2 * shape),
-            p50: shape,
+            y: x.y,
+            share: x.share,
+            band: x.band,
+            p50: x.p50,
             own: false,
             jump: false,
             scored: true,
-            promoted: None,
+            promoted: x.promoted,
         };
         let (mut verdict, mut silent) = (None, false);
-        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
-        if let Some((kind, d, _)) = verdict.filter(|_| !silent && day == 3) {
-            calls.push((w, kind, d));
+        t.observe(&cfg, &w, &mut verdict, &mut silent, &mut scratch);
+        if let Some((kind, d, _)) = verdict.filter(|_| !silent) {
+            calls.push((i, kind, d));
         }
-        if spiking && with_ancestor {
-            t.moved_with_another();
-        }
+        after(&mut t, i);
     }
     calls
+}
+
+/// Four periods of a series with a daily shape, times `factor(w)` in
+/// window `w` of day 3, against a forecast whose median is the shape and
+/// whose band is `band` times it; `after(t, w)` runs after each window of
+/// day 3. The calls made on day 3 (window in the day, kind, direction).
+fn day_three_calls(
+    factor: impl Fn(i64) -> f64,
+    band: (f64, f64),
+    mut after: impl FnMut(&mut TrendState, i64),
+) -> Vec<(i64, AlertKind, Direction)> {
+    let calls = shaped_calls(
+        4,
+        |i, shape| {
+            let f = if i / 60 == 3 { factor(i % 60) } else { 1.0 };
+            Shaped {
+                y: (shape * f).round() + wobble(i) as f64,
+                share: 0.0,
+                band: (band.0 * shape, band.1 * shape),
+                p50: shape,
+                promoted: None,
+            }
+        },
+        |t, i| {
+            if i / 60 == 3 {
+                after(t, i % 60);
+            }
+        },
+    );
+    calls
+        .into_iter()
+        .filter(|c| c.0 / 60 == 3)
+        .map(|(i, k, d)| (i % 60, k, d))
+        .collect()
+}
+
+/// A series with a daily shape triples for three windows on day 3 (its
+/// store spiking), with no verdict of its own. `with_ancestor`: each of
+/// those windows is told it moved with an ancestor's spike (as
+/// `Alerting::moved_below` does). The calls made on day 3.
+fn three_windows_up_with(with_ancestor: bool) -> Vec<(i64, AlertKind, Direction)> {
+    let spiking = |w: i64| (20..23).contains(&w);
+    let factor = |w| if spiking(w) { 3.0 } else { 1.0 };
+    day_three_calls(factor, (0.8, 1.2), |t, w| {
+        if spiking(w) && with_ancestor {
+            t.moved_with_another();
+        }
+    })
 }
 
 #[test]
@@ -2739,32 +2783,8 @@ fn a_step_inside_a_band_far_wider_than_the_counts_noise_is_still_a_surprise() {
     // evening's residuals), halving from window 20 of day 3 on. Inside
     // the band, but 18 against 62 is far outside counts' noise: the step
     // test calls it within a few windows.
-    let cfg = Config::default();
-    let (width, period) = (60_000, 3_600_000);
-    let mut t = TrendState::default();
-    let mut calls = Vec::new();
-    let mut scratch = Vec::new();
-    for i in 0..240i64 {
-        let (day, w) = (i / 60, i % 60);
-        let shape = 300.0 + 250.0 * (i as f64 * std::f64::consts::TAU / 60.0).sin();
-        let f = if day == 3 && w >= 20 { 0.5 } else { 1.0 };
-        let window = TrendWindow {
-            at: (i * width, width, period),
-            y: (shape * f).round() + wobble(i) as f64,
-            share: 0.0,
-            band: (0.2 * shape, 2.0 * shape),
-            p50: shape,
-            own: false,
-            jump: false,
-            scored: true,
-            promoted: None,
-        };
-        let (mut verdict, mut silent) = (None, false);
-        t.observe(&cfg, &window, &mut verdict, &mut silent, &mut scratch);
-        if let Some((kind, d, _)) = verdict.filter(|_| !silent && day == 3) {
-            calls.push((w, kind, d));
-        }
-    }
+    let halved = |w| if w >= 20 { 0.5 } else { 1.0 };
+    let calls = day_three_calls(halved, (0.2, 2.0), |_, _| {});
     assert_eq!(
         calls.first(),
         Some(&(22, AlertKind::LevelShift, Direction::Down)),
