@@ -106,6 +106,12 @@ struct Candidate {
     /// another's alert explained): it hides no child that raises
     /// something of its own.
     faint_echo: bool,
+    /// Silent only as the echo of its own news a period before, which the
+    /// forecast carries into today: it hides no child that raises
+    /// something of its own and moved at least twice as far (in log
+    /// ratios to the forecasts' medians; a store's spike read as the echo
+    /// of yesterday's dip hid a category's labeled x1.8 step under it).
+    echo: bool,
     /// It passed the series' z-threshold but not its level's (see
     /// `family-wise-correction`): it alerts only as the root cause a
     /// candidate above it defers to, never on its own.
@@ -467,6 +473,7 @@ impl Alerting {
                         || recurring
                         || ((echo || faint_echo) && kind != AlertKind::DropToZero),
                     faint_echo: faint_echo && !silent && !recurring,
+                    echo: echo && kind != AlertKind::DropToZero && !silent && !recurring,
                     promo: match direction {
                         Direction::Up => promo,
                         Direction::Down => promo_end,

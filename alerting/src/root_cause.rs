@@ -292,8 +292,15 @@ pub(crate) fn children(
                 let up = m.max(0.0);
                 d.kind == AlertKind::Spike && !d.quiet() && ln_ratio(df) >= (2.0 * up).max(up + 0.4)
             });
-            // Nor does a faint echo hide a child's own news.
-            let news = c.faint_echo && !d.quiet();
+            // Nor does a faint echo hide a child's own news, nor an echo
+            // a child's that moved at least twice as far (what moved
+            // with the echo, as under yesterday's outage, moved about as
+            // far as it).
+            let further = || {
+                let s = c.direction.sign();
+                ln_ratio(df) * s >= 2.0 * (ln_ratio(f) * s).max(0.0)
+            };
+            let news = !d.quiet() && (c.faint_echo || (c.echo && further()));
             if absorbed[k] || d.direction != c.direction || own || burst || news {
                 continue;
             }

@@ -580,6 +580,7 @@ fn cand(kind: AlertKind, direction: Direction) -> Candidate {
         z: 0.0,
         silent: false,
         faint_echo: false,
+        echo: false,
         weak: false,
         lean: false,
         promo: false,
@@ -2789,5 +2790,70 @@ fn a_step_inside_a_band_far_wider_than_the_counts_noise_is_still_a_surprise() {
         calls.first(),
         Some(&(22, AlertKind::LevelShift, Direction::Down)),
         "{calls:?}"
+    );
+}
+
+#[test]
+fn an_echo_above_hides_no_child_that_moved_twice_as_far() {
+    // A store of 2,000 units a window with one category of 200, both
+    // forecast by the mean of the same window one and two 60-window days
+    // earlier. At window 300 the store dips to 1,200 (its other
+    // categories: a drop, alerted). A day later its forecast still
+    // carries half the dip (1,600), so the store selling as usual reads as
+    // a spike: the echo of yesterday's drop, silent. Then the category
+    // doubles from window 360: the store's 2,200 is an echo still, but
+    // the category moved twice as far in log terms, and that is news of
+    // its own (seed 12's cat-12|app-uk x1.8 step, hidden under app-uk).
+    let mut a = sixty_window_day();
+    let units = |i: i64| {
+        let cat = if (360..380).contains(&i) { 400 } else { 200 } + wobble(i);
+        let others = if i == 300 { 1000 } else { 1800 + wobble(i + 7) };
+        (others + cat, cat)
+    };
+    let p50 = |i: i64, of: &dyn Fn(i64) -> i64| {
+        if i >= 120 {
+            (of(i - 60) + of(i - 120)) as f64 / 2.0
+        } else {
+            of(i) as f64
+        }
+    };
+    let mut got = Vec::new();
+    for i in 0..400i64 {
+        let (store, cat) = units(i);
+        let t = i * 60_000;
+        got.extend(a.process(&[
+            node(
+                Level::Store,
+                "web-uk",
+                Some("total"),
+                t,
+                store,
+                p50(i, &|j| units(j).0),
+            ),
+            node(
+                Level::CategoryStore,
+                "cat|web-uk",
+                Some("web-uk"),
+                t,
+                cat,
+                p50(i, &|j| units(j).1),
+            ),
+        ]));
+    }
+    let opened = |key: &str, from: i64| {
+        got.iter()
+            .filter(|a| a.status == Status::Open && &*a.key == key && a.window_start_ms >= from)
+            .map(|a| (a.kind, a.window_start_ms / 60_000))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        opened("web-uk", 300 * 60_000),
+        vec![(AlertKind::Drop, 300)],
+        "{got:#?}"
+    );
+    let cat = opened("cat|web-uk", 360 * 60_000);
+    assert!(
+        cat.first().is_some_and(|&(_, w)| w == 360),
+        "{cat:?} {got:#?}"
     );
 }
