@@ -155,6 +155,12 @@ fn names(a: &Alert, l: &AnomalyLabel) -> bool {
     }
 }
 
+/// Whether alert `a` catches the label: of its kind, naming it (see
+/// [`names`]).
+fn catches(a: &Alert, l: &AnomalyLabel) -> bool {
+    kind_of(&l.kind) == Some(a.kind) && names(a, l)
+}
+
 fn kind_of(label: &str) -> Option<AlertKind> {
     match label {
         "spike" => Some(AlertKind::Spike),
@@ -559,9 +565,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 );
             }
             for l in &labels {
-                let caught = alerts
-                    .iter()
-                    .any(|a| matches(a, l) && kind_of(&l.kind) == Some(a.kind) && names(a, l));
+                let caught = alerts.iter().any(|a| matches(a, l) && catches(a, l));
                 // The label's own series' alerts first.
                 let mut near: Vec<&Alert> = alerts
                     .iter()
@@ -609,7 +613,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             for a in alerts.iter().filter(|a| matches(a, l)) {
                 let t = a.window_start_ms;
                 first_any = Some(first_any.map_or(t, |f| f.min(t)));
-                if a.kind == k && names(a, l) {
+                if catches(a, l) {
                     first = Some(first.map_or(t, |f| f.min(t)));
                 }
                 during += usize::from(t < l.end_ms);

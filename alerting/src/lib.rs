@@ -102,16 +102,8 @@ struct Candidate {
     /// nothing: it continues a move already alerted, or the series' shape
     /// recurs (see [`Candidate::quiet`]).
     silent: bool,
-    /// Silent only as a faint echo (an outage a period before, or a move
-    /// another's alert explained): it hides no child that raises
-    /// something of its own.
-    faint_echo: bool,
-    /// Silent only as the echo of its own news a period before, which the
-    /// forecast carries into today: it hides no child that raises
-    /// something of its own and moved at least twice as far (in log
-    /// ratios to the forecasts' medians; a store's spike read as the echo
-    /// of yesterday's dip hid a category's labeled x1.8 step under it).
-    echo: bool,
+    /// Silent only as an echo, and of what (see [`EchoOnly`]).
+    echo_only: EchoOnly,
     /// It passed the series' z-threshold but not its level's (see
     /// `family-wise-correction`): it alerts only as the root cause a
     /// candidate above it defers to, never on its own.
@@ -174,6 +166,23 @@ const OUTAGE_TRICKLE: f64 = 0.01;
 /// `level-shift-max-factor` must carry for the move to be a burst below
 /// (no level shift while young).
 const BURST_SHARE: f64 = 0.5;
+
+/// What a candidate silent only as an echo of a move a period before
+/// hides below it (see `root_cause::children`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EchoOnly {
+    /// Not silent only as an echo.
+    No,
+    /// A faint echo (an outage a period before, or a move another's alert
+    /// explained): it hides no child that raises something of its own.
+    Faint,
+    /// The echo of its own news, which the forecast carries into today:
+    /// it hides no child that raises something of its own and moved at
+    /// least twice as far, in log ratios to the forecasts' medians (a
+    /// store's spike read as the echo of yesterday's dip hid a category's
+    /// labeled x1.8 step under it).
+    News,
+}
 
 /// A series: its level and key.
 type SeriesKey = (Level, Arc<str>);
@@ -315,13 +324,7 @@ impl Alerting {
         let e = f.expected?;
         let y = f.actual.units as f64;
         let r = y - e.p50;
-        let promoted = (f.level == Level::CategoryStore && self.compares_promo_free())
-            .then(|| {
-                let width = f.window_end_ms - f.window_start_ms;
-                let at = (f.window_start_ms, width, self.cfg.recurring_period_ms);
-                self.promoted.sums(&f.key, at)
-            })
-            .flatten();
+        let promo_free = f.level == Level::CategoryStore && self.compares_promo_free();
         let cfg = &self.cfg;
         let st = self.series.entry((f.level, f.key.clone())).or_default();
         let scored = st.score_z(y, e.p50, &mut self.scratch);
@@ -472,8 +475,12 @@ impl Alerting {
                     silent: silent
                         || recurring
                         || ((echo || faint_echo) && kind != AlertKind::DropToZero),
-                    faint_echo: faint_echo && !silent && !recurring,
-                    echo: echo && kind != AlertKind::DropToZero && !silent && !recurring,
+                    echo_only: match (echo, faint_echo) {
+                        _ if silent || recurring => EchoOnly::No,
+                        (true, _) if kind != AlertKind::DropToZero => EchoOnly::News,
+                        (_, true) => EchoOnly::Faint,
+                        _ => EchoOnly::No,
+                    },
                     promo: match direction {
                         Direction::Up => promo,
                         Direction::Down => promo_end,
@@ -582,8 +589,10 @@ impl Alerting {
             let own = verdict.is_some()
                 || st.shift.is_some()
                 || st.excursion.is_some_and(|x| x.cover == Cover::Own);
+            let at = (f.window_start_ms, width_ms, period);
+            let promoted = &self.promoted;
             let window = TrendWindow {
-                at: (f.window_start_ms, width_ms, period),
+                at,
                 y,
                 share,
                 band: (e.p10, e.p90),
@@ -591,7 +600,7 @@ impl Alerting {
                 own,
                 jump: own || st.excursion.is_some_and(|x| x.cover.by_another()),
                 scored: scored.is_some(),
-                promoted,
+                promoted: &|| promo_free.then(|| promoted.sums(&f.key, at)).flatten(),
             };
             let t = st.trend.get_or_insert_with(Default::default);
             trend = t.observe(cfg, &window, &mut verdict, &mut silent, &mut self.scratch);

@@ -10,7 +10,9 @@ use salescast_inference::Forecast;
 
 use crate::excursion::Cover;
 use crate::series::{e_p50, ln_ratio};
-use crate::{parent_level, parents, AlertKind, Candidate, Child, Config, Direction, SeriesKey};
+use crate::{
+    parent_level, parents, AlertKind, Candidate, Child, Config, Direction, EchoOnly, SeriesKey,
+};
 
 /// Candidates (by index) under each series that is a candidate, see
 /// [`by_nearest_candidate`].
@@ -300,7 +302,12 @@ pub(crate) fn children(
                 let s = c.direction.sign();
                 ln_ratio(df) * s >= 2.0 * (ln_ratio(f) * s).max(0.0)
             };
-            let news = !d.quiet() && (c.faint_echo || (c.echo && further()));
+            let news = !d.quiet()
+                && match c.echo_only {
+                    EchoOnly::No => false,
+                    EchoOnly::Faint => true,
+                    EchoOnly::News => further(),
+                };
             if absorbed[k] || d.direction != c.direction || own || burst || news {
                 continue;
             }

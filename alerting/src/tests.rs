@@ -579,8 +579,7 @@ fn cand(kind: AlertKind, direction: Direction) -> Candidate {
         score: 1.0,
         z: 0.0,
         silent: false,
-        faint_echo: false,
-        echo: false,
+        echo_only: EchoOnly::No,
         weak: false,
         lean: false,
         promo: false,
@@ -2624,11 +2623,7 @@ fn climb_under_a_promotion(sums: bool) -> Vec<(i64, AlertKind, Direction)> {
         },
         |_, _| {},
     );
-    calls
-        .into_iter()
-        .filter(|c| c.0 / 60 == 4)
-        .map(|(i, k, d)| (i % 60, k, d))
-        .collect()
+    on_day(calls, 4)
 }
 
 #[test]
@@ -2700,7 +2695,7 @@ fn shaped_calls(
             own: false,
             jump: false,
             scored: true,
-            promoted: x.promoted,
+            promoted: &|| x.promoted,
         };
         let (mut verdict, mut silent) = (None, false);
         t.observe(&cfg, &w, &mut verdict, &mut silent, &mut scratch);
@@ -2710,6 +2705,15 @@ fn shaped_calls(
         after(&mut t, i);
     }
     calls
+}
+
+/// The calls of [`shaped_calls`] on day `day`, by window in the day.
+fn on_day(calls: Vec<(i64, AlertKind, Direction)>, day: i64) -> Vec<(i64, AlertKind, Direction)> {
+    calls
+        .into_iter()
+        .filter(|c| c.0 / 60 == day)
+        .map(|(i, k, d)| (i % 60, k, d))
+        .collect()
 }
 
 /// Four periods of a series with a daily shape, times `factor(w)` in
@@ -2739,11 +2743,7 @@ fn day_three_calls(
             }
         },
     );
-    calls
-        .into_iter()
-        .filter(|c| c.0 / 60 == 3)
-        .map(|(i, k, d)| (i % 60, k, d))
-        .collect()
+    on_day(calls, 3)
 }
 
 /// A series with a daily shape triples for three windows on day 3 (its

@@ -246,6 +246,11 @@ pub(crate) struct DaySlot {
 }
 
 impl DaySlot {
+    /// It holds the period just before the `round`-th.
+    fn precedes(&self, round: u32) -> bool {
+        self.round != u32::MAX && self.round.wrapping_add(1) == round
+    }
+
     pub(crate) const EMPTY: DaySlot = DaySlot {
         round: u32::MAX,
         units: 0.0,
@@ -313,8 +318,7 @@ impl TrendState {
             self.queued.clear();
         }
         let d = self.day[n.rem_euclid(slots) as usize];
-        let round = n.div_euclid(slots) as u32;
-        let fresh = d.round != u32::MAX && d.round.wrapping_add(1) == round;
+        let fresh = d.precedes(n.div_euclid(slots) as u32);
         let vs = |units: f32, s: f32| {
             (fresh && !units.is_nan() && (share - f64::from(s)).abs() <= TREND_PROMO_DIFF)
                 .then(|| log_ratio(y, f64::from(units)))
@@ -331,14 +335,15 @@ impl TrendState {
     /// units then would not know) and the SKUs left sold at least
     /// [`PROMO_FREE_MIN_SHARE`] of them.
     fn promo_free(&self, w: &TrendWindow) -> Option<(f64, f64)> {
-        let (now, then) = w.promoted?;
         let (n, slots) = window_in_period(w.at);
         let d = self.day.get(n.rem_euclid(slots) as usize)?;
-        let fresh = d.round != u32::MAX && d.round.wrapping_add(1) == n.div_euclid(slots) as u32;
         let before = f64::from(d.units);
-        if !fresh || d.carried || before.is_nan() {
+        if !d.precedes(n.div_euclid(slots) as u32) || d.carried || before.is_nan() {
             return None;
         }
+        // Only now, the one window in twenty or so that needs them, are
+        // the SKUs below summed.
+        let (now, then) = (w.promoted)()?;
         let (y, y0) = ((w.y - now).max(0.0), before - then);
         (y0 > 0.0 && y0 >= PROMO_FREE_MIN_SHARE * before).then(|| (log_ratio(y, y0), y))
     }
@@ -364,7 +369,7 @@ impl TrendState {
             let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
             let slot = &mut self.day[qn.rem_euclid(slots) as usize];
             let round = qn.div_euclid(slots) as u32;
-            let follows = slot.round != u32::MAX && slot.round.wrapping_add(1) == round;
+            let follows = slot.precedes(round);
             if !qusual {
                 // Not what is usual there: the day before's units are the
                 // reference the next period, once; then the slot stays as
@@ -561,7 +566,7 @@ impl TrendState {
 }
 
 /// One window as the trend detector sees it.
-pub(crate) struct TrendWindow {
+pub(crate) struct TrendWindow<'a> {
     /// Its start, its width and the period (a day), in ms.
     pub(crate) at: (i64, i64, i64),
     /// Its units.
@@ -581,8 +586,9 @@ pub(crate) struct TrendWindow {
     /// is a usual one (before then, an outage passes unseen).
     pub(crate) scored: bool,
     /// The units now and a period earlier of the SKUs below it that had
-    /// lines on promotion in either window (see `promoted::Promoted`).
-    pub(crate) promoted: Option<(f64, f64)>,
+    /// lines on promotion in either window (see `promoted::Promoted`),
+    /// summed only when asked.
+    pub(crate) promoted: &'a dyn Fn() -> Option<(f64, f64)>,
 }
 
 impl TrendState {
@@ -1051,7 +1057,7 @@ mod tests {
             own: false,
             jump: false,
             scored: true,
-            promoted: None,
+            promoted: &|| None,
         };
         let mut verdict = None;
         t.step_test(&cfg, &w, 2.6 * allowance, 0.05, (true, false), &mut verdict);
