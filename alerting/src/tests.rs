@@ -1,6 +1,7 @@
 //! Unit tests of the detectors, grouping, revisions and cooldowns.
 
 use super::*;
+use crate::trend::Checked;
 use salescast_inference::{Actual, HorizonPoint};
 
 fn fc(start: i64, units: i64, p10: f64, p50: f64, p90: f64) -> Forecast {
@@ -842,35 +843,73 @@ fn only_a_series_with_a_daily_shape_is_compared_with_the_day_before() {
     assert!(!run(0.0));
 }
 
+/// One window `n` of a 4-window period with units `y` through a trend
+/// state's day slots (at once, with no queue), as the detector feeds them
+/// (its ratio within 0.2 of the usual 0 agrees): its ratios to one and two
+/// periods before.
+fn slot_window(t: &mut TrendState, n: i64, y: f64, usual: bool) -> [Option<f64>; 2] {
+    let r = t.compare((n, 1, 4), (y, 0.0));
+    let checked = match r[0] {
+        None => Checked::No,
+        Some(r) if r.abs() < 0.2 => Checked::Agrees,
+        Some(_) => Checked::Differs,
+    };
+    t.remember((n, 1, 4), (y, 0.0), (usual, checked), 0);
+    r
+}
+
 #[test]
 fn an_unusual_windows_reference_is_carried_once() {
-    // A 4-window period: day 0 sets what is usual; day 1's second
-    // window is an anomaly, so day 2 is set against day 0 there (and
-    // has no two-day comparison); day 2's is unusual too, and day 3
-    // has no comparison there: carried on, an anomaly in the reference
-    // that went unseen would be judged again every day.
+    // A 4-window period: day 0 is the first, compared with nothing; day 1
+    // sets what is usual, checked against it; day 2's second window is an
+    // anomaly, so day 3 is set against day 1 there (and has no two-day
+    // comparison); day 3's is unusual too, and day 4 has no comparison
+    // there: carried on, an anomaly in the reference that went unseen
+    // would be judged again every day.
     let mut t = TrendState::default();
-    let mut on = |n: i64, y: f64, usual: bool| {
-        let r = t.compare((n, 1, 4), (y, 0.0));
-        t.remember((n, 1, 4), (y, 0.0), usual, 0);
-        r
-    };
-    for n in 0..4 {
+    let mut on = |n: i64, y: f64, usual: bool| slot_window(&mut t, n, y, usual);
+    for n in 0..8 {
         on(n, 100.0, true);
     }
-    assert_eq!(on(4, 100.0, true)[0], Some(0.0));
-    assert!(on(5, 300.0, false)[0].is_some_and(|r| r > 1.0));
-    on(6, 100.0, true);
-    on(7, 100.0, true);
-    assert_eq!(on(8, 100.0, true), [Some(0.0), Some(0.0)]);
-    assert_eq!(on(9, 300.0, false), [Some((301.0f64 / 101.0).ln()), None]);
+    assert_eq!(on(8, 100.0, true)[0], Some(0.0));
+    assert!(on(9, 300.0, false)[0].is_some_and(|r| r > 1.0));
     on(10, 100.0, true);
     on(11, 100.0, true);
     assert_eq!(on(12, 100.0, true), [Some(0.0), Some(0.0)]);
-    assert_eq!(on(13, 100.0, true), [None, None]);
+    assert_eq!(on(13, 300.0, false), [Some((301.0f64 / 101.0).ln()), None]);
     on(14, 100.0, true);
     on(15, 100.0, true);
-    assert_eq!(on(17, 100.0, true), [Some(0.0), None]);
+    assert_eq!(on(16, 100.0, true), [Some(0.0), Some(0.0)]);
+    assert_eq!(on(17, 100.0, true), [None, None]);
+    on(18, 100.0, true);
+    on(19, 100.0, true);
+    assert_eq!(on(21, 100.0, true), [Some(0.0), None]);
+}
+
+#[test]
+fn a_first_periods_units_are_carried_over_no_move() {
+    // The first period's second window is an anomaly no one could tell
+    // (there is nothing to compare it with); the next period's return to
+    // the usual units reads as a move, no usual window. The first period's
+    // units there were never checked: the third period has no comparison
+    // there, instead of being judged against the anomaly again. An unusual
+    // window that agreed with the first period's units (marked with a move
+    // that began after it) carries them, as checked units are carried.
+    let mut t = TrendState::default();
+    let mut on = |n: i64, y: f64, usual: bool| slot_window(&mut t, n, y, usual);
+    for (n, y) in [(0, 100.0), (1, 300.0), (2, 100.0), (3, 100.0)] {
+        assert_eq!(on(n, y, true), [None, None]);
+    }
+    assert_eq!(on(4, 100.0, true)[0], Some(0.0));
+    assert!(on(5, 100.0, false)[0].is_some_and(|r| r < -1.0));
+    on(6, 100.0, false);
+    on(7, 100.0, true);
+    assert_eq!(on(8, 100.0, true)[0], Some(0.0));
+    assert_eq!(on(9, 100.0, true), [None, None]);
+    assert_eq!(on(10, 100.0, true)[0], Some(0.0));
+    on(11, 100.0, true);
+    // The day after, compared again with the windows between.
+    assert_eq!(on(13, 100.0, true)[0], Some(0.0));
 }
 
 #[test]
@@ -1097,7 +1136,7 @@ fn a_move_summed_longer_than_the_queue_holds_is_no_reference_the_next_day() {
     let mut t = TrendState::default();
     let feed = |t: &mut TrendState, n: i64, y: f64| {
         t.compare((n, width, period), (y, 0.0));
-        t.remember((n, width, period), (y, 0.0), true, 2);
+        t.remember((n, width, period), (y, 0.0), (true, Checked::Agrees), 2);
     };
     for n in 0..20 {
         let y = match n {

@@ -143,10 +143,9 @@ pub(crate) struct TrendState {
     pub(crate) calls: VecDeque<(i64, Direction)>,
     /// The usual units by position in the period (see [`DaySlot`]).
     pub(crate) day: Vec<DaySlot>,
-    /// The newest windows (window number, units, promotion share, usual),
-    /// oldest first, before they become the period's usual units (see
-    /// [`TrendState::remember`]).
-    pub(crate) queued: VecDeque<(i64, f32, f32, bool)>,
+    /// The newest windows, oldest first, before they become the period's
+    /// usual units (see [`TrendState::remember`]).
+    pub(crate) queued: VecDeque<Queued>,
     /// Log ratios of each window's units to the same window one and two
     /// periods earlier, the newest `3 x trend-windows` of each, oldest
     /// first.
@@ -230,6 +229,31 @@ pub(crate) fn window_in_period(at: (i64, i64, i64)) -> (i64, i64) {
     )
 }
 
+/// A window waiting in [`TrendState::queued`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Queued {
+    /// Its window number, units and share of lines on promotion.
+    pub(crate) n: i64,
+    pub(crate) units: f32,
+    pub(crate) share: f32,
+    /// It is a usual window (see [`TrendState::remember`]).
+    pub(crate) usual: bool,
+    /// How it compared with the period before (see [`DaySlot::checked`]).
+    pub(crate) checked: Checked,
+}
+
+/// How a window compared with the same window a period earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// No comparison (the series' first period, or promotions then or now).
+    No,
+    /// Its ratio to the earlier one was within the trend allowance of the
+    /// usual ratio.
+    Agrees,
+    /// It was further off.
+    Differs,
+}
+
 /// One position of a series' period in [`TrendState::day`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DaySlot {
@@ -243,6 +267,13 @@ pub(crate) struct DaySlot {
     pub(crate) older_share: f32,
     /// Its units were carried over an unusual window (once only).
     pub(crate) carried: bool,
+    /// The window `units` (and `older`) are of was itself compared with
+    /// the period before it and found usual. A series' first period never
+    /// is: an anomaly then passes for what is usual, and carried over the
+    /// next period's return from it (which reads as a move, no usual
+    /// window) it would be judged against the period after that too.
+    pub(crate) checked: bool,
+    pub(crate) older_checked: bool,
 }
 
 impl DaySlot {
@@ -258,6 +289,8 @@ impl DaySlot {
         older: f32::NAN,
         older_share: 0.0,
         carried: false,
+        checked: false,
+        older_checked: false,
     };
 }
 
@@ -350,33 +383,46 @@ impl TrendState {
 
     /// Queue `y` (as in [`TrendState::compare`], which comes first) to
     /// become what is usual at its position in the period once `hold`
-    /// newer windows have come. A window in an anomaly (`usual` false, or
-    /// marked by [`TrendState::moved`] while queued) keeps the position's
-    /// earlier units, so tomorrow is not judged against today's anomaly (a
-    /// climb today would read as a slide tomorrow), but only once: a second
-    /// one leaves the position a period old, no comparison.
+    /// newer windows have come; `checked`: how it compared with the period
+    /// before. A window in an anomaly (`usual` false, or marked by
+    /// [`TrendState::moved`] while queued) keeps the position's earlier
+    /// units, so tomorrow is not judged against today's anomaly (a climb
+    /// today would read as a slide tomorrow), but only once, and only units
+    /// that were themselves checked or that this window agreed with: a
+    /// second one, or earlier units never compared with anything that this
+    /// window differed from (which of the two was the anomaly is unknown;
+    /// see [`DaySlot::checked`]), leave the position no comparison.
     pub(crate) fn remember(
         &mut self,
         at: (i64, i64, i64),
         y: (f64, f64),
-        usual: bool,
+        (usual, checked): (bool, Checked),
         hold: usize,
     ) {
         let (y, share) = y;
         let (n, slots) = window_in_period(at);
-        self.queued.push_back((n, y as f32, share as f32, usual));
+        self.queued.push_back(Queued {
+            n,
+            units: y as f32,
+            share: share as f32,
+            usual,
+            checked,
+        });
         while self.queued.len() > hold.min(slots as usize - 1) {
-            let (qn, qy, qshare, qusual) = self.queued.pop_front().expect("not empty");
-            let slot = &mut self.day[qn.rem_euclid(slots) as usize];
-            let round = qn.div_euclid(slots) as u32;
+            let q = self.queued.pop_front().expect("not empty");
+            let slot = &mut self.day[q.n.rem_euclid(slots) as usize];
+            let round = q.n.div_euclid(slots) as u32;
             let follows = slot.precedes(round);
-            if !qusual {
+            if !q.usual {
                 // Not what is usual there: the day before's units are the
                 // reference the next period, once; then the slot stays as
                 // it was, and a period old is no comparison (carried on,
                 // an anomaly in it would be judged again every day).
                 if follows && !slot.carried {
                     slot.round = round;
+                    if !slot.checked && q.checked != Checked::Agrees {
+                        slot.units = f32::NAN;
+                    }
                     slot.older = f32::NAN;
                     slot.carried = true;
                 }
@@ -384,11 +430,13 @@ impl TrendState {
             }
             *slot = DaySlot {
                 round,
-                units: qy,
-                share: qshare,
+                units: q.units,
+                share: q.share,
                 older: if follows { slot.units } else { f32::NAN },
                 older_share: slot.share,
                 carried: false,
+                checked: q.checked != Checked::No,
+                older_checked: follows && slot.checked,
             };
         }
     }
@@ -427,7 +475,7 @@ impl TrendState {
         self.away = Some((d, self.home(), now));
         self.away_held = true;
         for q in self.queued.iter_mut() {
-            q.3 = false;
+            q.usual = false;
         }
         // The move's CUSUM may have summed it for longer than the queue
         // holds: its earlier windows are no usual ones either.
@@ -465,8 +513,8 @@ impl TrendState {
     /// it the next day.
     pub(crate) fn unusual_since(&mut self, since: i64, at: (i64, i64, i64)) {
         let first = since.div_euclid(at.1.max(1));
-        for q in self.queued.iter_mut().filter(|q| q.0 >= first) {
-            q.3 = false;
+        for q in self.queued.iter_mut().filter(|q| q.n >= first) {
+            q.usual = false;
         }
         self.unlearn(since, at);
     }
@@ -500,12 +548,17 @@ impl TrendState {
             return;
         }
         let (now, _) = window_in_period(at);
-        let to = self.queued.front().map_or(now, |q| q.0);
+        let to = self.queued.front().map_or(now, |q| q.n);
         let from = since.div_euclid(at.1.max(1)).max(to - slots + 1);
         for n in from..to {
             let slot = &mut self.day[n.rem_euclid(slots) as usize];
             if slot.round == n.div_euclid(slots) as u32 && !slot.carried {
-                slot.units = slot.older;
+                slot.units = if slot.older_checked {
+                    slot.older
+                } else {
+                    f32::NAN
+                };
+                slot.checked = slot.older_checked;
                 slot.share = slot.older_share;
                 slot.older = f32::NAN;
                 slot.carried = true;
@@ -629,7 +682,12 @@ impl TrendState {
         // Not one of a move that still holds either.
         let away = self.away_at(now, period, r1, allowance);
         let usual = !w.jump && !away && self.going.is_none() && w.scored;
-        self.remember(w.at, (w.y, w.share), usual, 3 * tw);
+        let checked = match r1 {
+            None => Checked::No,
+            Some(r) if (r - self.base[0]).abs() < allowance => Checked::Agrees,
+            Some(_) => Checked::Differs,
+        };
+        self.remember(w.at, (w.y, w.share), (usual, checked), 3 * tw);
         self.push_ratios(r1, r2, 3 * tw);
         self.last_r = r1;
         if w.jump || r1.is_none() {
