@@ -995,25 +995,28 @@ impl Alerting {
         let usual = |base: fn(&TrendState) -> f64| {
             ratio.is_some_and(|(t, r)| (r - base(t)).abs() <= usual_again)
         };
-        let undoes = st.shifted.as_ref().is_some_and(|(prev, first)| {
-            // Any move ends back at the usual ratio from before it (home).
-            // A trend break went on after it was called: it also ends back
-            // at the usual ratio when it was called, or, once it settled
-            // (its new level the usual ratio since), by a move back about
-            // as far as it had settled from there (one window's ratio is
-            // noisy, and the day before may have been off a little). A
-            // level shift also ends by a move back about as far against
-            // the series' recent mean (which may lag the daily shape when
-            // the shift began, so understate it: hence home).
-            let back_by =
-                |moved: f64, back: f64, most: f64| (0.5..=most).contains(&(-back / moved));
-            let about_as_far = |moved: f64, back: f64| back_by(moved, back, 1.5);
-            let back_enough = usual(TrendState::home)
-                || match prev.kind {
-                    AlertKind::TrendBreak => {
-                        usual(|t| t.called_base)
+        let undoes = st
+            .shifted
+            .as_ref()
+            .is_some_and(|(prev, first, called_base)| {
+                // Any move ends back at the usual ratio from before it (home).
+                // A trend break went on after it was called: it also ends back
+                // at the usual ratio when it was called, or, once it settled
+                // (its new level the usual ratio since), by a move back about
+                // as far as it had settled from there (one window's ratio is
+                // noisy, and the day before may have been off a little). A
+                // level shift also ends by a move back about as far against
+                // the series' recent mean (which may lag the daily shape when
+                // the shift began, so understate it: hence home).
+                let back_by =
+                    |moved: f64, back: f64, most: f64| (0.5..=most).contains(&(-back / moved));
+                let about_as_far = |moved: f64, back: f64| back_by(moved, back, 1.5);
+                let back_enough = usual(TrendState::home)
+                    || match prev.kind {
+                        AlertKind::TrendBreak => {
+                            ratio.is_some_and(|(_, r)| (r - called_base).abs() <= usual_again)
                             || ratio.is_some_and(|(t, r)| {
-                                let settled = t.base[0] - t.called_base;
+                                let settled = t.base[0] - called_base;
                                 settled.abs() >= usual_again && about_as_far(settled, r - t.base[0])
                             })
                             // No day before to tell (its share of lines
@@ -1022,18 +1025,19 @@ impl Alerting {
                             // call's move, and no further than the climb
                             // or slide can have gone on from there.
                             || (ratio.is_none() && back_by(*first, back, TREND_BACK_MAX))
-                    }
-                    _ => about_as_far(*first, back),
-                };
-            prev.direction != a.direction
-                && f.window_start_ms - prev.window_start_ms <= memory
-                && back_enough
-        });
+                        }
+                        _ => about_as_far(*first, back),
+                    };
+                prev.direction != a.direction
+                    && f.window_start_ms - prev.window_start_ms <= memory
+                    && back_enough
+            });
         if !undoes {
             // A move called against the day before is measured there too:
             // the recent mean had followed the forecast part way by then.
             let first = trend.map_or(back, |(moved, _)| moved);
-            st.shifted = Some((Box::new(a.clone()), first));
+            let called_base = st.trend.as_deref().map_or(0.0, |t| t.called_base);
+            st.shifted = Some((Box::new(a.clone()), first, called_base));
             return None;
         }
         let mut done = *st.shifted.take()?.0;

@@ -111,9 +111,11 @@ pub(crate) struct SeriesState {
     /// which it ended and its peak (for recoveries).
     pub(crate) ended: Option<(Direction, i64, f64)>,
     /// The last level shift or trend break raised on the series (see
-    /// `level-shift-memory-windows`), and its move (see
-    /// [`SeriesState::move_of`]).
-    pub(crate) shifted: Option<(Box<Alert>, f64)>,
+    /// `level-shift-memory-windows`), its move (see
+    /// [`SeriesState::move_of`]), and the trend detector's usual ratio when
+    /// it was called (`TrendState::called_base` then: a trend break called
+    /// as this one's end sets that anew before the end is judged).
+    pub(crate) shifted: Option<(Box<Alert>, f64, f64)>,
     /// The run of windows in a row, up to the newest, that fell outside the
     /// band the same way scoring at least half the z-threshold (see
     /// `level-shift-max-factor`).

@@ -621,7 +621,7 @@ fn end_with(
 ) -> Option<Alert> {
     let st = SeriesState {
         mean_y,
-        shifted: Some((Box::new(prev.0.clone()), prev.1)),
+        shifted: Some((Box::new(prev.0.clone()), prev.1, t.called_base)),
         trend: Some(Box::new(t)),
         ..SeriesState::default()
     };
@@ -722,6 +722,48 @@ fn a_move_back_about_as_far_as_a_settled_trend_break_ends_it() {
     // Not settled (its usual ratio still the one it was called at), the
     // window 0.31 off home: a move of its own too.
     assert!(end(0.21, -0.1).is_none());
+}
+
+#[test]
+fn a_climb_called_as_a_settled_slides_end_resolves_it() {
+    // As above, but the move back is itself called a trend break (a
+    // climb), which sets the trend detector's called-at ratio anew to
+    // the slide's settled level before the end is judged: the slide's
+    // own called-at ratio (-0.1) is the one its end is measured from.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let down = category(fc(300 * 60_000, 120, 270.0, 300.0, 330.0));
+    let slide = a.alert(&down, &cand(AlertKind::TrendBreak, Direction::Down), vec![]);
+    let called = TrendState {
+        last_r: Some(-0.5),
+        base: [-0.1, 0.0],
+        called_base: -0.1,
+        ..TrendState::default()
+    };
+    a.series.insert(
+        (down.level, down.key.clone()),
+        SeriesState {
+            mean_y: 300.0,
+            trend: Some(Box::new(called)),
+            ..SeriesState::default()
+        },
+    );
+    assert!(a.end_of_shift(&down, &slide, Some((-0.3, 12))).is_none());
+    let up = category(fc(900 * 60_000, 197, 78.0, 88.0, 102.0));
+    let climb = a.alert(&up, &cand(AlertKind::TrendBreak, Direction::Up), vec![]);
+    let st = a.series.get_mut(&(up.level, up.key.clone())).unwrap();
+    st.mean_y = 90.0;
+    st.trend = Some(Box::new(TrendState {
+        last_r: Some(0.21),
+        base: [-1.14, 0.0],
+        called_base: -1.14,
+        ..TrendState::default()
+    }));
+    assert_resolves(
+        &a.end_of_shift(&up, &climb, Some((1.2, 12)))
+            .expect("the slide ended"),
+        &slide,
+        "the trend break down of",
+    );
 }
 
 #[test]
