@@ -992,29 +992,26 @@ impl Alerting {
         // The trend state and its window's ratio to the same window a day
         // earlier, and whether that is back at a usual ratio (`base`).
         let ratio = st.trend.as_deref().and_then(|t| Some((t, t.last_r?)));
-        let usual = |base: fn(&TrendState) -> f64| {
-            ratio.is_some_and(|(t, r)| (r - base(t)).abs() <= usual_again)
-        };
-        let undoes = st
-            .shifted
-            .as_ref()
-            .is_some_and(|(prev, first, called_base)| {
-                // Any move ends back at the usual ratio from before it (home).
-                // A trend break went on after it was called: it also ends back
-                // at the usual ratio when it was called, or, once it settled
-                // (its new level the usual ratio since), by a move back about
-                // as far as it had settled from there (one window's ratio is
-                // noisy, and the day before may have been off a little). A
-                // level shift also ends by a move back about as far against
-                // the series' recent mean (which may lag the daily shape when
-                // the shift began, so understate it: hence home).
-                let back_by =
-                    |moved: f64, back: f64, most: f64| (0.5..=most).contains(&(-back / moved));
-                let about_as_far = |moved: f64, back: f64| back_by(moved, back, 1.5);
-                let back_enough = usual(TrendState::home)
-                    || match prev.kind {
-                        AlertKind::TrendBreak => {
-                            ratio.is_some_and(|(_, r)| (r - called_base).abs() <= usual_again)
+        let usual = |base: f64| ratio.is_some_and(|(_, r)| (r - base).abs() <= usual_again);
+        let home = ratio.map(|(t, _)| t.home());
+        let undoes = st.shifted.as_ref().is_some_and(|last| {
+            let (prev, first, called_base) = (&last.alert, last.moved, last.called_base);
+            // Any move ends back at the usual ratio from before it (home).
+            // A trend break went on after it was called: it also ends back
+            // at the usual ratio when it was called, or, once it settled
+            // (its new level the usual ratio since), by a move back about
+            // as far as it had settled from there (one window's ratio is
+            // noisy, and the day before may have been off a little). A
+            // level shift also ends by a move back about as far against
+            // the series' recent mean (which may lag the daily shape when
+            // the shift began, so understate it: hence home).
+            let back_by =
+                |moved: f64, back: f64, most: f64| (0.5..=most).contains(&(-back / moved));
+            let about_as_far = |moved: f64, back: f64| back_by(moved, back, 1.5);
+            let back_enough = home.is_some_and(usual)
+                || match prev.kind {
+                    AlertKind::TrendBreak => {
+                        usual(called_base)
                             || ratio.is_some_and(|(t, r)| {
                                 let settled = t.base[0] - called_base;
                                 settled.abs() >= usual_again && about_as_far(settled, r - t.base[0])
@@ -1024,23 +1021,27 @@ impl Alerting {
                             // the recent mean at least half as far as the
                             // call's move, and no further than the climb
                             // or slide can have gone on from there.
-                            || (ratio.is_none() && back_by(*first, back, TREND_BACK_MAX))
-                        }
-                        _ => about_as_far(*first, back),
-                    };
-                prev.direction != a.direction
-                    && f.window_start_ms - prev.window_start_ms <= memory
-                    && back_enough
-            });
+                            || (ratio.is_none() && back_by(first, back, TREND_BACK_MAX))
+                    }
+                    _ => about_as_far(first, back),
+                };
+            prev.direction != a.direction
+                && f.window_start_ms - prev.window_start_ms <= memory
+                && back_enough
+        });
         if !undoes {
             // A move called against the day before is measured there too:
             // the recent mean had followed the forecast part way by then.
             let first = trend.map_or(back, |(moved, _)| moved);
             let called_base = st.trend.as_deref().map_or(0.0, |t| t.called_base);
-            st.shifted = Some((Box::new(a.clone()), first, called_base));
+            st.shifted = Some(Shifted {
+                alert: Box::new(a.clone()),
+                moved: first,
+                called_base,
+            });
             return None;
         }
-        let mut done = *st.shifted.take()?.0;
+        let mut done = *st.shifted.take()?.alert;
         done.status = Status::Resolved;
         done.observed = a.observed;
         done.explanation = format!(

@@ -111,11 +111,8 @@ pub(crate) struct SeriesState {
     /// which it ended and its peak (for recoveries).
     pub(crate) ended: Option<(Direction, i64, f64)>,
     /// The last level shift or trend break raised on the series (see
-    /// `level-shift-memory-windows`), its move (see
-    /// [`SeriesState::move_of`]), and the trend detector's usual ratio when
-    /// it was called (`TrendState::called_base` then: a trend break called
-    /// as this one's end sets that anew before the end is judged).
-    pub(crate) shifted: Option<(Box<Alert>, f64, f64)>,
+    /// `level-shift-memory-windows`).
+    pub(crate) shifted: Option<Shifted>,
     /// The run of windows in a row, up to the newest, that fell outside the
     /// band the same way scoring at least half the z-threshold (see
     /// `level-shift-max-factor`).
@@ -346,6 +343,19 @@ impl SeriesState {
 
 /// How much further (log ratio) than the move it follows a recovery may go.
 const RECOVERY_SLACK: f64 = 0.4;
+
+/// A series' last level shift or trend break, as its end is judged by
+/// (see `Alerting::end_of_shift`).
+#[derive(Debug, Clone)]
+pub(crate) struct Shifted {
+    pub(crate) alert: Box<Alert>,
+    /// Its move (see [`SeriesState::move_of`]).
+    pub(crate) moved: f64,
+    /// The trend detector's usual ratio when it was called
+    /// (`TrendState::called_base` then: a trend break called as this one's
+    /// end sets that anew before the end is judged).
+    pub(crate) called_base: f64,
+}
 
 /// One scored window as the change detector sees it.
 pub(crate) struct ShiftWindow {

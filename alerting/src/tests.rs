@@ -621,7 +621,11 @@ fn end_with(
 ) -> Option<Alert> {
     let st = SeriesState {
         mean_y,
-        shifted: Some((Box::new(prev.0.clone()), prev.1, t.called_base)),
+        shifted: Some(Shifted {
+            alert: Box::new(prev.0.clone()),
+            moved: prev.1,
+            called_base: t.called_base,
+        }),
         trend: Some(Box::new(t)),
         ..SeriesState::default()
     };
@@ -891,12 +895,7 @@ fn only_a_series_with_a_daily_shape_is_compared_with_the_day_before() {
 /// periods before.
 fn slot_window(t: &mut TrendState, n: i64, y: f64, usual: bool) -> [Option<f64>; 2] {
     let r = t.compare((n, 1, 4), (y, 0.0));
-    let checked = match r[0] {
-        None => Checked::No,
-        Some(r) if r.abs() < 0.2 => Checked::Agrees,
-        Some(_) => Checked::Differs,
-    };
-    t.remember((n, 1, 4), (y, 0.0), (usual, checked), 0);
+    t.remember((n, 1, 4), (y, 0.0), (usual, Checked::of(r[0], 0.0, 0.2)), 0);
     r
 }
 
@@ -2316,7 +2315,7 @@ fn a_level_shift_called_against_the_day_before_ends_by_a_move_back_as_far() {
         .shifted
         .as_ref()
         .unwrap()
-        .1;
+        .moved;
     assert!((moved - 1.8f64.ln()).abs() < 1e-9, "{moved}");
     let down = category(fc(900 * 60_000, 30, 45.0, 54.0, 63.0));
     let back = a.alert(&down, &cand(AlertKind::LevelShift, Direction::Down), vec![]);

@@ -254,6 +254,19 @@ pub(crate) enum Checked {
     Differs,
 }
 
+impl Checked {
+    /// How a window whose ratio to the period before is `r` (None: no
+    /// comparison) compared, given the usual ratio `base` and the trend
+    /// allowance.
+    pub(crate) fn of(r: Option<f64>, base: f64, allowance: f64) -> Checked {
+        match r {
+            None => Checked::No,
+            Some(r) if (r - base).abs() < allowance => Checked::Agrees,
+            Some(_) => Checked::Differs,
+        }
+    }
+}
+
 /// One position of a series' period in [`TrendState::day`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DaySlot {
@@ -682,11 +695,7 @@ impl TrendState {
         // Not one of a move that still holds either.
         let away = self.away_at(now, period, r1, allowance);
         let usual = !w.jump && !away && self.going.is_none() && w.scored;
-        let checked = match r1 {
-            None => Checked::No,
-            Some(r) if (r - self.base[0]).abs() < allowance => Checked::Agrees,
-            Some(_) => Checked::Differs,
-        };
+        let checked = Checked::of(r1, self.base[0], allowance);
         self.remember(w.at, (w.y, w.share), (usual, checked), 3 * tw);
         self.push_ratios(r1, r2, 3 * tw);
         self.last_r = r1;
