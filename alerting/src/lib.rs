@@ -501,6 +501,7 @@ impl Alerting {
         }
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
+        st.remember_deviation(f.window_start_ms, y, e.p50);
         if band_dir.is_none() {
             st.inside_units = y;
         }
@@ -717,7 +718,8 @@ impl Alerting {
         // A candidate whose deviation one child accounts for (root-cause-share)
         // is that child's consequence: the child is the root cause (a total
         // that dropped because one store did, a category because one SKU).
-        let (explains, deferred) = root_cause::root_causes(&self.cfg, group, &cands, &groups, &top);
+        let (explains, deferred) =
+            root_cause::root_causes(&self.cfg, group, &cands, &groups, &top, &self.series);
         // A weak candidate stands only where a candidate above it that is
         // neither weak nor lean defers to it: the ancestor's test found the
         // move, the child explains it.

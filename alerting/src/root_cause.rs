@@ -9,7 +9,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use salescast_inference::Forecast;
 
 use crate::excursion::Cover;
-use crate::series::{e_p50, ln_ratio};
+use crate::series::{e_p50, ln_ratio, SeriesState};
 use crate::{
     parent_level, parents, AlertKind, Candidate, Child, Config, Direction, EchoOnly, SeriesKey,
 };
@@ -60,6 +60,11 @@ impl Groups {
 const REST_MOVED_Z: f64 = 3.0;
 /// [`REST_MOVED_Z`] for a parent's level shift.
 const REST_MOVED_Z_SHIFT: f64 = 2.0;
+/// How far (in Poisson standard deviations) off its median the way of its
+/// move a parent's window before the current one must be to count as one
+/// of the move's (see [`rest_over_move`]): windows merely on that side of
+/// it would bring the rest's noise that way along.
+const RUN_OFF_Z: f64 = 2.0;
 /// A broken child whose deviation is below this share of its parent's does
 /// not count as one of several broken children in root-cause grouping.
 const MINOR_CHILD_SHARE: f64 = 0.1;
@@ -138,6 +143,7 @@ pub(crate) fn root_causes(
     cands: &[Candidate],
     groups: &Groups,
     top: &[usize],
+    series: &FxHashMap<SeriesKey, SeriesState>,
 ) -> (FxHashMap<usize, Vec<usize>>, Vec<bool>) {
     // A candidate whose deviation one child accounts for (root-cause-share)
     // is that child's consequence: the child is the root cause (a total
@@ -183,12 +189,8 @@ pub(crate) fn root_causes(
             let (p, c) = (group[cands[ci].idx], group[cands[k].idx]);
             let rest_p50 = (e_p50(p) - e_p50(c)).max(1.0);
             let rest_dev = (p.actual.units - c.actual.units) as f64 - (e_p50(p) - e_p50(c));
-            let rest_z = rest_dev / rest_p50.sqrt();
-            // ...and by at least half as much, relative to its level, as
-            // the child did (a lone SKU's outage is -100% against a few
-            // percent of noise in the rest).
-            let rel = rest_dev / rest_p50;
             let child_rel = (c.actual.units as f64 - e_p50(c)) / e_p50(c).max(1.0);
+            let d = cands[ci].direction;
             // A level shift has lasted a few windows already: the rest
             // moving less surely in this one is enough.
             let bar = if cands[ci].kind == AlertKind::LevelShift {
@@ -196,17 +198,16 @@ pub(crate) fn root_causes(
             } else {
                 REST_MOVED_Z
             };
-            // ...or at least nearer (in standard deviations of a count)
-            // to having moved by the child's ratio than to not having
-            // moved (a small rest is noisy: 45 units that rose to 67
-            // with a best seller that doubled).
-            let whole = (rest_p50 * (1.0 + child_rel)).max(1.0);
-            let whole_z = (rest_p50 + rest_dev - whole) / whole.sqrt();
-            let with_child = whole_z.abs() < rest_z.abs();
-            match cands[ci].direction {
-                Direction::Up => rest_z >= bar && (rel >= 0.5 * child_rel || with_child),
-                Direction::Down => rest_z <= -bar && (rel <= 0.5 * child_rel || with_child),
-            }
+            // In this window, or summed over the parent's move so far (a
+            // best seller four fifths of its category halving with it:
+            // the other 26 units a window sold 17, 1.7 standard
+            // deviations of a count in each window, 2.5 over two).
+            let run = rest_over_move(series, p, c, d);
+            moved_with(rest_p50, rest_dev, child_rel, d, bar)
+                || run.is_some_and(|(rest, child)| {
+                    let child_rel = child.0 / child.1.max(1.0);
+                    moved_with(rest.1.max(1.0), rest.0, child_rel, d, bar)
+                })
         };
         // A child that raises nothing because its move was part of
         // another's alert (its parent's spike, say) cannot speak for a
@@ -259,6 +260,65 @@ pub(crate) fn root_causes(
         }
     }
     (explains, deferred)
+}
+
+/// Whether the rest of a parent (all but its one broken child) moved the
+/// way `d` with the child: its deviation `rest_dev` from its expected
+/// median `rest_p50` is `bar` standard deviations of a count, and the
+/// move is at least half the child's relative move `child_rel`, or nearer
+/// to it than to none.
+fn moved_with(rest_p50: f64, rest_dev: f64, child_rel: f64, d: Direction, bar: f64) -> bool {
+    let rest_z = rest_dev / rest_p50.sqrt();
+    // At least half as far, relative to its level, as the child (a lone
+    // SKU's outage is -100% against a few percent of noise in the rest)...
+    let rel = rest_dev / rest_p50;
+    // ...or at least nearer (in standard deviations of a count) to having
+    // moved by the child's ratio than to not having moved (a small rest is
+    // noisy: 45 units that rose to 67 with a best seller that doubled).
+    let whole = (rest_p50 * (1.0 + child_rel)).max(1.0);
+    let whole_z = (rest_p50 + rest_dev - whole) / whole.sqrt();
+    let with_child = whole_z.abs() < rest_z.abs();
+    match d {
+        Direction::Up => rest_z >= bar && (rel >= 0.5 * child_rel || with_child),
+        Direction::Down => rest_z <= -bar && (rel <= 0.5 * child_rel || with_child),
+    }
+}
+
+/// The rest of parent `p` (all but child `c`) and the child over the
+/// parent's move `d` up to their window: each one's deviation from the
+/// forecasts' medians and those medians, summed over this window and the
+/// ones right before it (at most [`RECENT_KEPT`](crate::series::RECENT_KEPT)
+/// in all) in which the parent was off its median that way by
+/// [`RUN_OFF_Z`] standard deviations of a count, and the child has a
+/// window too. None unless both remember this window.
+fn rest_over_move(
+    series: &FxHashMap<SeriesKey, SeriesState>,
+    p: &Forecast,
+    c: &Forecast,
+    d: Direction,
+) -> Option<((f64, f64), (f64, f64))> {
+    let recent = |f: &Forecast| {
+        series
+            .get(&(f.level, f.key.clone()))
+            .map(|st| &st.recent)
+            .filter(|r| r.back().is_some_and(|w| w.start == f.window_start_ms))
+    };
+    let (pr, cr) = (recent(p)?, recent(c)?);
+    let (mut rest, mut child) = ((0.0, 0.0), (0.0, 0.0));
+    for (i, w) in pr.iter().rev().enumerate() {
+        let off = f64::from(w.dev) * d.sign() >= RUN_OFF_Z * f64::from(w.p50).max(1.0).sqrt();
+        if i > 0 && !off {
+            break;
+        }
+        let Some(cw) = cr.iter().rev().find(|cw| cw.start == w.start) else {
+            break;
+        };
+        rest.0 += f64::from(w.dev - cw.dev);
+        rest.1 += f64::from(w.p50 - cw.p50).max(1.0);
+        child.0 += f64::from(cw.dev);
+        child.1 += f64::from(cw.p50);
+    }
+    Some((rest, child))
 }
 
 /// The descendants of candidate `ci` that broke the same way (and are not

@@ -145,6 +145,38 @@ pub(crate) struct SeriesState {
     /// The pattern-novelty detector's state (series at
     /// `novelty-min-level` and above only).
     pub(crate) novelty: Option<Box<Novelty>>,
+    /// The newest [`RECENT_KEPT`] windows' deviations from the forecast,
+    /// oldest first: how far the rest of a parent moved over a level
+    /// shift's windows (see `root_cause::root_causes`).
+    pub(crate) recent: VecDeque<Deviation>,
+}
+
+/// Windows a series keeps in [`SeriesState::recent`].
+pub(crate) const RECENT_KEPT: usize = 6;
+
+/// One window's units against the forecast's median.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deviation {
+    /// The window's start (ms).
+    pub(crate) start: i64,
+    /// Its units less the expected median.
+    pub(crate) dev: f32,
+    /// The expected median.
+    pub(crate) p50: f32,
+}
+
+impl SeriesState {
+    /// Remember a window's deviation from the forecast's median.
+    pub(crate) fn remember_deviation(&mut self, start: i64, y: f64, p50: f64) {
+        if self.recent.len() == RECENT_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Deviation {
+            start,
+            dev: (y - p50) as f32,
+            p50: p50 as f32,
+        });
+    }
 }
 
 /// A forecast's expected median (0 without one).

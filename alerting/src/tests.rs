@@ -2509,7 +2509,7 @@ fn a_childs_level_shift_within_its_parents_alerted_shift_is_no_root_cause() {
         ];
         let groups = root_cause::Groups::new(&group, &cands, &mut None);
         let cfg = Config::default();
-        root_cause::root_causes(&cfg, &group, &cands, &groups, &[0, 1]).1[0]
+        root_cause::root_causes(&cfg, &group, &cands, &groups, &[0, 1], &Default::default()).1[0]
     };
     // A new move of the category that the SKU carries: the SKU is the
     // root cause, the category defers to it...
@@ -2521,6 +2521,52 @@ fn a_childs_level_shift_within_its_parents_alerted_shift_is_no_root_cause() {
         cover: Cover::Own,
         ..cand(AlertKind::LevelShift, Direction::Up)
     }));
+}
+
+#[test]
+fn the_rest_of_a_category_moving_with_its_best_seller_over_a_shifts_windows_makes_it_the_root() {
+    // Seed 24's cat-03|store-london halved at 09:05, its best seller (four
+    // fifths of it) with it. In the window its level shift was called the
+    // other 26 units sold 17: 1.7 standard deviations of a count, short of
+    // the 2 a level shift's rest must move in one window, so the category
+    // deferred to its SKU alone. Over the shift's two windows the rest is
+    // 2.5 down.
+    let (w, now) = (300_000, 300_000);
+    let cat = node(Level::CategoryStore, "c|s", Some("s"), now, 68, 141.0);
+    let sku = node(Level::SkuStore, "k|s", Some("c|s"), now, 51, 115.0);
+    let group = [&cat, &sku];
+    let cands = [
+        cand(AlertKind::LevelShift, Direction::Down),
+        Candidate {
+            idx: 1,
+            ..cand(AlertKind::LevelShift, Direction::Down)
+        },
+    ];
+    // The category's and the SKU's window before this one (units, median).
+    let deferred = |before: Option<((f64, f64), (f64, f64))>| {
+        let mut series: FxHashMap<SeriesKey, SeriesState> = FxHashMap::default();
+        for (f, prev) in [(&cat, before.map(|b| b.0)), (&sku, before.map(|b| b.1))] {
+            let st = series.entry((f.level, f.key.clone())).or_default();
+            if let Some((y, p50)) = prev {
+                st.remember_deviation(now - w, y, p50);
+            }
+            st.remember_deviation(now, f.actual.units as f64, e_p50(f));
+        }
+        let groups = root_cause::Groups::new(&group, &cands, &mut None);
+        let cfg = Config::default();
+        root_cause::root_causes(&cfg, &group, &cands, &groups, &[0, 1], &series).1[0]
+    };
+    // This window alone: the SKU is the root cause.
+    assert!(deferred(None));
+    // The window before, the category and the rest of it down too: the
+    // category moved as a whole.
+    assert!(!deferred(Some(((70.0, 140.0), (53.0, 114.0)))));
+    // The window before, the category down but the rest of it where it
+    // was expected: still the SKU's move.
+    assert!(deferred(Some(((87.0, 140.0), (61.0, 114.0)))));
+    // The window before, the category where it was expected: no window of
+    // its move.
+    assert!(deferred(Some(((138.0, 140.0), (112.0, 114.0)))));
 }
 
 #[test]
