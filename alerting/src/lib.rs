@@ -799,6 +799,9 @@ impl Alerting {
             for (pl, p) in ancestors(f, map) {
                 self.cover(f.window_start_ms, (pl, &p), c.direction, by);
             }
+            if self.within_categorys_move(f, &c) {
+                continue;
+            }
             if !self.admit(f, c.kind) {
                 continue;
             }
@@ -868,6 +871,54 @@ impl Alerting {
                 t.moved_with_another();
             }
         }
+    }
+
+    /// Whether candidate `c` on a SKU `f` is part of a move its category's
+    /// level shift or trend break told, still open (within
+    /// `level-shift-memory-windows`, at most a period): a spike, drop or
+    /// level shift of the SKU's own that goes the category's way by no more
+    /// than a burst of its own would (twice the category's move in log
+    /// terms, and 0.4 more: a best seller whose promotion ended inside its
+    /// category's shift up, selling its share of the new level), or the
+    /// other way about as far as the category had moved (half to one and a
+    /// half times: its share of the move ending, the category itself
+    /// deferring to another SKU). Only the category: a store's or the
+    /// total's shift of a few percent, open for a day, would hide its
+    /// categories' own steps.
+    fn within_categorys_move(&self, f: &Forecast, c: &Candidate) -> bool {
+        let own = matches!(
+            c.kind,
+            AlertKind::Spike | AlertKind::Drop | AlertKind::LevelShift
+        );
+        if !own || f.revision > 0 || f.level != Level::SkuStore {
+            return false;
+        }
+        let Some(last) = f
+            .parent
+            .clone()
+            .and_then(|p| self.series.get(&(Level::CategoryStore, p)))
+            .and_then(|st| st.shifted.as_ref())
+        else {
+            return false;
+        };
+        let its = ln_ratio(f) * c.direction.sign();
+        let m = last.moved.abs();
+        f.window_start_ms - last.alert.window_start_ms <= self.shift_memory_ms(f)
+            && if last.alert.direction == c.direction {
+                its <= (2.0 * m).max(m + 0.4)
+            } else {
+                (0.5 * m..=1.5 * m).contains(&its)
+            }
+    }
+
+    /// How long a level shift or trend break is remembered for its end:
+    /// `level-shift-memory-windows` of `f`'s width, at most a period (by
+    /// then the forecast has a season of the new level, the day before
+    /// holds it, and a move back is news).
+    fn shift_memory_ms(&self, f: &Forecast) -> i64 {
+        let period = self.cfg.recurring_period_ms;
+        (self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms))
+            .min(if period > 0 { period } else { i64::MAX })
     }
 
     /// A burst below: the SKUs among an alert's `children` that jumped by
@@ -983,9 +1034,7 @@ impl Alerting {
         // level, the day before holds it (a series is away after its move
         // for as long, see `TrendState::away`), and a move back is news,
         // or a shift that ended unseen would take it for its end.
-        let period = self.cfg.recurring_period_ms;
-        let memory = (self.cfg.level_shift_memory_windows * (f.window_end_ms - f.window_start_ms))
-            .min(if period > 0 { period } else { i64::MAX });
+        let memory = self.shift_memory_ms(f);
         // Back to what is usual against the day before: within the trend
         // CUSUM's allowance.
         let usual_again = self.cfg.trend_allowance();
