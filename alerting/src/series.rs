@@ -145,6 +145,10 @@ pub(crate) struct SeriesState {
     /// The pattern-novelty detector's state (series at
     /// `novelty-min-level` and above only).
     pub(crate) novelty: Option<Box<Novelty>>,
+    /// The newest window kept out of the change detector (a promotion's):
+    /// its start and absolute log ratio of units to the forecast's median
+    /// (see `Alerting::cover`).
+    pub(crate) kept_out: Option<(i64, f64)>,
     /// The newest [`RECENT_KEPT`] windows' deviations from the forecast,
     /// oldest first: how far the rest of a parent moved over a level
     /// shift's windows (see `root_cause::root_causes`).
