@@ -388,11 +388,12 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
             for x in step.iter().filter(|x| &*x.key == k) {
                 let e = x.expected.map_or([f64::NAN; 3], |e| [e.p10, e.p50, e.p90]);
                 eprintln!(
-                    "trace seed {seed} {} {} (in {}) units {} promo {:.2} expected {:.1} ({:.1}-{:.1}) {}",
+                    "trace seed {seed} {} {} (in {}) units {} lines {} promo {:.2} expected {:.1} ({:.1}-{:.1}) {}",
                     salescast_alerting::fmt_utc(x.window_start_ms),
                     x.key,
                     x.parent.as_deref().unwrap_or("-"),
                     x.actual.units,
+                    x.actual.lines,
                     x.actual.promo_share,
                     e[1],
                     e[0],
