@@ -630,10 +630,13 @@ impl SeriesState {
                     }
                 }
                 nd.map(|d| {
-                    // Coming back right after an alerted move (a total
-                    // whose forecast followed a store's spike, an outage
-                    // ending) is the recovery, not a new anomaly; so is
-                    // the series' first window since, when it sold
+                    // Coming back within a spike's length after an
+                    // alerted move (a total whose forecast followed a
+                    // store's spike, an outage ending) is the recovery,
+                    // not a new anomaly: the forecast may have caught up
+                    // with the move for a window or two before it ended
+                    // (seed 5's total, while app-de's spike went on); so
+                    // is the series' first window since, when it sold
                     // nothing (and emitted no window) for no longer than
                     // a recovery may last. A recovery goes no further
                     // than about the way the move went (a store falling
@@ -645,7 +648,8 @@ impl SeriesState {
                             gap <= width_ms * (2 * i64::from(cfg.spike_max_windows)).max(1);
                         ed != d
                             && ln_r.abs() <= peak + RECOVERY_SLACK
-                            && (start - at <= width_ms || (at == prev_start + width_ms && gap_ok))
+                            && (start - at <= width_ms * i64::from(cfg.spike_max_windows.max(1))
+                                || (at == prev_start + width_ms && gap_ok))
                     });
                     Excursion {
                         direction: d,

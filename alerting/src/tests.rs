@@ -1610,6 +1610,25 @@ fn the_end_of_a_store_spike_the_totals_promotions_seemed_to_explain_is_its_recov
 }
 
 #[test]
+fn a_move_back_after_a_spike_the_forecast_caught_up_with_is_its_recovery() {
+    // Seed 5's total rose with app-de's tripling at 21:05; its forecast
+    // caught up while the spike went on, so two windows inside the band
+    // ended the total's excursion, and when the spike ended at 21:20 the
+    // total's forecast, still high, read the usual level as a drop and a
+    // level shift. A move back within a spike's length of the end of an
+    // alerted move is its recovery. Here a store doubles for three
+    // windows from minute 40, its forecast following from the second.
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut got = Vec::new();
+    for i in 0..60i64 {
+        let units = if (40..43).contains(&i) { 200 } else { 100 } + wobble(i);
+        let p50 = if (41..46).contains(&i) { 200.0 } else { 100.0 };
+        got.extend(a.process(&[fc(i * 60_000, units, p50 - 10.0, p50, p50 + 10.0)]));
+    }
+    assert_eq!(kinds_by_minute(&got), [(AlertKind::Spike, 40)], "{got:#?}");
+}
+
+#[test]
 fn one_sku_breaking_alone_alerts_on_that_sku() {
     let mut a = Alerting::new(Config::default()).unwrap();
     let window =
