@@ -907,9 +907,9 @@ impl Alerting {
         let m = last.moved.abs();
         f.window_start_ms - last.alert.window_start_ms <= self.shift_memory_ms(f)
             && if last.alert.direction == c.direction {
-                its <= (2.0 * m).max(m + 0.4)
+                its <= burst_from(m)
             } else {
-                (0.5 * m..=1.5 * m).contains(&its)
+                back_by(m, -its, ABOUT_AS_FAR)
             }
     }
 
@@ -1058,16 +1058,13 @@ impl Alerting {
             // level shift also ends by a move back about as far against
             // the series' recent mean (which may lag the daily shape when
             // the shift began, so understate it: hence home).
-            let back_by =
-                |moved: f64, back: f64, most: f64| (0.5..=most).contains(&(-back / moved));
-            let about_as_far = |moved: f64, back: f64| back_by(moved, back, 1.5);
             let back_enough = home.is_some_and(usual)
                 || match prev.kind {
                     AlertKind::TrendBreak => {
                         usual(called_base)
                             || ratio.is_some_and(|(t, r)| {
                                 let settled = t.base[0] - called_base;
-                                settled.abs() >= usual_again && about_as_far(settled, r - t.base[0])
+                                settled.abs() >= usual_again && back_by(settled, r - t.base[0], ABOUT_AS_FAR)
                             })
                             // No day before to tell (its share of lines
                             // on promotion differs): a move back against
@@ -1076,7 +1073,7 @@ impl Alerting {
                             // or slide can have gone on from there.
                             || (ratio.is_none() && back_by(first, back, TREND_BACK_MAX))
                     }
-                    _ => about_as_far(first, back),
+                    _ => back_by(first, back, ABOUT_AS_FAR),
                 };
             prev.direction != a.direction
                 && f.window_start_ms - prev.window_start_ms <= memory
@@ -1283,6 +1280,24 @@ impl Alerting {
             explanation,
         }
     }
+}
+
+/// Whether a move `back` (log ratio) undoes a move `moved` the other way:
+/// at least half as far back, at most `most` times as far.
+fn back_by(moved: f64, back: f64, most: f64) -> bool {
+    (0.5..=most).contains(&(-back / moved))
+}
+
+/// How far back a move may go and still be about as far as the one it
+/// undoes (see [`back_by`]).
+const ABOUT_AS_FAR: f64 = 1.5;
+
+/// The least log ratio to its forecast a series below another's move `m`
+/// (log ratio, up) must reach to be a burst of its own, not its share of
+/// that move: twice as far, and 0.4 more (a SKU tripling inside its
+/// category's 1.8x shift is the shift; selling 6x, its own).
+pub(crate) fn burst_from(m: f64) -> f64 {
+    (2.0 * m).max(m + 0.4)
 }
 
 /// How far back, as a multiple of a trend break's move when it was called,

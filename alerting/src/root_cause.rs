@@ -11,7 +11,8 @@ use salescast_inference::Forecast;
 use crate::excursion::Cover;
 use crate::series::{e_p50, ln_ratio, SeriesState};
 use crate::{
-    parent_level, parents, AlertKind, Candidate, Child, Config, Direction, EchoOnly, SeriesKey,
+    burst_from, parent_level, parents, AlertKind, Candidate, Child, Config, Direction, EchoOnly,
+    SeriesKey,
 };
 
 /// Candidates (by index) under each series that is a candidate, see
@@ -352,7 +353,7 @@ pub(crate) fn children(
             let df = group[d.idx];
             let burst = node_move.is_some_and(|m| {
                 let up = m.max(0.0);
-                d.kind == AlertKind::Spike && !d.quiet() && ln_ratio(df) >= (2.0 * up).max(up + 0.4)
+                d.kind == AlertKind::Spike && !d.quiet() && ln_ratio(df) >= burst_from(up)
             });
             // Nor does a faint echo hide a child's own news, nor an echo
             // a child's that moved at least twice as far (what moved
