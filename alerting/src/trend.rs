@@ -64,6 +64,10 @@ pub(crate) const STEP_FLAT_SHARE: f64 = 0.35;
 /// evening's residuals is far wider than the counts' noise (seed 20's
 /// cat-13|app-uk sold 18 against 62 in a band of 17-95).
 pub(crate) const STEP_SURPRISE_SD: f64 = 3.0;
+/// How far, as a share of a step's mean deviation from the usual ratio,
+/// the windows before it must already stand its way for it to be the
+/// newest stretch of a climb (a trend break), not a step.
+pub(crate) const CLIMB_LEAD_SHARE: f64 = 0.18;
 /// The fewest windows of a step against the day before (a spike lasts up
 /// to `spike-max-windows`, 3 by default, and raises its own alert).
 pub(crate) const STEP_MIN_WINDOWS: u32 = 3;
@@ -844,8 +848,9 @@ impl TrendState {
     /// A step (see [`StepRun`]) in the deviation `d` from the usual ratio:
     /// called once it has lasted longer than a spike, sure at `z-threshold`
     /// over its windows (each counting at most that) and material as a
-    /// trend would be. Sets `verdict` to the level shift and returns its
-    /// move.
+    /// trend would be. Sets `verdict` to the level shift (a trend break,
+    /// going on from here, when the windows before it already stood part
+    /// of the way: see [`CLIMB_LEAD_SHARE`]) and returns its move.
     fn step_test(
         &mut self,
         cfg: &Config,
@@ -904,10 +909,20 @@ impl TrendState {
         })?;
         let n = f64::from(run.windows);
         let dir = run.direction;
+        let mean = run.sum_d / n;
+        // The windows before it already part of the way there: the newest
+        // stretch of a climb, no step.
+        let before = self.mean_deviation(run.windows as usize, tw) * dir.sign();
+        let climb = before >= CLIMB_LEAD_SHARE * mean * dir.sign();
         self.moved(dir, w.at);
         self.step = None;
-        *verdict = Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
-        Some((run.sum_d / n, run.windows))
+        if climb {
+            self.begin_trend(dir);
+            *verdict = Some((AlertKind::TrendBreak, dir, run.sum_z.abs() / n.sqrt()));
+        } else {
+            *verdict = Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
+        }
+        Some((mean, run.windows))
     }
 
     /// A side of the trend CUSUM that reached `trend-z` (with no verdict
@@ -978,9 +993,7 @@ impl TrendState {
                 *verdict = Some((AlertKind::LevelShift, dir, s));
                 continue;
             }
-            self.going = Some(dir);
-            self.called_base = self.base[0];
-            self.settled = 0;
+            self.begin_trend(dir);
             *verdict = Some((AlertKind::TrendBreak, dir, s));
         }
         trend
@@ -1008,20 +1021,32 @@ impl TrendState {
         }
     }
 
-    /// The mean deviation from the usual ratio, the way `sign`, of the `tw`
-    /// compared windows before the newest (0 without any).
-    fn lead_in(&self, sign: f64, tw: usize) -> f64 {
-        let before = self.ratios[0].iter().rev().skip(1).take(tw);
+    /// A trend break its way `dir` is called: it goes on from here, and its
+    /// end returns to what is usual now.
+    fn begin_trend(&mut self, dir: Direction) {
+        self.going = Some(dir);
+        self.called_base = self.base[0];
+        self.settled = 0;
+    }
+
+    /// The mean deviation from the usual ratio of the `tw` compared windows
+    /// before the newest `skip` (0 without any).
+    fn mean_deviation(&self, skip: usize, tw: usize) -> f64 {
+        let before = self.ratios[0].iter().rev().skip(skip).take(tw);
         let (sum, n) = before
             .filter(|r| !r.is_nan())
-            .fold((0.0, 0usize), |(s, n), r| {
-                (s + (r - self.base[0]) * sign, n + 1)
-            });
+            .fold((0.0, 0usize), |(s, n), r| (s + r - self.base[0], n + 1));
         if n == 0 {
             0.0
         } else {
             sum / n as f64
         }
+    }
+
+    /// The mean deviation from the usual ratio, the way `sign`, of the `tw`
+    /// compared windows before the newest (0 without any).
+    fn lead_in(&self, sign: f64, tw: usize) -> f64 {
+        sign * self.mean_deviation(1, tw)
     }
 
     /// Whether the newest `n` compared windows (a trend CUSUM's run, side
@@ -1136,6 +1161,49 @@ mod tests {
         t.prev_d = Some(0.5 * allowance);
         t.step_test(&cfg, &w, 2.6 * allowance, 0.05, (true, false), &mut verdict);
         assert!(t.step.is_some_and(|s| s.windows == 1));
+    }
+
+    #[test]
+    fn a_step_from_windows_already_part_way_there_is_a_climbs_newest_stretch() {
+        let cfg = Config::default();
+        let w = TrendWindow {
+            at: (0, 1, 10),
+            y: 100.0,
+            share: 0.0,
+            band: (0.0, 1.0),
+            p50: 0.5,
+            own: false,
+            jump: false,
+            scored: true,
+            promoted: &|| None,
+        };
+        // Nine windows at `before` from the usual ratio, then three at
+        // +0.45: a step by the step test's measure, called on the third.
+        let called = |before: f64| {
+            let mut t = with_ratios(&[before; 9]);
+            t.prev_d = Some(before);
+            let mut verdict = None;
+            for _ in 0..3 {
+                t.push_ratios(Some(0.45), None, 27);
+                t.step_test(&cfg, &w, 0.45, 0.05, (true, false), &mut verdict);
+            }
+            (verdict.map(|v| (v.0, v.1)), t.going)
+        };
+        // A quarter of the way there before it: a climb (seed 6's
+        // cat-16|app-uk doubling over three hours, its windows 10-15 called
+        // a step at +51% after nine at +16%).
+        assert_eq!(
+            called(0.1),
+            (
+                Some((AlertKind::TrendBreak, Direction::Up)),
+                Some(Direction::Up)
+            )
+        );
+        // From the usual ratio it is a step.
+        assert_eq!(
+            called(0.0),
+            (Some((AlertKind::LevelShift, Direction::Up)), None)
+        );
     }
 
     #[test]
