@@ -1037,6 +1037,28 @@ fn a_spike_two_days_ago_still_echoing_raises_nothing_while_the_series_stands_sti
 }
 
 #[test]
+fn a_drop_a_day_after_a_spike_the_forecast_never_carried_is_news() {
+    // The forecast stays at the usual 100: it carried nothing of the
+    // spike at window 300. A day later the series falls to 40 from where
+    // it stood, against a forecast still where it stood too: no echo of
+    // the spike (the forecast did not move, the series did), a drop (seed
+    // 27's cat-19|web-de halving a day after its store's spike).
+    let mut a = sixty_window_day();
+    let mut got = Vec::new();
+    for i in 0..400 {
+        let y = match i {
+            300 => 400,
+            360 => 40,
+            _ => 100 + wobble(i),
+        };
+        got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
+    }
+    let kinds = kinds_by_minute(&got);
+    assert!(kinds.contains(&(AlertKind::Spike, 300)), "{got:#?}");
+    assert!(kinds.contains(&(AlertKind::Drop, 360)), "{got:#?}");
+}
+
+#[test]
 fn a_step_the_forecast_lags_every_day_echoes_nothing() {
     // A 60-window "day" selling 100, and 300 from window 20 to 39. The
     // forecast knows the high phase but lags its first window every day
