@@ -40,7 +40,8 @@ pub struct Config {
     /// CUSUM decision threshold, in score units.
     pub cusum_h: f64,
     /// Smallest change a level shift must show, as a fraction of the
-    /// series' recent mean (0.1: a tenth).
+    /// series' level: its recent mean, or its bias-corrected forecast
+    /// when that is higher (0.1: a tenth).
     pub level_shift_min_change: f64,
     /// Smallest change a spike or drop must show against the
     /// bias-corrected forecast, as a fraction (0.2: units at least 1.2x

@@ -328,8 +328,12 @@ impl Alerting {
         let raw_z = scored.map(|s| s.0);
         let z = raw_z.map(|z| z / st.tail_scale());
         // How far this window is from the bias-corrected forecast, relative
-        // to the series' level (a level shift must be material).
-        let change = scored.map_or(0.0, |s| (r - s.1).abs() / st.mean_y.max(1.0));
+        // to the series' level (a level shift must be material): its recent
+        // mean, or the forecast when higher (a mean lagging a morning climb
+        // makes a forecast's few percent off look material).
+        let change = scored.map_or(0.0, |s| {
+            (r - s.1).abs() / st.mean_y.max(e.p50 + s.1).max(1.0)
+        });
         // Log ratio of the units to the bias-corrected expectation (to the
         // forecast itself before the series is scored); a spike or drop
         // must be that far off (`spike-min-change`).
