@@ -1106,6 +1106,26 @@ mod tests {
         t
     }
 
+    fn no_promotions() -> Option<(f64, f64)> {
+        None
+    }
+
+    /// A window far above its forecast's band (a step's first window
+    /// surprises the forecast), with no promotions.
+    fn surprising_window() -> TrendWindow<'static> {
+        TrendWindow {
+            at: (0, 1, 10),
+            y: 100.0,
+            share: 0.0,
+            band: (0.0, 1.0),
+            p50: 0.5,
+            own: false,
+            jump: false,
+            scored: true,
+            promoted: &no_promotions,
+        }
+    }
+
     #[test]
     fn the_last_third_of_a_linear_climb_is_no_step() {
         let cfg = Config::default();
@@ -1140,17 +1160,7 @@ mod tests {
         devs.extend([0.5 * allowance, 2.6 * allowance]);
         let mut t = with_ratios(&devs);
         t.prev_d = Some(0.5 * allowance);
-        let w = TrendWindow {
-            at: (0, 1, 10),
-            y: 100.0,
-            share: 0.0,
-            band: (0.0, 1.0),
-            p50: 0.5,
-            own: false,
-            jump: false,
-            scored: true,
-            promoted: &|| None,
-        };
+        let w = surprising_window();
         let mut verdict = None;
         t.step_test(&cfg, &w, 2.6 * allowance, 0.05, (true, false), &mut verdict);
         assert!(t.step.is_none());
@@ -1166,17 +1176,7 @@ mod tests {
     #[test]
     fn a_step_from_windows_already_part_way_there_is_a_climbs_newest_stretch() {
         let cfg = Config::default();
-        let w = TrendWindow {
-            at: (0, 1, 10),
-            y: 100.0,
-            share: 0.0,
-            band: (0.0, 1.0),
-            p50: 0.5,
-            own: false,
-            jump: false,
-            scored: true,
-            promoted: &|| None,
-        };
+        let w = surprising_window();
         // Nine windows at `before` from the usual ratio, then three at
         // +0.45: a step by the step test's measure, called on the third.
         let called = |before: f64| {
