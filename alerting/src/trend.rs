@@ -916,12 +916,13 @@ impl TrendState {
         let climb = before >= CLIMB_LEAD_SHARE * mean * dir.sign();
         self.moved(dir, w.at);
         self.step = None;
-        if climb {
+        let kind = if climb {
             self.begin_trend(dir);
-            *verdict = Some((AlertKind::TrendBreak, dir, run.sum_z.abs() / n.sqrt()));
+            AlertKind::TrendBreak
         } else {
-            *verdict = Some((AlertKind::LevelShift, dir, run.sum_z.abs() / n.sqrt()));
-        }
+            AlertKind::LevelShift
+        };
+        *verdict = Some((kind, dir, run.sum_z.abs() / n.sqrt()));
         Some((mean, run.windows))
     }
 
