@@ -455,12 +455,12 @@ impl Alerting {
         // stood is news, whatever the day before held (seed 27's
         // cat-19|web-de halved at 12:05, forecast at its usual level, a
         // day after its store's spike at 12:05).
-        let moved = || log_ratio(y, st.inside_units).abs();
-        let stands = || moved() < OUTAGE_ECHO_MAX.ln();
-        let carried = || log_ratio(e.p50, st.inside_units).abs() >= moved();
+        // (Every echo is out of the band: only then is the move measured.)
+        let moved = band_dir.map(|_| log_ratio(y, st.inside_units).abs());
+        let stands = moved.is_some_and(|m| m < OUTAGE_ECHO_MAX.ln());
         let echo = period > 0
             && band_dir.is_some_and(|d| out_near(d.opposite(), period, width_ms, &news))
-            && (stands() || carried());
+            && (stands || moved.is_some_and(|m| log_ratio(e.p50, st.inside_units).abs() >= m));
         // An outage a period ago (or a move another's alert explained,
         // out of the band by less than a spike) echoes too, but faintly:
         // only while the series stands where it stood (`OUTAGE_ECHO_MAX`).
@@ -474,7 +474,7 @@ impl Alerting {
                 out_near(d.opposite(), period, width_ms, &|o| o.faint)
                     || out_near(d.opposite(), 2 * period, width_ms, &|o| o.faint || news(o))
             })
-            && stands();
+            && stands;
         let candidate = |v: Option<Verdict>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {

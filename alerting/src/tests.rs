@@ -1043,17 +1043,17 @@ fn a_level_shift_must_move_a_tenth_of_the_level_forecast_not_of_the_lagging_mean
     // is 8.5% under the forecast, but 10.5% of the store's recent mean,
     // which still lags the climb: no level shift (seed 5's web-uk at
     // 09:15, 9% under its forecast). 1,100, 15% under, is one.
+    let band = |p50: f64| (0.97 * p50, p50, 1.03 * p50);
     let called = |low: i64| {
         let mut a = Alerting::new(Config::default()).unwrap();
-        let mut got = Vec::new();
-        for i in 0..230 {
-            let (y, p50) = match i {
-                ..200 => (1_000 + wobble(i), 1_000.0),
-                200..203 => (1_300 + wobble(i), 1_300.0),
-                _ => (low + wobble(i), 1_300.0),
-            };
-            got.extend(a.process(&[fc(i * 60_000, y, 0.97 * p50, p50, 1.03 * p50)]));
-        }
+        let mut got = banded(&mut a, 0..200, |i| 1_000 + wobble(i), band(1_000.0));
+        got.extend(banded(
+            &mut a,
+            200..203,
+            |i| 1_300 + wobble(i),
+            band(1_300.0),
+        ));
+        got.extend(banded(&mut a, 203..230, |i| low + wobble(i), band(1_300.0)));
         kinds_by_minute(&got)
             .into_iter()
             .any(|(k, _)| k == AlertKind::LevelShift)
@@ -1069,16 +1069,12 @@ fn a_drop_a_day_after_a_spike_the_forecast_never_carried_is_news() {
     // it stood, against a forecast still where it stood too: no echo of
     // the spike (the forecast did not move, the series did), a drop (seed
     // 27's cat-19|web-de halving a day after its store's spike).
-    let mut a = sixty_window_day();
-    let mut got = Vec::new();
-    for i in 0..400 {
-        let y = match i {
-            300 => 400,
-            360 => 40,
-            _ => 100 + wobble(i),
-        };
-        got.extend(a.process(&[fc(i * 60_000, y, 90.0, 100.0, 110.0)]));
-    }
+    let units = |i| match i {
+        300 => 400,
+        360 => 40,
+        _ => 100 + wobble(i),
+    };
+    let got = banded(&mut sixty_window_day(), 0..400, units, (90.0, 100.0, 110.0));
     let kinds = kinds_by_minute(&got);
     assert!(kinds.contains(&(AlertKind::Spike, 300)), "{got:#?}");
     assert!(kinds.contains(&(AlertKind::Drop, 360)), "{got:#?}");
