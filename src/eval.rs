@@ -280,6 +280,8 @@ pub fn run(cfg: &crate::Config, args: &EvalArgs) -> anyhow::Result<()> {
                 pinball: avg(|s| s.pinball),
                 coverage: avg(|s| s.coverage),
                 coverage_1: avg(|s| s.coverage_1),
+                coverage_1_quiet: avg(|s| s.coverage_1_quiet),
+                coverage_1_busy: avg(|s| s.coverage_1_busy),
             },
         );
     }
@@ -309,16 +311,45 @@ pub fn run(cfg: &crate::Config, args: &EvalArgs) -> anyhow::Result<()> {
             }
         );
         println!(
-            "{:<16} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>10}",
-            "model", "MASE(1)", "MASE", "sMAPE(1)", "sMAPE", "pinball", "cover(1)", "cover"
+            "{:<16} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>10} {:>14}",
+            "model",
+            "MASE(1)",
+            "MASE",
+            "sMAPE(1)",
+            "sMAPE",
+            "pinball",
+            "cover(1)",
+            "cover",
+            "quiet / busy"
         );
+        // A share, or "-" where no window qualified (Walmart's weeks are
+        // never under half their store's mean).
+        let share = |x: f64| {
+            if x.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{x:.3}")
+            }
+        };
         for (m, s) in models {
             println!(
-                "{:<16} {:>9.3} {:>8.3} {:>9.2} {:>8.2} {:>9.3} {:>9.3} {:>10.3}",
-                m, s.mase_1, s.mase, s.smape_1, s.smape, s.pinball, s.coverage_1, s.coverage
+                "{:<16} {:>9.3} {:>8.3} {:>9.2} {:>8.2} {:>9.3} {:>9.3} {:>10.3} {:>6} / {}",
+                m,
+                s.mase_1,
+                s.mase,
+                s.smape_1,
+                s.smape,
+                s.pinball,
+                s.coverage_1,
+                s.coverage,
+                share(s.coverage_1_quiet),
+                share(s.coverage_1_busy)
             );
         }
     }
+    println!(
+        "\nquiet / busy: one-step coverage over windows whose median forecast is under half / above its series' mean"
+    );
     println!("\n({secs:.1}s)");
     Ok(())
 }

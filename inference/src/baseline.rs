@@ -2,10 +2,12 @@
 //! naive once a season of history exists, EWMA before). All share one way of
 //! making intervals: quantiles of the series' own recent one-step residuals
 //! around the point forecast, at the levels its calibration asks for
-//! ([`SeriesHistory::alpha`]), widened by `sqrt(h)` for step `h`; with too few
-//! residuals, a Poisson-shaped band.
+//! ([`SeriesHistory::alpha`]), in the units [`crate::BandScale`] sets
+//! (one width at every level, or scaled to each forecast's level), widened
+//! by `sqrt(h)` for step `h`; with too few residuals, a Poisson-shaped
+//! band.
 
-use crate::{Example, Model, Neural, Path, SeriesHistory, TrainStats};
+use crate::{BandScale, Example, Model, Neural, Path, SeriesHistory, TrainStats};
 
 /// Linear-interpolated quantile of sorted data.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -30,8 +32,9 @@ impl Band {
         }
     }
 
-    /// Lower and upper residual offsets for one series.
-    fn offsets(&mut self, h: &SeriesHistory) -> Option<(f64, f64)> {
+    /// Lower and upper residual offsets for one series, in its residuals'
+    /// units (see [`SeriesHistory::residuals`]), and how they scale.
+    fn offsets(&mut self, h: &SeriesHistory) -> Option<(f64, f64, BandScale)> {
         if h.residuals.len() < self.min_residuals {
             return None;
         }
@@ -42,6 +45,7 @@ impl Band {
         Some((
             quantile(&self.scratch, a / 2.0),
             quantile(&self.scratch, 1.0 - a / 2.0),
+            h.band_scale,
         ))
     }
 
@@ -53,12 +57,15 @@ impl Band {
 
     /// Non-crossing quantiles around point forecasts, given the series'
     /// residual offsets (computed once per series, see [`Band::offsets`]).
-    fn path(off: Option<(f64, f64)>, p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
+    fn path(off: Option<(f64, f64, BandScale)>, p50s: impl Iterator<Item = f64>) -> Vec<[f64; 3]> {
         p50s.enumerate()
             .map(|(step, p50)| {
                 let widen = ((step + 1) as f64).sqrt();
                 let (lo, hi) = match off {
-                    Some((q_lo, q_hi)) => (q_lo.min(0.0) * widen, q_hi.max(0.0) * widen),
+                    Some((q_lo, q_hi, scale)) => {
+                        let unit = widen * scale.at(p50);
+                        (q_lo.min(0.0) * unit, q_hi.max(0.0) * unit)
+                    }
                     None => {
                         let d = 1.28 * (p50.abs().max(1.0) * (step + 1) as f64).sqrt();
                         (-d, d)

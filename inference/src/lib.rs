@@ -7,7 +7,8 @@
 //! Models sit behind the [`Model`] trait. The baseline ([`Baseline`]) is
 //! seasonal naive once a season of history exists, with an EWMA level before
 //! that; its intervals come from the series' own recent one-step residual
-//! quantiles, widened with the square root of the horizon. The
+//! quantiles (optionally scaled to each window's level, [`BandScale`]),
+//! widened with the square root of the horizon. The
 //! [`Forecast`] type defined here is what flows on to alerting, the Kafka
 //! `forecasts` topic and the WebSocket gateway (`docs/forecasts.md`).
 #![warn(missing_docs)]
@@ -73,6 +74,15 @@ pub struct Config {
     /// Step size of the adaptive conformal correction of each series' band
     /// (0 turns it off: the band is the raw p10-p90 of residuals).
     pub calibration_rate: f64,
+    /// How the band's width follows the forecast's level: `constant` (one
+    /// width at every level, the default) or `sqrt-level` (residuals are
+    /// kept in units of the square root of the median they missed, and
+    /// scaled back by the square root of each median forecast, so a
+    /// series' band is narrower in its quiet hours than at its peak, as
+    /// counts are: better calibrated hour by hour, but the alerting's
+    /// thresholds are tuned on constant bands; see
+    /// `docs/forecast-eval.md`).
+    pub band_scale: BandScale,
     /// Robust history: a window outside its one-step band is stored for
     /// forecasting clipped to the band (widened by half its width),
     /// so a spike, an outage or a promotion does not echo a season later or
@@ -96,10 +106,35 @@ impl Default for Config {
             residual_window: 120,
             min_residuals: 20,
             calibration_rate: 0.01,
+            band_scale: BandScale::Constant,
             model: "ensemble".into(),
             series_ttl_ms: 7 * 86_400_000,
             outlier_persistence_windows: 36,
             neural: NeuralConfig::default(),
+        }
+    }
+}
+
+/// How a series' band width follows the level of its forecast
+/// ([`Config::band_scale`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BandScale {
+    /// The same width at every level.
+    #[default]
+    Constant,
+    /// Width in proportion to the square root of the median forecast (at
+    /// least 1): the spread of counts, which grows with their level but
+    /// slower.
+    SqrtLevel,
+}
+
+impl BandScale {
+    /// The spread unit at median forecast `p50`.
+    pub fn at(self, p50: f64) -> f64 {
+        match self {
+            BandScale::SqrtLevel => p50.max(1.0).sqrt(),
+            BandScale::Constant => 1.0,
         }
     }
 }
@@ -133,8 +168,12 @@ pub struct SeriesHistory {
     pub promo: VecDeque<f32>,
     /// EWMA level of units.
     pub level: f64,
-    /// Recent one-step residuals (actual - p50), oldest first.
+    /// Recent one-step residuals, oldest first, in units of the forecast's
+    /// spread where it was made: `(actual - p50) / scale(p50)` (see
+    /// [`BandScale`]).
     pub residuals: VecDeque<f64>,
+    /// How residuals are scaled to the level they were made at.
+    pub band_scale: BandScale,
     /// The last forecast made for this series, horizon order.
     pub last_forecast: Vec<HorizonPoint>,
     /// Windows observed (including filled empty ones).
@@ -627,6 +666,7 @@ impl Inference {
                 promo: VecDeque::new(),
                 level: y,
                 residuals: VecDeque::new(),
+                band_scale: self.cfg.band_scale,
                 last_forecast: Vec::new(),
                 observed: 0,
                 alpha: TARGET_MISCOVERAGE,
@@ -720,7 +760,7 @@ impl Inference {
             .first()
             .filter(|p| warm && !promo && p.start_ms == r.start_ms)
         {
-            h.residuals.push_back(y - e.p50);
+            h.residuals.push_back((y - e.p50) / h.band_scale.at(e.p50));
             // Adaptive conformal inference (Gibbs & Candes, 2021): widen the
             // band after a miss, narrow it slowly after a hit.
             let miss = (y < e.p10 || y > e.p90) as u8 as f64;
@@ -890,6 +930,60 @@ pub(crate) mod tests {
         assert!(f.horizon.iter().all(|p| p.p10 <= p.p50 && p.p50 <= p.p90));
         assert_eq!(f.expected.unwrap().p50, 40.0);
         assert_eq!(f.horizon[0].start_ms, 40 * 60_000);
+    }
+
+    /// p10-p90 widths of the one-step forecasts of a series whose day is
+    /// two quiet windows (about 9 units) and two busy ones (about 400),
+    /// each off its usual level by an amount in proportion to the square
+    /// root of that level, as counts are: (quiet, busy), averaged over the
+    /// last seasons.
+    fn widths_by_level(band_scale: BandScale) -> (f64, f64) {
+        let cfg = Config {
+            season_windows: 4,
+            horizon: 1,
+            model: "seasonal_naive".into(),
+            band_scale,
+            ..Config::default()
+        };
+        let mut inf = Inference::new(cfg, 60_000).unwrap();
+        let level = [9.0, 400.0, 400.0, 9.0];
+        let wobble = [1.5, -1.0, 0.5, -2.0, 1.0, -0.5, 2.0];
+        let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+        for i in 0..240i64 {
+            let l: f64 = level[(i % 4) as usize];
+            let y = l + wobble[(i % 7) as usize] * l.sqrt();
+            let f = inf.process(&WindowBatch::from_records(&[rec(
+                i * 60_000,
+                y.round() as i64,
+            )]));
+            let p = f[0].horizon[0];
+            if i >= 160 {
+                let next = level[((i + 1) % 4) as usize];
+                if next < 100.0 { &mut quiet } else { &mut busy }.push(p.p90 - p.p10);
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        (mean(&quiet), mean(&busy))
+    }
+
+    #[test]
+    fn a_band_is_narrower_in_the_quiet_hours_than_at_the_peak() {
+        // Square-root scaling: widths about as far apart as the spreads
+        // (sqrt(400 / 9) = 6.7), so a quiet window is judged by its own
+        // spread, not the peak's.
+        let (quiet, busy) = widths_by_level(BandScale::SqrtLevel);
+        assert!(busy > 4.0 * quiet, "quiet {quiet:.1}, busy {busy:.1}");
+        // One width for all: the quiet windows get about the peak's (less
+        // what the floor at zero cuts off).
+        let (quiet_constant, busy_constant) = widths_by_level(BandScale::Constant);
+        assert!(
+            busy_constant < 2.0 * quiet_constant,
+            "quiet {quiet_constant:.1}, busy {busy_constant:.1}"
+        );
+        assert!(
+            quiet < 0.6 * quiet_constant,
+            "{quiet:.1} against {quiet_constant:.1}"
+        );
     }
 
     /// A noisy seasonal series (period 8) with a spike, a promotion and an

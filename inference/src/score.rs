@@ -75,6 +75,13 @@ pub struct Scores {
     pub coverage: f64,
     /// Share of actuals inside the one-step p10-p90 band.
     pub coverage_1: f64,
+    /// The same, over the one-step forecasts of a series' quiet windows:
+    /// median forecast under half the series' mean (the night of a daily
+    /// cycle). Calibrated bands cover about as often here as at the peak.
+    pub coverage_1_quiet: f64,
+    /// The same, over its busy windows: median forecast above the series'
+    /// mean.
+    pub coverage_1_busy: f64,
 }
 
 /// Records forecasts and scores them against actuals as they arrive.
@@ -126,8 +133,10 @@ impl Scorer {
     /// The scores so far.
     pub fn scores(&self) -> Scores {
         let (mut all, mut one) = (Acc::default(), Acc::default());
+        let (mut quiet, mut busy) = (Acc::default(), Acc::default());
         for (id, points) in &self.scored {
             let h = &self.history[id];
+            let mean = h.iter().sum::<f64>() / h.len().max(1) as f64;
             let m = self.season;
             let diffs: Vec<f64> = (m..h.len()).map(|i| (h[i] - h[i - m]).abs()).collect();
             let mut scale = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
@@ -143,6 +152,11 @@ impl Scorer {
                 all.add(*y, *q, scale);
                 if *step == 0 {
                     one.add(*y, *q, scale);
+                    if q[1] < 0.5 * mean {
+                        quiet.add(*y, *q, scale);
+                    } else if q[1] > mean {
+                        busy.add(*y, *q, scale);
+                    }
                 }
             }
         }
@@ -156,6 +170,8 @@ impl Scorer {
             pinball: div(all.pinball_scaled, all.n),
             coverage: div(all.covered as f64, all.n),
             coverage_1: div(one.covered as f64, one.n),
+            coverage_1_quiet: div(quiet.covered as f64, quiet.n),
+            coverage_1_busy: div(busy.covered as f64, busy.n),
         }
     }
 }
