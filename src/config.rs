@@ -164,6 +164,22 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads_and_the_band_scale_is_named() {
+        let example = include_str!("../deploy/salescast.toml");
+        let cfg = load(Some(example), vec![], &[]).unwrap();
+        assert_eq!(
+            cfg.inference.band_scale,
+            salescast_inference::BandScale::Constant
+        );
+        let set = |v: &str| load(None, vec![], &[("inference.band-scale".into(), v.into())]);
+        assert_eq!(
+            set("sqrt-level").unwrap().inference.band_scale,
+            salescast_inference::BandScale::SqrtLevel
+        );
+        assert!(set("sqrt").is_err());
+    }
+
+    #[test]
     fn defaults_round_trip_through_toml() {
         let text = toml::to_string(&Config::default()).unwrap();
         assert_eq!(load(Some(&text), vec![], &[]).unwrap(), Config::default());
