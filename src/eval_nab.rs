@@ -67,8 +67,6 @@ pub struct NabArgs {
 }
 
 impl NabArgs {
-    /// The stretch pattern novelty runs with: `--novelty-windows`, or the
-    /// configured one when that is 0.
     /// The band scale the forecasts run with: `--band-scale`, or the
     /// configured one for `configured`.
     fn band_scale(&self, cfg: &crate::Config) -> anyhow::Result<BandScale> {
@@ -83,6 +81,8 @@ impl NabArgs {
         })
     }
 
+    /// The stretch pattern novelty runs with: `--novelty-windows`, or the
+    /// configured one when that is 0.
     fn novelty_windows(&self, cfg: &crate::Config) -> u32 {
         match self.novelty_windows {
             0 => cfg.alerting.novelty_windows,
@@ -144,7 +144,6 @@ fn detect(
     let season = ((86_400_000 / step_ms.max(1)) as usize).clamp(2, 2_016);
     let inf_cfg = salescast_inference::Config {
         season_windows: season,
-        band_scale: args.band_scale(cfg)?,
         ..cfg.inference.clone()
     };
     let mut inference = Inference::new(inf_cfg, step_ms)?;
@@ -286,7 +285,10 @@ fn read_file(path: &Path) -> anyhow::Result<(Vec<i64>, Vec<f64>)> {
 /// Run the benchmark and print the scores.
 pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.units_per_mean > 0.0, "--units-per-mean must be > 0");
-    args.band_scale(cfg)?;
+    // `--band-scale` resolved once: every file's forecasts run with it.
+    let mut cfg = cfg.clone();
+    cfg.inference.band_scale = args.band_scale(&cfg)?;
+    let cfg = &cfg;
     let t0 = std::time::Instant::now();
     let labels = args.dir.join("labels/combined_windows.json");
     let windows: BTreeMap<String, Vec<[String; 2]>> =
@@ -381,7 +383,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "rows": rows,
                 "model": cfg.inference.model,
                 "novelty_windows": args.novelty_windows(cfg),
-                "band_scale": args.band_scale(cfg)?,
+                "band_scale": cfg.inference.band_scale,
             })
         );
         return Ok(());
@@ -390,7 +392,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
         "NAB v1.1: {} files, {rows} rows, model {:?}, band scale {}, pattern novelty over {} windows, {:.1}s",
         per_file.len(),
         cfg.inference.model,
-        serde_json::to_value(args.band_scale(cfg)?)?
+        serde_json::to_value(cfg.inference.band_scale)?
             .as_str()
             .unwrap_or_default(),
         args.novelty_windows(cfg),
