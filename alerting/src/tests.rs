@@ -842,7 +842,7 @@ fn a_climb_has_a_slope_and_a_step_none() {
     let side = |d: &dyn Fn(u32) -> f64| {
         let mut s = TrendSide::default();
         for i in 0..20 {
-            s.add(10.0, 0.5, (d(i), 0.1), false, 0);
+            s.add(10.0, 0.5, (d(i), 0.1), (false, false), 0);
         }
         s.slope_t()
     };
@@ -856,8 +856,8 @@ fn a_climb_has_a_slope_and_a_step_none() {
     assert_eq!(side(&|_| 0.5), 0.0);
     // A run that ends (the sum back to zero) starts over.
     let mut s = TrendSide::default();
-    s.add(3.0, 0.5, (0.3, 0.1), false, 0);
-    s.add(-5.0, 0.5, (-0.5, 0.1), false, 0);
+    s.add(3.0, 0.5, (0.3, 0.1), (false, false), 0);
+    s.add(-5.0, 0.5, (-0.5, 0.1), (false, false), 0);
     assert_eq!((s.n, s.s), (0, 0.0));
 }
 

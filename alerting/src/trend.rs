@@ -34,6 +34,13 @@ pub(crate) const TREND_SLOPE_T: f64 = 2.0;
 /// level shift: a move the day before that passed unseen also reads as a
 /// flat move today against it, but not against the day before that.
 pub(crate) const STEP_CONFIRMED_SHARE: f64 = 0.75;
+/// How many times `trend-z` a flat trend CUSUM that is not confirmed
+/// against two periods before (see [`STEP_CONFIRMED_SHARE`]) must reach,
+/// with a window that surprised its forecast its way, to be called a level
+/// shift all the same: the day two periods before held promotions, or
+/// preceded the series' first forecasts (seed 20's cat-13|app-uk halved
+/// at 00:05 on its first scored day and summed 48 by 03:00, unconfirmed).
+pub(crate) const UNCONFIRMED_SUM: f64 = 4.0;
 /// The longest run, in `trend-windows`, a trend break is summed over
 /// (eight of 9 windows: six hours of five-minute windows); a longer one is
 /// what is usual wandering, and starts over.
@@ -89,6 +96,11 @@ pub(crate) struct TrendSide {
     /// Windows of the run whose deviation was also measured against two
     /// periods before (the less of the two).
     pub(crate) both: u32,
+    /// A window of the run surprised its forecast this side's way: the
+    /// move is the series' today, not the day before's (whose anomaly,
+    /// unseen, reads as a flat move back today, which the forecast,
+    /// learnt over more than a day, expected).
+    pub(crate) surprised: bool,
     /// The start (ms) of the run's first window.
     pub(crate) first: i64,
 }
@@ -97,8 +109,17 @@ impl TrendSide {
     /// Add a window's standardized deviation `z` (the sign of this side)
     /// less the allowance `k`, and its log deviation `d` and that
     /// deviation's standard deviation `sd`; `both`: measured against two
-    /// periods before as well; `now`: the window's start (ms).
-    pub(crate) fn add(&mut self, z: f64, k: f64, (d, sd): (f64, f64), both: bool, now: i64) {
+    /// periods before as well; `surprising`: the window surprised its
+    /// forecast this side's way (see [`TrendWindow::surprising`]); `now`:
+    /// the window's start (ms).
+    pub(crate) fn add(
+        &mut self,
+        z: f64,
+        k: f64,
+        (d, sd): (f64, f64),
+        (both, surprising): (bool, bool),
+        now: i64,
+    ) {
         self.s += z - k;
         if self.s <= 0.0 {
             *self = TrendSide::default();
@@ -113,6 +134,7 @@ impl TrendSide {
             self.ii += i * i;
             self.var += sd * sd;
             self.both += u32::from(both);
+            self.surprised |= surprising;
         }
     }
 
@@ -661,6 +683,18 @@ pub(crate) struct TrendWindow<'a> {
     pub(crate) promoted: &'a dyn Fn() -> Option<(f64, f64)>,
 }
 
+impl TrendWindow<'_> {
+    /// Whether the window surprised its forecast the way `way`: outside
+    /// its band, or its log ratio to the median [`STEP_SURPRISE_SD`] times
+    /// `sd` (the ratio's standard deviation) that way.
+    fn surprising(&self, way: Direction, sd: f64) -> bool {
+        (match way {
+            Direction::Up => self.y > self.band.1,
+            Direction::Down => self.y < self.band.0,
+        }) || log_ratio(self.y, self.p50) * way.sign() >= STEP_SURPRISE_SD * sd
+    }
+}
+
 impl TrendState {
     /// Trend breaks: the series' units against the same window a period
     /// earlier drift away from their usual ratio (a CUSUM of the
@@ -816,8 +850,14 @@ impl TrendState {
             let k = TREND_K.max(allowance / sd);
             let z = (d / sd).clamp(-k - TREND_CLIP, k + TREND_CLIP);
             let both = r2_known.is_some();
-            self.sides[0].add(z, k, (d, sd), both, w.at.0);
-            self.sides[1].add(-z, k, (d, sd), both, w.at.0);
+            // Only a run's first `tw` windows: a real step surprises the
+            // forecast as it begins, and one window in ten is outside the
+            // band by chance over a run of hours.
+            let early = |side: usize| self.sides[side].n < tw as u32;
+            let up = (both, early(0) && w.surprising(Direction::Up, sd));
+            let down = (both, early(1) && w.surprising(Direction::Down, sd));
+            self.sides[0].add(z, k, (d, sd), up, w.at.0);
+            self.sides[1].add(-z, k, (d, sd), down, w.at.0);
             if let Some(called) = self.call(cfg, w.at, (shaped, away), verdict, scratch) {
                 trend = Some(called);
             }
@@ -889,10 +929,7 @@ impl TrendState {
                     windows: 1,
                     sum_z: wz,
                     sum_d: d,
-                    surprised: match way {
-                        Direction::Up => w.y > w.band.1,
-                        Direction::Down => w.y < w.band.0,
-                    } || log_ratio(w.y, w.p50) * way.sign() >= STEP_SURPRISE_SD * sd,
+                    surprised: w.surprising(way, sd),
                 })
             }
             _ => None,
@@ -943,7 +980,12 @@ impl TrendState {
         for dir in [Direction::Up, Direction::Down] {
             let side = side_of(dir);
             let TrendSide {
-                s, n, moved, both, ..
+                s,
+                n,
+                moved,
+                both,
+                surprised,
+                ..
             } = self.sides[side];
             if n as usize > TREND_MAX_RUN * tw {
                 // Hours of a slow wander: what is usual moved, not the
@@ -964,9 +1006,12 @@ impl TrendState {
             // missed (windows without a comparison between, or a first
             // window part way up), or a day before that was low all along:
             // a step once most of them were confirmed against the day
-            // before that too. In between, neither.
+            // before that too, or, with none to confirm them against, once
+            // the sum has gone `UNCONFIRMED_SUM` times as far from a start
+            // that surprised the forecast. In between, neither.
             let slope = self.sides[side].slope_t() * dir.sign();
-            let confirmed = f64::from(both) >= STEP_CONFIRMED_SHARE * f64::from(n);
+            let confirmed = f64::from(both) >= STEP_CONFIRMED_SHARE * f64::from(n)
+                || (surprised && s >= UNCONFIRMED_SUM * cfg.trend_z);
             // A run that began a window or two before a step rises all the
             // same: a step by its windows (confirmed as a flat sum must be)
             // is a level shift.
@@ -1125,6 +1170,47 @@ mod tests {
             scored: true,
             promoted: &no_promotions,
         }
+    }
+
+    #[test]
+    fn a_flat_sum_not_confirmed_two_periods_back_needs_a_surprising_start() {
+        let cfg = Config::default();
+        let (sd, k) = (0.1, TREND_K);
+        // A halving held flat for hours, with nothing two periods back to
+        // confirm it against (the series' first periods, or promotions
+        // then): each window 2 standard deviations beyond the allowance,
+        // drifting back a little (no climb).
+        let run = |surprising_start: bool, windows: u32| {
+            let mut t = TrendState::default();
+            for i in 0..windows {
+                let surprising = surprising_start && i == 1;
+                t.sides[side_of(Direction::Down)].add(
+                    2.0 + k,
+                    k,
+                    (-0.69 + 0.001 * f64::from(i), sd),
+                    (false, surprising),
+                    i64::from(i),
+                );
+            }
+            let mut verdict = None;
+            let called = t.call(
+                &cfg,
+                (0, 1, 10),
+                (true, false),
+                &mut verdict,
+                &mut Vec::new(),
+            );
+            (called.is_some(), verdict.map(|v| (v.0, v.1)))
+        };
+        let called_down = (true, Some((AlertKind::LevelShift, Direction::Down)));
+        let enough = (UNCONFIRMED_SUM * cfg.trend_z / 2.0).ceil() as u32;
+        // Its second window fell far below the forecast: the series moved.
+        assert_eq!(run(true, enough), called_down);
+        // Not yet four times the sum a confirmed one needs.
+        assert_eq!(run(true, enough - 1), (false, None));
+        // The forecast expected every window: the day before was the
+        // anomaly, and today reads as a flat move back from it.
+        assert_eq!(run(false, 3 * enough), (false, None));
     }
 
     #[test]
