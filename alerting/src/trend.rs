@@ -39,7 +39,7 @@ pub(crate) const STEP_CONFIRMED_SHARE: f64 = 0.75;
 /// with a window that surprised its forecast its way, to be called a level
 /// shift all the same: the day two periods before held promotions, or
 /// preceded the series' first forecasts (seed 20's cat-13|app-uk halved
-/// at 00:05 on its first scored day and summed 48 by 03:00, unconfirmed).
+/// at 00:05 on its first scored day and summed 31 by 02:25, unconfirmed).
 pub(crate) const UNCONFIRMED_SUM: f64 = 4.0;
 /// The longest run, in `trend-windows`, a trend break is summed over
 /// (eight of 9 windows: six hours of five-minute windows); a longer one is
