@@ -73,7 +73,7 @@ impl NabArgs {
         if self.band_scale == "configured" {
             return Ok(cfg.inference.band_scale);
         }
-        serde_json::from_value(serde_json::Value::String(self.band_scale.clone())).map_err(|_| {
+        BandScale::parse(&self.band_scale).ok_or_else(|| {
             anyhow::anyhow!(
                 "--band-scale {:?}: use constant, sqrt-level or configured",
                 self.band_scale
@@ -392,9 +392,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
         "NAB v1.1: {} files, {rows} rows, model {:?}, band scale {}, pattern novelty over {} windows, {:.1}s",
         per_file.len(),
         cfg.inference.model,
-        serde_json::to_value(cfg.inference.band_scale)?
-            .as_str()
-            .unwrap_or_default(),
+        cfg.inference.band_scale.as_str(),
         args.novelty_windows(cfg),
         t0.elapsed().as_secs_f64()
     );

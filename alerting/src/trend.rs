@@ -96,7 +96,8 @@ pub(crate) struct TrendSide {
     /// Windows of the run whose deviation was also measured against two
     /// periods before (the less of the two).
     pub(crate) both: u32,
-    /// A window of the run surprised its forecast this side's way: the
+    /// One of the run's first `trend-windows` windows surprised its
+    /// forecast this side's way (see [`TrendState::detect`]): the
     /// move is the series' today, not the day before's (whose anomaly,
     /// unseen, reads as a flat move back today, which the forecast,
     /// learnt over more than a day, expected).

@@ -130,6 +130,22 @@ pub enum BandScale {
 }
 
 impl BandScale {
+    /// Every mode.
+    pub const ALL: [BandScale; 2] = [BandScale::Constant, BandScale::SqrtLevel];
+
+    /// The configuration name (`constant`, `sqrt-level`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BandScale::Constant => "constant",
+            BandScale::SqrtLevel => "sqrt-level",
+        }
+    }
+
+    /// Parse a configuration name.
+    pub fn parse(s: &str) -> Option<BandScale> {
+        Self::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+
     /// The spread unit at median forecast `p50`.
     pub fn at(self, p50: f64) -> f64 {
         match self {
@@ -964,6 +980,16 @@ pub(crate) mod tests {
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         (mean(&quiet), mean(&busy))
+    }
+
+    #[test]
+    fn band_scale_names_are_the_configuration_names() {
+        for b in BandScale::ALL {
+            let name = serde_json::to_value(b).unwrap();
+            assert_eq!(name.as_str(), Some(b.as_str()));
+            assert_eq!(BandScale::parse(b.as_str()), Some(b));
+        }
+        assert_eq!(BandScale::parse("sqrt"), None);
     }
 
     #[test]
