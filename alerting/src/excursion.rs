@@ -74,7 +74,8 @@ pub(crate) enum Cover {
     /// Another series' `drop_to_zero`: this series moves because of an
     /// outage, and no level shift of its own is called for it.
     Outage,
-    /// An ancestor's spike or drop named it among its children: it moved
+    /// An ancestor's spike or drop named it among its children, or its
+    /// own was within its usual range (`usual-range-windows`): it moved
     /// within that, and no level shift of its own is called for it.
     Within,
 }

@@ -124,6 +124,10 @@ struct Candidate {
     trend: Option<(f64, u32)>,
     /// Which alert its series' move is part of, if any.
     cover: Cover,
+    /// A spike or drop within the series' usual range (see
+    /// `usual-range-windows`): silent, and its move is accounted for
+    /// all the same, so its windows and its way back raise nothing either.
+    usual: bool,
 }
 
 impl Candidate {
@@ -222,6 +226,11 @@ impl Alerting {
         if cfg.cusum_h <= 0.0 || cfg.cusum_k < 0.0 || cfg.z_threshold < 0.0 {
             return Err(Error::Config(
                 "alerting.cusum-h must be > 0, cusum-k and z-threshold >= 0".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&cfg.usual_range_share) {
+            return Err(Error::Config(
+                "alerting.usual-range-share must be at least 0 and below 1".into(),
             ));
         }
         let spike_ok = cfg.spike_min_change >= 0.0;
@@ -475,6 +484,12 @@ impl Alerting {
                     || out_near(d.opposite(), 2 * period, width_ms, &|o| o.faint || news(o))
             })
             && stands;
+        // A spike or drop within the series' usual range (see
+        // `usual-range-windows`): its usual bursts and dips, not news.
+        let jumps = |k: AlertKind| matches!(k, AlertKind::Spike | AlertKind::Drop);
+        let usual = cfg.usual_range_windows > 0
+            && verdict
+                .is_some_and(|v| jumps(v.0) && st.within_range(y, v.1, cfg.usual_range_share));
         let candidate = |v: Option<Verdict>, silent: bool| {
             v.filter(|_| eligible)
                 .map(|(kind, direction, score)| Candidate {
@@ -485,6 +500,7 @@ impl Alerting {
                     z: z.unwrap_or(0.0),
                     silent: silent
                         || recurring
+                        || (usual && jumps(kind))
                         || ((echo || faint_echo) && kind != AlertKind::DropToZero),
                     echo_only: match (echo, faint_echo) {
                         _ if silent || recurring => EchoOnly::No,
@@ -502,6 +518,7 @@ impl Alerting {
                     lean: false,
                     trend: None,
                     cover: Cover::None,
+                    usual: usual && jumps(kind),
                 })
         };
         let mut silent = in_outage;
@@ -511,6 +528,7 @@ impl Alerting {
         }
         let prev_start = st.last_start;
         st.last_start = f.window_start_ms;
+        st.keep_in_range(y, cfg.usual_range_windows as usize);
         st.remember_deviation(f.window_start_ms, y, e.p50);
         if band_dir.is_none() {
             st.inside_units = y;
@@ -798,6 +816,17 @@ impl Alerting {
             for &k in explains.get(&ci).map(Vec::as_slice).unwrap_or(&[]) {
                 let g = group[cands[k].idx];
                 self.cover(f.window_start_ms, (g.level, &g.key), c.direction, by);
+            }
+            // A usual burst or dip is the series' own move, but news to
+            // no one: covered as one within a spike (no level shift of its
+            // own is called for its windows).
+            if c.usual && f.revision == 0 {
+                self.cover(
+                    f.window_start_ms,
+                    (f.level, &f.key),
+                    c.direction,
+                    Cover::Within,
+                );
             }
             if c.quiet() {
                 continue;

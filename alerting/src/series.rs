@@ -153,6 +153,9 @@ pub(crate) struct SeriesState {
     /// oldest first: how far the rest of a parent moved over a level
     /// shift's windows (see `root_cause::root_causes`).
     pub(crate) recent: VecDeque<Deviation>,
+    /// The newest `usual-range-windows` windows' units, oldest first
+    /// (empty when that is 0).
+    pub(crate) range: VecDeque<f32>,
 }
 
 /// Windows a series keeps in [`SeriesState::recent`].
@@ -170,6 +173,33 @@ pub(crate) struct Deviation {
 }
 
 impl SeriesState {
+    /// Whether `y` is within the usual range its way `d`: more than
+    /// `share` of the kept windows' units at or beyond it (never with
+    /// none kept).
+    pub(crate) fn within_range(&self, y: f64, d: Direction, share: f64) -> bool {
+        let y = y as f32;
+        let beyond = self
+            .range
+            .iter()
+            .filter(|&&u| match d {
+                Direction::Up => u >= y,
+                Direction::Down => u <= y,
+            })
+            .count();
+        beyond as f64 > share * self.range.len() as f64
+    }
+
+    /// Keep `y` among the newest `keep` windows' units (none when 0).
+    pub(crate) fn keep_in_range(&mut self, y: f64, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        if self.range.len() >= keep {
+            self.range.pop_front();
+        }
+        self.range.push_back(y as f32);
+    }
+
     /// Remember a window's deviation from the forecast's median.
     pub(crate) fn remember_deviation(&mut self, start: i64, y: f64, p50: f64) {
         if self.recent.len() == RECENT_KEPT {

@@ -110,6 +110,58 @@ fn a_run_of_zeros_is_one_drop_to_zero_once_the_run_is_sure() {
 }
 
 #[test]
+fn bursts_within_the_usual_range_raise_nothing() {
+    // A series selling about 41 a window that bursts to 90 every 20
+    // windows (5% of them), then once to 200, then dips to 5.
+    let run = |windows: u32| {
+        let mut a = Alerting::new(Config {
+            usual_range_windows: windows,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut at = Vec::new();
+        for i in 0..200i64 {
+            let y = match i {
+                150 => 200,
+                170 => 5,
+                _ if i % 20 == 0 && i > 0 => 90,
+                _ => 40 + i % 3,
+            };
+            for x in a.process(&[fc(i * 60_000, y, 31.0, 41.0, 52.0)]) {
+                at.push((i, x.kind));
+            }
+        }
+        at
+    };
+    // Off (the default): every burst is a spike.
+    let off = run(0);
+    assert_eq!(off.len(), 11, "{off:?}");
+    // On: the first burst is beyond everything before it; from the second
+    // on, more than 2% of the windows kept burst as high, and only what
+    // leaves that range, up or down, is news.
+    assert_eq!(
+        run(1000),
+        vec![
+            (20, AlertKind::Spike),
+            (150, AlertKind::Spike),
+            (170, AlertKind::Drop)
+        ]
+    );
+    // Bursts older than the range's span are forgotten: with 15 windows
+    // kept, none of them holds the burst before, and each is news again,
+    // but for the one at 160: the 200 ten windows before is in its span.
+    let short = run(15);
+    assert_eq!(short.len(), 10, "{short:?}");
+    assert!(!short.contains(&(160, AlertKind::Spike)), "{short:?}");
+    assert!(off.contains(&(160, AlertKind::Spike)), "{off:?}");
+    assert!(Alerting::new(Config {
+        usual_range_share: 1.0,
+        ..Config::default()
+    })
+    .is_err());
+}
+
+#[test]
 fn cooldown_suppresses_repeats() {
     let mut a = Alerting::new(Config::default()).unwrap();
     let mut n = 0;
@@ -586,6 +638,7 @@ fn cand(kind: AlertKind, direction: Direction) -> Candidate {
         promo: false,
         trend: None,
         cover: Cover::None,
+        usual: false,
     }
 }
 
