@@ -92,19 +92,21 @@ impl NabArgs {
     /// The stretch pattern novelty runs with: `--novelty-windows`, or the
     /// configured one when that is 0.
     fn novelty_windows(&self, cfg: &crate::Config) -> u32 {
-        match self.novelty_windows {
-            0 => cfg.alerting.novelty_windows,
-            w => w,
-        }
+        or_configured(self.novelty_windows, cfg.alerting.novelty_windows)
     }
 
     /// The usual range's span: `--usual-range-windows`, or the
     /// configured one when that is 0.
     fn usual_range_windows(&self, cfg: &crate::Config) -> u32 {
-        match self.usual_range_windows {
-            0 => cfg.alerting.usual_range_windows,
-            w => w,
-        }
+        or_configured(self.usual_range_windows, cfg.alerting.usual_range_windows)
+    }
+}
+
+/// A flag's span in windows, or the configured one when the flag is 0.
+fn or_configured(flag: u32, configured: u32) -> u32 {
+    match flag {
+        0 => configured,
+        w => w,
     }
 }
 
