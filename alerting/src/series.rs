@@ -8,6 +8,7 @@ use salescast_inference::{Forecast, HorizonPoint};
 use crate::excursion::{Cover, Excursion, OutsideRun};
 use crate::novelty::Novelty;
 use crate::trend::TrendState;
+use crate::weekly::WeeklyCalls;
 use crate::{tails, Alert, AlertKind, Config, Direction, Verdict};
 
 /// Weight of the newest actual in [`SeriesState::mean_y`] (about 20 windows).
@@ -156,6 +157,9 @@ pub(crate) struct SeriesState {
     /// The newest `usual-range-windows` windows' units, oldest first
     /// (empty when that is 0).
     pub(crate) range: VecDeque<f32>,
+    /// The change detector's level shifts over the last week (see
+    /// [`WeeklyCalls`]).
+    pub(crate) shift_calls: WeeklyCalls,
 }
 
 /// Windows a series keeps in [`SeriesState::recent`].

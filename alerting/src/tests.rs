@@ -162,6 +162,39 @@ fn bursts_within_the_usual_range_raise_nothing() {
 }
 
 #[test]
+fn a_level_shift_a_week_after_the_same_one_is_the_weekly_shape() {
+    // Periods of an hour (60 one-minute windows), so a week is 420
+    // windows. The series doubles for 30 windows at window 100, and again
+    // a week later at 520 (or, the second time, two hours later than that).
+    let run = |second: i64| {
+        let mut a = Alerting::new(Config {
+            recurring_period_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut at = Vec::new();
+        for i in 0..700i64 {
+            let up = (100..130).contains(&i) || (second..second + 30).contains(&i);
+            let y = if up { 82 + i % 3 } else { 40 + i % 3 };
+            for x in a.process(&[fc(i * 60_000, y, 31.0, 41.0, 52.0)]) {
+                if x.status == Status::Open && x.kind == AlertKind::LevelShift {
+                    at.push(x.window_start_ms / 60_000);
+                }
+            }
+        }
+        at
+    };
+    let first = run(700);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!((100..110).contains(&first[0]), "{first:?}");
+    // A week on: silent.
+    assert_eq!(run(520), first);
+    // Two hours off the week: news.
+    let later = run(640);
+    assert_eq!(later.len(), 2, "{later:?}");
+}
+
+#[test]
 fn cooldown_suppresses_repeats() {
     let mut a = Alerting::new(Config::default()).unwrap();
     let mut n = 0;

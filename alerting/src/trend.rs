@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use crate::series::{log_ratio, median};
+use crate::weekly::WeeklyCalls;
 use crate::{AlertKind, Config, Direction, Verdict};
 
 /// Weight of the newest window in [`TrendState::disp`] (about 100
@@ -165,9 +166,12 @@ fn side_of(d: Direction) -> usize {
 /// Per-series state of the trend-break detector (see `trend-windows`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TrendState {
-    /// Starts and directions of the moves called against the day before
-    /// over the last week (see [`TrendState::weekly`]), oldest first.
-    pub(crate) calls: VecDeque<(i64, Direction)>,
+    /// The moves called against the day before over the last week: one
+    /// called the same way at about the same time a week (seven periods)
+    /// earlier is the weekly shape (a Monday against its Sunday), not
+    /// news. About: within `trend-windows` windows, how far a call's
+    /// timing wanders with the spans it is judged by.
+    pub(crate) calls: WeeklyCalls,
     /// The usual units by position in the period (see [`DaySlot`]).
     pub(crate) day: Vec<DaySlot>,
     /// The newest windows, oldest first, before they become the period's
@@ -335,31 +339,6 @@ impl DaySlot {
 }
 
 impl TrendState {
-    /// Remember a move called against the day before at `at` (start,
-    /// width, period) its way `d`, and whether one was called the same way
-    /// at about the same time a week (seven periods) earlier: the weekly
-    /// shape (a Monday against its Sunday), not news. About: within
-    /// `tw` windows, how far a call's timing wanders with the spans it
-    /// is judged by.
-    fn weekly(&mut self, at: (i64, i64, i64), d: Direction, tw: usize) -> bool {
-        let (now, width, period) = at;
-        let week = 7 * period;
-        let near = width * tw as i64;
-        while self
-            .calls
-            .front()
-            .is_some_and(|&(t, _)| t < now - week - near)
-        {
-            self.calls.pop_front();
-        }
-        let again = self
-            .calls
-            .iter()
-            .any(|&(t, cd)| cd == d && (t - (now - week)).abs() <= near);
-        self.calls.push_back((now, d));
-        again
-    }
-
     /// Learn from this window whether the same window a period earlier
     /// tells more about the series than its level over the period does
     /// (`a`: a window's weight, about one over the windows in a period).
@@ -706,7 +685,7 @@ impl TrendState {
     /// before) and returns its move: the mean log ratio to a period
     /// earlier, less the usual one, and over how many windows. A call the
     /// same way as one a week earlier is silent (see
-    /// [`TrendState::weekly`]).
+    /// [`TrendState::calls`]).
     pub(crate) fn observe(
         &mut self,
         cfg: &Config,
@@ -777,7 +756,7 @@ impl TrendState {
                 let called = self.detect(cfg, w, (r, r2, sd), (shaped, away), verdict, scratch);
                 // The same call a week earlier: the weekly shape, silent.
                 if let (Some(_), Some((_, d, _))) = (called, *verdict) {
-                    *silent |= self.weekly(w.at, d, tw);
+                    *silent |= self.calls.again(w.at, d, tw);
                 }
                 called
             }
