@@ -35,6 +35,20 @@ fn fc(start: i64, units: i64, p10: f64, p50: f64, p90: f64) -> Forecast {
     }
 }
 
+/// Feed one series `units(i)` in windows `0..n` (one minute each) against
+/// a forecast of 41 (31-52) every window; each alert raised, with the
+/// window it was raised in.
+fn alerts_on(cfg: Config, n: i64, units: impl Fn(i64) -> i64) -> Vec<(i64, Alert)> {
+    let mut a = Alerting::new(cfg).unwrap();
+    let mut got = Vec::new();
+    for i in 0..n {
+        for x in a.process(&[fc(i * 60_000, units(i), 31.0, 41.0, 52.0)]) {
+            got.push((i, x));
+        }
+    }
+    got
+}
+
 #[test]
 fn spike_drop_zero_and_quiet() {
     let mut a = Alerting::new(Config::default()).unwrap();
@@ -114,24 +128,20 @@ fn bursts_within_the_usual_range_raise_nothing() {
     // A series selling about 41 a window that bursts to 90 every 20
     // windows (5% of them), then once to 200, then dips to 5.
     let run = |windows: u32| {
-        let mut a = Alerting::new(Config {
+        let cfg = Config {
             usual_range_windows: windows,
             ..Config::default()
-        })
-        .unwrap();
-        let mut at = Vec::new();
-        for i in 0..200i64 {
-            let y = match i {
-                150 => 200,
-                170 => 5,
-                _ if i % 20 == 0 && i > 0 => 90,
-                _ => 40 + i % 3,
-            };
-            for x in a.process(&[fc(i * 60_000, y, 31.0, 41.0, 52.0)]) {
-                at.push((i, x.kind));
-            }
-        }
-        at
+        };
+        let units = |i: i64| match i {
+            150 => 200,
+            170 => 5,
+            _ if i % 20 == 0 && i > 0 => 90,
+            _ => 40 + i % 3,
+        };
+        alerts_on(cfg, 200, units)
+            .into_iter()
+            .map(|(i, x)| (i, x.kind))
+            .collect::<Vec<_>>()
     };
     // Off (the default): every burst is a spike.
     let off = run(0);
@@ -167,22 +177,23 @@ fn a_level_shift_a_week_after_the_same_one_is_the_weekly_shape() {
     // windows. The series doubles for 30 windows at window 100, and again
     // a week later at 520 (or, the second time, two hours later than that).
     let run = |second: i64| {
-        let mut a = Alerting::new(Config {
+        let cfg = Config {
             recurring_period_ms: 3_600_000,
             ..Config::default()
-        })
-        .unwrap();
-        let mut at = Vec::new();
-        for i in 0..700i64 {
+        };
+        let units = |i: i64| {
             let up = (100..130).contains(&i) || (second..second + 30).contains(&i);
-            let y = if up { 82 + i % 3 } else { 40 + i % 3 };
-            for x in a.process(&[fc(i * 60_000, y, 31.0, 41.0, 52.0)]) {
-                if x.status == Status::Open && x.kind == AlertKind::LevelShift {
-                    at.push(x.window_start_ms / 60_000);
-                }
+            if up {
+                82 + i % 3
+            } else {
+                40 + i % 3
             }
-        }
-        at
+        };
+        alerts_on(cfg, 700, units)
+            .into_iter()
+            .filter(|(_, x)| x.status == Status::Open && x.kind == AlertKind::LevelShift)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
     };
     let first = run(700);
     assert_eq!(first.len(), 1, "{first:?}");
@@ -207,26 +218,21 @@ fn cooldown_suppresses_repeats() {
 #[test]
 fn a_far_stronger_alert_breaks_through_the_incident_cooldown() {
     let run = |escalation: f64| {
-        let mut a = Alerting::new(Config {
+        let cfg = Config {
             incident_cooldown_windows: 50,
             incident_escalation: escalation,
             ..Config::default()
-        })
-        .unwrap();
-        let mut at = Vec::new();
-        for i in 0..60i64 {
-            // A spike at 10, one about as strong at 20, one far
-            // stronger at 30.
-            let y = match i {
-                10 | 20 => 90,
-                30 => 400,
-                _ => 40 + i % 3,
-            };
-            for x in a.process(&[fc(i * 60_000, y, 31.0, 41.0, 52.0)]) {
-                at.push((i, x.kind));
-            }
-        }
-        at
+        };
+        // A spike at 10, one about as strong at 20, one far stronger at 30.
+        let units = |i: i64| match i {
+            10 | 20 => 90,
+            30 => 400,
+            _ => 40 + i % 3,
+        };
+        alerts_on(cfg, 60, units)
+            .into_iter()
+            .map(|(i, x)| (i, x.kind))
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         run(4.0),
