@@ -492,8 +492,10 @@ impl Alerting {
             && verdict
                 .is_some_and(|v| jumps(v.0) && st.within_range(y, v.1, cfg.usual_range_share));
         let candidate = |v: Option<Verdict>, silent: bool| {
-            v.filter(|_| eligible)
-                .map(|(kind, direction, score)| Candidate {
+            v.filter(|_| eligible).map(|(kind, direction, score)| {
+                // (The verdict may have become a level shift since.)
+                let usual = usual && jumps(kind);
+                Candidate {
                     idx,
                     kind,
                     direction,
@@ -501,7 +503,7 @@ impl Alerting {
                     z: z.unwrap_or(0.0),
                     silent: silent
                         || recurring
-                        || (usual && jumps(kind))
+                        || usual
                         || ((echo || faint_echo) && kind != AlertKind::DropToZero),
                     echo_only: match (echo, faint_echo) {
                         _ if silent || recurring => EchoOnly::No,
@@ -519,8 +521,9 @@ impl Alerting {
                     lean: false,
                     trend: None,
                     cover: Cover::None,
-                    usual: usual && jumps(kind),
-                })
+                    usual,
+                }
+            })
         };
         let mut silent = in_outage;
         if f.revision > 0 {
