@@ -612,14 +612,6 @@ impl Alerting {
             &mut verdict,
             &mut silent,
         );
-        // The change detector's level shift a week after one the same way
-        // at about the same time: the weekly shape (a weekend's level),
-        // which a forecast of a daily season keeps missing. Silent, and
-        // remembered, so each week's is.
-        if let (Some((AlertKind::LevelShift, d, _)), true) = (verdict, period > 0) {
-            let at = (f.window_start_ms, width_ms, period);
-            silent |= st.shift_calls.again(at, d, cfg.trend_windows as usize);
-        }
         // Trend breaks: the series' units against the same window a period
         // earlier drift away from their usual ratio (a CUSUM of the
         // deviations), with no step of its own (a spike, drop, shift or

@@ -157,8 +157,8 @@ pub(crate) struct SeriesState {
     /// The newest `usual-range-windows` windows' units, oldest first
     /// (empty when that is 0).
     pub(crate) range: VecDeque<f32>,
-    /// The change detector's level shifts over the last week (see
-    /// [`WeeklyCalls`]).
+    /// The change detector's level-shift calls over the last week (see
+    /// [`WeeklyCalls`]), not the windows that continue them.
     pub(crate) shift_calls: WeeklyCalls,
 }
 
@@ -605,6 +605,16 @@ impl SeriesState {
                     self.shift_called(d);
                     if verdict.is_none_or(|v| v.0 != AlertKind::DropToZero) {
                         *verdict = Some((AlertKind::LevelShift, d, stat));
+                        // A call a week after one the same way at about
+                        // the same time: the weekly shape (a weekend's
+                        // level), which a forecast of a daily season keeps
+                        // missing. Silent, and remembered, so each week's
+                        // is.
+                        let period = cfg.recurring_period_ms;
+                        if period > 0 {
+                            let at = (start, width_ms, period);
+                            *silent |= self.shift_calls.again(at, d, cfg.trend_windows as usize);
+                        }
                     }
                 }
             }

@@ -203,6 +203,10 @@ fn a_level_shift_a_week_after_the_same_one_is_the_weekly_shape() {
     // Two hours off the week: news.
     let later = run(640);
     assert_eq!(later.len(), 2, "{later:?}");
+    // A week after the middle of the first (its windows go on as the
+    // call's, they are no calls): news.
+    let mid = run(535);
+    assert_eq!(mid.len(), 2, "{mid:?}");
 }
 
 #[test]
