@@ -10,6 +10,11 @@
 //! every file. The forecasting model and the alerting rules are the
 //! pipeline's, from the configuration; a row is a detection when an alert is
 //! open on its window.
+//!
+//! `SALESCAST_EVAL_DEBUG=1` prints each file's windows and the alerts
+//! opened on its rows; `SALESCAST_EVAL_TRACE=1` also prints every row as
+//! the detector reads it (units, forecast and band, anomaly strength), for
+//! looking into one file with `--only`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +77,52 @@ pub struct NabArgs {
     /// is 53.81 against 56.72, session 37).
     #[arg(long, default_value = "constant")]
     pub band_scale: String,
+    /// The period each file's forecast season and day-over-day comparisons
+    /// run over: `auto` (a week when the file's probationary rows, the
+    /// part a detector may learn from, span two weeks or more, else a
+    /// day), `day` or `week`. A weekly season needs a week of history to
+    /// start from and another to be checked against; two of NAB's files
+    /// have that (nyc_taxi, ambient_temperature_system_failure), and a
+    /// city's taxi rides or an office's temperature follow the week.
+    #[arg(long, value_enum, default_value_t = Season::Auto)]
+    pub season: Season,
+}
+
+/// `eval-nab --season`: the period a file's season runs over.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Season {
+    /// A week when the probationary rows span two weeks, else a day.
+    Auto,
+    /// A day of rows.
+    Day,
+    /// A week of rows.
+    Week,
+}
+
+/// A day and a week, in ms.
+const DAY_MS: i64 = 86_400_000;
+const WEEK_MS: i64 = 7 * DAY_MS;
+
+impl Season {
+    /// Its flag value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Season::Auto => "auto",
+            Season::Day => "day",
+            Season::Week => "week",
+        }
+    }
+
+    /// The period (ms) for a file whose rows are `step_ms` apart and whose
+    /// probation holds `probation` rows.
+    fn period_ms(self, step_ms: i64, probation: usize) -> i64 {
+        match self {
+            Season::Day => DAY_MS,
+            Season::Week => WEEK_MS,
+            Season::Auto if probation as i64 * step_ms >= 2 * WEEK_MS => WEEK_MS,
+            Season::Auto => DAY_MS,
+        }
+    }
 }
 
 impl NabArgs {
@@ -148,11 +199,12 @@ fn by_kind(
     }
 }
 
-/// Run the detector over one file.
+/// Run the detector over one file whose rows are `step_ms` apart, with a
+/// season and day-over-day comparisons over `period_ms`.
 fn detect(
     cfg: &crate::Config,
     values: &[f64],
-    step_ms: i64,
+    (step_ms, period_ms): (i64, i64),
     args: &NabArgs,
     kinds: &mut BTreeMap<&'static str, usize>,
 ) -> anyhow::Result<Detected> {
@@ -160,7 +212,7 @@ fn detect(
     let probation = nab::probation(n).max(1);
     let scale = values[..probation].iter().map(|v| v.abs()).sum::<f64>() / probation as f64;
     let scale = if scale > 0.0 { scale } else { 1.0 };
-    let season = ((86_400_000 / step_ms.max(1)) as usize).clamp(2, 2_016);
+    let season = ((period_ms / step_ms.max(1)) as usize).clamp(2, 2_016);
     let inf_cfg = salescast_inference::Config {
         season_windows: season,
         ..cfg.inference.clone()
@@ -180,11 +232,13 @@ fn detect(
             .max((args.quiet_fraction * n as f64) as i64),
         novelty_windows: args.novelty_windows(cfg),
         usual_range_windows: args.usual_range_windows(cfg),
+        recurring_period_ms: period_ms,
         ..cfg.alerting.clone()
     })?;
     let mut row_kind = vec![None; n];
     let mut strength = vec![0.0; n];
     let debug = std::env::var_os("SALESCAST_EVAL_DEBUG").is_some();
+    let trace = std::env::var_os("SALESCAST_EVAL_TRACE").is_some();
     for (i, v) in values.iter().enumerate() {
         let units = (v / scale * args.units_per_mean).round() as i64;
         let start = i as i64 * step_ms;
@@ -222,6 +276,15 @@ fn detect(
             }
         }
         strength[i] = alerting.strength(Level::Total, "total").unwrap_or(0.0);
+        if trace {
+            for f in &forecasts {
+                let e = f.expected.map_or([f64::NAN; 3], |e| [e.p10, e.p50, e.p90]);
+                eprintln!(
+                    "trace {i} units {units} expected {:.0} ({:.0}-{:.0}) strength {:.2}",
+                    e[1], e[0], e[2], strength[i]
+                );
+            }
+        }
     }
     Ok(Detected {
         kinds: row_kind,
@@ -324,6 +387,8 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
     let mut kinds = BTreeMap::new();
     let mut kind_scores = BTreeMap::new();
     let mut runs = Vec::new();
+    // The files run over a weekly season.
+    let mut weekly = Vec::new();
     for (file, wins) in &windows {
         if args
             .only
@@ -347,7 +412,11 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             .collect();
         steps.sort_unstable();
         let step_ms = steps.get(steps.len() / 2).copied().unwrap_or(300) * 1000;
-        let det = detect(cfg, &vals, step_ms, args, &mut kinds)?;
+        let period_ms = args.season.period_ms(step_ms, nab::probation(vals.len()));
+        if period_ms == WEEK_MS {
+            weekly.push(file.as_str());
+        }
+        let det = detect(cfg, &vals, (step_ms, period_ms), args, &mut kinds)?;
         let w: Vec<(i64, i64)> = wins
             .iter()
             .map(|[a, b]| {
@@ -405,17 +474,21 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "novelty_windows": args.novelty_windows(cfg),
                 "usual_range_windows": args.usual_range_windows(cfg),
                 "band_scale": cfg.inference.band_scale,
+                "season": args.season.as_str(),
+                "weekly_files": weekly,
             })
         );
         return Ok(());
     }
     println!(
-        "NAB v1.1: {} files, {rows} rows, model {:?}, band scale {}, pattern novelty over {} windows, usual range over {} windows, {:.1}s",
+        "NAB v1.1: {} files, {rows} rows, model {:?}, band scale {}, pattern novelty over {} windows, usual range over {} windows, season {} (a week for {} files), {:.1}s",
         per_file.len(),
         cfg.inference.model,
         cfg.inference.band_scale.as_str(),
         args.novelty_windows(cfg),
         args.usual_range_windows(cfg),
+        args.season.as_str(),
+        weekly.len(),
         t0.elapsed().as_secs_f64()
     );
     println!(
@@ -466,6 +539,21 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_weekly_season_needs_two_weeks_of_probation() {
+        let (hour, half_hour) = (3_600_000, 1_800_000);
+        // 750 probationary rows: a month of hours, 15.6 days of half hours,
+        // 2.6 days of five minutes.
+        assert_eq!(Season::Auto.period_ms(hour, 750), WEEK_MS);
+        assert_eq!(Season::Auto.period_ms(half_hour, 750), WEEK_MS);
+        assert_eq!(Season::Auto.period_ms(300_000, 750), DAY_MS);
+        // 10 days of hours (NAB's ad exchange files): a day.
+        assert_eq!(Season::Auto.period_ms(hour, 240), DAY_MS);
+        assert_eq!(Season::Auto.period_ms(hour, 336), WEEK_MS);
+        assert_eq!(Season::Day.period_ms(hour, 750), DAY_MS);
+        assert_eq!(Season::Week.period_ms(300_000, 10), WEEK_MS);
+    }
 
     #[test]
     fn detections_are_attributed_to_the_kind_that_made_them() {
