@@ -2298,6 +2298,54 @@ fn the_end_of_a_promotion_explains_the_drop_it_leaves() {
     );
 }
 
+/// A store over three hour-long periods of one-minute windows whose
+/// forecast carries the day before (here the hour before): on period 1
+/// it sold 150 from window 20 to 39 (`share_then` of its lines on
+/// promotion), on period 2 it sells its usual 100 there, forecast at 150.
+/// The alerts of period 2 (window in the period, kind, direction).
+fn promotion_the_period_before_run(share_then: f64) -> Vec<(i64, AlertKind, Direction)> {
+    let mut a = Alerting::new(Config {
+        recurring_period_ms: 3_600_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    for i in 0..180 {
+        let (period, w) = (i / 60, i % 60);
+        let busy = (20..40).contains(&w);
+        let (y, p50, share) = match period {
+            1 if busy => (150 + wobble(i), 150.0, share_then),
+            // Over: the forecast still expects the day before's units.
+            2 if busy => (100 + wobble(i), 150.0, 0.0),
+            _ => (100 + wobble(i), 100.0, 0.0),
+        };
+        let mut f = fc(i * 60_000, y, p50 - 10.0, p50, p50 + 10.0);
+        f.actual.promo_share = share;
+        got.extend(
+            a.process(&[f])
+                .into_iter()
+                .filter(|x| x.status == Status::Open && x.window_start_ms >= 120 * 60_000)
+                .map(|x| (x.window_start_ms / 60_000 - 120, x.kind, x.direction)),
+        );
+    }
+    got
+}
+
+#[test]
+fn a_promotion_the_period_before_explains_the_fall_from_its_forecast() {
+    // A third of the lines were on promotion the period before and none
+    // are now: the forecast carried the promotion, not the series' level.
+    let got = promotion_the_period_before_run(0.35);
+    assert!(got.is_empty(), "{got:?}");
+    // The same fall from a forecast that carried a rise with no promotion
+    // behind it is news.
+    let got = promotion_the_period_before_run(0.0);
+    assert!(
+        got.iter().any(|&(w, _, d)| w >= 20 && d == Direction::Down),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn a_level_shift_does_not_hide_a_burst_below_it() {
     // A store drifting up 60% (a level shift by its second window) while
