@@ -371,20 +371,21 @@ impl Alerting {
         // out (a best seller's promotion ending takes its category down).
         // The same holds against the window a period earlier: the
         // forecast's seasonal members copy yesterday's units, so a
-        // promotion then that is over now reads as a drop (seed 27's
-        // web-uk sold 38% of its lines on promotion at 09:00 one day and 4%
-        // the next, and its total was forecast 13% above what it sold).
+        // promotion then that is over now reads as a drop (seed 5's total
+        // sold 4% of its lines on promotion at 21:50 against 33% the day
+        // before, and was forecast 22% above what it sold).
         let promo_gone = |then: f64| {
             share + PROMO_END_FALL < then
                 && y < e.p10
                 && y * (1.0 - share) >= (e.p10 - margin).max(0.0) * (1.0 - then)
         };
-        let before = (f.window_end_ms - f.window_start_ms, cfg.recurring_period_ms);
+        let width_ms = f.window_end_ms - f.window_start_ms;
+        let period = cfg.recurring_period_ms;
         let share_before = st
             .trend
             .as_ref()
-            .filter(|_| before.1 > 0)
-            .and_then(|t| t.share_before((f.window_start_ms, before.0, before.1)));
+            .filter(|_| period > 0)
+            .and_then(|t| t.share_before((f.window_start_ms, width_ms, period)));
         let promo_end = cfg.promo_share_explains_spike < 1.0
             && (promo_gone(st.promo_recent) || share_before.is_some_and(promo_gone));
         // Zero sales: nothing sold (returns alone can make net units negative).
@@ -440,8 +441,6 @@ impl Alerting {
         // and two periods ago, within a window.
         let out_dir =
             verdict.and_then(|v| matches!(v.0, AlertKind::Spike | AlertKind::Drop).then_some(v.1));
-        let width_ms = f.window_end_ms - f.window_start_ms;
-        let period = cfg.recurring_period_ms;
         // Out of the band the way `d` within `near` of the same time `ago`
         // before, in a window `which` accepts.
         let out_near = |d: Direction, ago: i64, near: i64, which: &dyn Fn(&Outside) -> bool| {

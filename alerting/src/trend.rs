@@ -380,11 +380,14 @@ impl TrendState {
 
     /// The share of lines on promotion of the window a period before the
     /// one at `at` (start, width, period), as its day slot holds it (None
-    /// without one: the series' first period, or no units there).
+    /// without one: the series' first period, no units there, or units
+    /// carried over an unusual window, whose share is of the period
+    /// before it).
     pub(crate) fn share_before(&self, at: (i64, i64, i64)) -> Option<f64> {
         let (n, slots) = window_in_period(at);
         let d = self.day.get(n.rem_euclid(slots) as usize)?;
-        (d.precedes(n.div_euclid(slots) as u32) && !d.units.is_nan()).then(|| f64::from(d.share))
+        (d.precedes(n.div_euclid(slots) as u32) && !d.carried && !d.units.is_nan())
+            .then(|| f64::from(d.share))
     }
 
     /// A window whose share of lines on promotion differs from the same
