@@ -2267,35 +2267,47 @@ fn a_shift_too_small_for_two_windows_is_confirmed_by_three() {
     assert_eq!(kinds, vec![(AlertKind::LevelShift, 82)], "{got:#?}");
 }
 
+/// Feed `a` the store's one-minute window `i`: `y` units, `share` of its
+/// lines on promotion, forecast at `p50` in a band of 10 either side.
+fn promo_window(a: &mut Alerting, i: i64, (y, p50, share): (i64, f64, f64)) -> Vec<Alert> {
+    let mut f = fc(i * 60_000, y, p50 - 10.0, p50, p50 + 10.0);
+    f.actual.promo_share = share;
+    a.process(&[f])
+}
+
 /// A store whose forecast followed a promotion up from 100 to 150 (a
 /// third of its lines on promotion) and still expects 150 when it ends.
 fn promo_end_run(share_during: f64) -> Vec<Alert> {
     let mut a = Alerting::new(Config::default()).unwrap();
     let mut got = Vec::new();
     for i in 0..80 {
-        let (y, p50, share) = match i {
+        let window = match i {
             0..40 => (100 + wobble(i), 100.0, 0.0),
             40..60 => (150 + wobble(i), 150.0, share_during),
             // Ended: the forecast still expects the promotion's level.
             _ => (100 + wobble(i), if i < 66 { 150.0 } else { 100.0 }, 0.0),
         };
-        let mut f = fc(i * 60_000, y, p50 - 10.0, p50, p50 + 10.0);
-        f.actual.promo_share = share;
-        got.extend(a.process(&[f]));
+        got.extend(promo_window(&mut a, i, window));
     }
     got
 }
 
+/// A run with a third of the lines on promotion raises nothing, and the
+/// same run with none raises a move down (`down`).
+fn only_the_promotion_explains<T: std::fmt::Debug>(
+    run: impl Fn(f64) -> Vec<T>,
+    down: impl Fn(&T) -> bool,
+) {
+    let got = run(0.35);
+    assert!(got.is_empty(), "{got:#?}");
+    let got = run(0.0);
+    assert!(got.iter().any(down), "{got:#?}");
+}
+
 #[test]
 fn the_end_of_a_promotion_explains_the_drop_it_leaves() {
-    let got = promo_end_run(0.35);
-    assert!(got.is_empty(), "{got:#?}");
     // The same fall with no promotion ending is news.
-    let got = promo_end_run(0.0);
-    assert!(
-        got.iter().any(|a| a.direction == Direction::Down),
-        "{got:#?}"
-    );
+    only_the_promotion_explains(promo_end_run, |a| a.direction == Direction::Down);
 }
 
 /// A store over three hour-long periods of one-minute windows whose
@@ -2313,16 +2325,14 @@ fn promotion_the_period_before_run(share_then: f64) -> Vec<(i64, AlertKind, Dire
     for i in 0..180 {
         let (period, w) = (i / 60, i % 60);
         let busy = (20..40).contains(&w);
-        let (y, p50, share) = match period {
+        let window = match period {
             1 if busy => (150 + wobble(i), 150.0, share_then),
             // Over: the forecast still expects the day before's units.
             2 if busy => (100 + wobble(i), 150.0, 0.0),
             _ => (100 + wobble(i), 100.0, 0.0),
         };
-        let mut f = fc(i * 60_000, y, p50 - 10.0, p50, p50 + 10.0);
-        f.actual.promo_share = share;
         got.extend(
-            a.process(&[f])
+            promo_window(&mut a, i, window)
                 .into_iter()
                 .filter(|x| x.status == Status::Open && x.window_start_ms >= 120 * 60_000)
                 .map(|x| (x.window_start_ms / 60_000 - 120, x.kind, x.direction)),
@@ -2335,15 +2345,11 @@ fn promotion_the_period_before_run(share_then: f64) -> Vec<(i64, AlertKind, Dire
 fn a_promotion_the_period_before_explains_the_fall_from_its_forecast() {
     // A third of the lines were on promotion the period before and none
     // are now: the forecast carried the promotion, not the series' level.
-    let got = promotion_the_period_before_run(0.35);
-    assert!(got.is_empty(), "{got:?}");
     // The same fall from a forecast that carried a rise with no promotion
     // behind it is news.
-    let got = promotion_the_period_before_run(0.0);
-    assert!(
-        got.iter().any(|&(w, _, d)| w >= 20 && d == Direction::Down),
-        "{got:?}"
-    );
+    only_the_promotion_explains(promotion_the_period_before_run, |&(w, _, d)| {
+        w >= 20 && d == Direction::Down
+    });
 }
 
 #[test]
