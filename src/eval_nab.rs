@@ -104,13 +104,10 @@ const DAY_MS: i64 = 86_400_000;
 const WEEK_MS: i64 = 7 * DAY_MS;
 
 impl Season {
-    /// Its flag value.
-    fn as_str(self) -> &'static str {
-        match self {
-            Season::Auto => "auto",
-            Season::Day => "day",
-            Season::Week => "week",
-        }
+    /// Its flag value, as clap spells it.
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map_or_else(String::new, |v| v.get_name().to_owned())
     }
 
     /// The period (ms) for a file whose rows are `step_ms` apart and whose
@@ -412,7 +409,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
             .collect();
         steps.sort_unstable();
         let step_ms = steps.get(steps.len() / 2).copied().unwrap_or(300) * 1000;
-        let period_ms = args.season.period_ms(step_ms, nab::probation(vals.len()));
+        let period_ms = args.season.period_ms(step_ms, probation);
         if period_ms == WEEK_MS {
             weekly.push(file.as_str());
         }
@@ -474,7 +471,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
                 "novelty_windows": args.novelty_windows(cfg),
                 "usual_range_windows": args.usual_range_windows(cfg),
                 "band_scale": cfg.inference.band_scale,
-                "season": args.season.as_str(),
+                "season": args.season.name(),
                 "weekly_files": weekly,
             })
         );
@@ -487,7 +484,7 @@ pub fn run(cfg: &crate::Config, args: &NabArgs) -> anyhow::Result<()> {
         cfg.inference.band_scale.as_str(),
         args.novelty_windows(cfg),
         args.usual_range_windows(cfg),
-        args.season.as_str(),
+        args.season.name(),
         weekly.len(),
         t0.elapsed().as_secs_f64()
     );

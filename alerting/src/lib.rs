@@ -381,13 +381,14 @@ impl Alerting {
         };
         let width_ms = f.window_end_ms - f.window_start_ms;
         let period = cfg.recurring_period_ms;
-        let share_before = st
-            .trend
-            .as_ref()
-            .filter(|_| period > 0)
-            .and_then(|t| t.share_before((f.window_start_ms, width_ms, period)));
+        // (A series has trend state only with a period; its day slot is
+        // read only when the recent share does not already explain it.)
         let promo_end = cfg.promo_share_explains_spike < 1.0
-            && (promo_gone(st.promo_recent) || share_before.is_some_and(promo_gone));
+            && (promo_gone(st.promo_recent)
+                || st.trend.as_ref().is_some_and(|t| {
+                    t.share_before((f.window_start_ms, width_ms, period))
+                        .is_some_and(promo_gone)
+                }));
         // Zero sales: nothing sold (returns alone can make net units negative).
         let zero_ok = z.is_none_or(|z| z <= -0.5 * cfg.z_threshold);
         // A run of zero windows is judged as a whole: three windows that

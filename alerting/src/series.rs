@@ -610,11 +610,8 @@ impl SeriesState {
                         // level), which a forecast of a daily season keeps
                         // missing. Silent, and remembered, so each week's
                         // is.
-                        let period = cfg.recurring_period_ms;
-                        if period > 0 {
-                            let at = (start, width_ms, period);
-                            *silent |= self.shift_calls.again(at, d, cfg.trend_windows as usize);
-                        }
+                        let at = (start, width_ms, cfg.recurring_period_ms);
+                        *silent |= self.shift_calls.again(at, d, cfg.trend_windows as usize);
                     }
                 }
             }

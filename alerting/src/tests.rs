@@ -35,20 +35,6 @@ fn fc(start: i64, units: i64, p10: f64, p50: f64, p90: f64) -> Forecast {
     }
 }
 
-/// Feed one series `units(i)` in windows `0..n` (one minute each) against
-/// a forecast of 41 (31-52) every window; each alert raised, with the
-/// window it was raised in.
-fn alerts_on(cfg: Config, n: i64, units: impl Fn(i64) -> i64) -> Vec<(i64, Alert)> {
-    let mut a = Alerting::new(cfg).unwrap();
-    let mut got = Vec::new();
-    for i in 0..n {
-        for x in a.process(&[fc(i * 60_000, units(i), 31.0, 41.0, 52.0)]) {
-            got.push((i, x));
-        }
-    }
-    got
-}
-
 #[test]
 fn spike_drop_zero_and_quiet() {
     let mut a = Alerting::new(Config::default()).unwrap();
@@ -138,10 +124,7 @@ fn bursts_within_the_usual_range_raise_nothing() {
             _ if i % 20 == 0 && i > 0 => 90,
             _ => 40 + i % 3,
         };
-        alerts_on(cfg, 200, units)
-            .into_iter()
-            .map(|(i, x)| (i, x.kind))
-            .collect::<Vec<_>>()
+        at_41(cfg, 200, units)
     };
     // Off (the default): every burst is a spike.
     let off = run(0);
@@ -189,10 +172,10 @@ fn a_level_shift_a_week_after_the_same_one_is_the_weekly_shape() {
                 40 + i % 3
             }
         };
-        alerts_on(cfg, 700, units)
+        banded(&mut Alerting::new(cfg).unwrap(), 0..700, units, AT_41)
             .into_iter()
-            .filter(|(_, x)| x.status == Status::Open && x.kind == AlertKind::LevelShift)
-            .map(|(i, _)| i)
+            .filter(|x| x.status == Status::Open && x.kind == AlertKind::LevelShift)
+            .map(|x| x.window_start_ms / 60_000)
             .collect::<Vec<_>>()
     };
     let first = run(700);
@@ -233,10 +216,7 @@ fn a_far_stronger_alert_breaks_through_the_incident_cooldown() {
             30 => 400,
             _ => 40 + i % 3,
         };
-        alerts_on(cfg, 60, units)
-            .into_iter()
-            .map(|(i, x)| (i, x.kind))
-            .collect::<Vec<_>>()
+        at_41(cfg, 60, units)
     };
     assert_eq!(
         run(4.0),
@@ -330,6 +310,18 @@ fn banded(
 ) -> Vec<Alert> {
     range
         .flat_map(|i| a.process(&[fc(i * 60_000, units(i), p10, p50, p90)]))
+        .collect()
+}
+
+/// A forecast of 41 (31-52) in every window.
+const AT_41: (f64, f64, f64) = (31.0, 41.0, 52.0);
+
+/// The alerts of a series selling `units(i)` in windows `0..n` against
+/// [`AT_41`]: each one's window (minute) and kind.
+fn at_41(cfg: Config, n: i64, units: impl Fn(i64) -> i64) -> Vec<(i64, AlertKind)> {
+    banded(&mut Alerting::new(cfg).unwrap(), 0..n, units, AT_41)
+        .iter()
+        .map(|x| (x.window_start_ms / 60_000, x.kind))
         .collect()
 }
 

@@ -18,10 +18,10 @@ impl WeeklyCalls {
     /// whether one was called the same way within `near` windows of the
     /// same time a week (seven periods) earlier. With a period of a week
     /// or more the series is compared with the week before already, and
-    /// nothing is remembered.
+    /// with none (0) there is no week; either way nothing is remembered.
     pub(crate) fn again(&mut self, at: (i64, i64, i64), d: Direction, near: usize) -> bool {
         let (now, width, period) = at;
-        if period >= WEEK_MS {
+        if period <= 0 || period >= WEEK_MS {
             return false;
         }
         let week = 7 * period;
