@@ -378,16 +378,21 @@ impl TrendState {
         [vs(d.units, d.share), vs(d.older, d.older_share)]
     }
 
-    /// The share of lines on promotion of the window a period before the
-    /// one at `at` (start, width, period), as its day slot holds it (None
-    /// without one: the series' first period, no units there, or units
-    /// carried over an unusual window, whose share is of the period
+    /// The day slot of the window a period before the one at `at` (start,
+    /// width, period) when it holds the series' own units then: None in the
+    /// series' first period, with no units there, or with units carried
+    /// over an unusual window (they, and their share, are of the period
     /// before it).
-    pub(crate) fn share_before(&self, at: (i64, i64, i64)) -> Option<f64> {
+    fn own_before(&self, at: (i64, i64, i64)) -> Option<&DaySlot> {
         let (n, slots) = window_in_period(at);
         let d = self.day.get(n.rem_euclid(slots) as usize)?;
-        (d.precedes(n.div_euclid(slots) as u32) && !d.carried && !d.units.is_nan())
-            .then(|| f64::from(d.share))
+        (d.precedes(n.div_euclid(slots) as u32) && !d.carried && !d.units.is_nan()).then_some(d)
+    }
+
+    /// The share of lines on promotion of the window a period before the
+    /// one at `at` (see [`TrendState::own_before`]).
+    pub(crate) fn share_before(&self, at: (i64, i64, i64)) -> Option<f64> {
+        self.own_before(at).map(|d| f64::from(d.share))
     }
 
     /// A window whose share of lines on promotion differs from the same
@@ -399,12 +404,7 @@ impl TrendState {
     /// units then would not know) and the SKUs left sold at least
     /// [`PROMO_FREE_MIN_SHARE`] of them.
     fn promo_free(&self, w: &TrendWindow) -> Option<(f64, f64)> {
-        let (n, slots) = window_in_period(w.at);
-        let d = self.day.get(n.rem_euclid(slots) as usize)?;
-        let before = f64::from(d.units);
-        if !d.precedes(n.div_euclid(slots) as u32) || d.carried || before.is_nan() {
-            return None;
-        }
+        let before = f64::from(self.own_before(w.at)?.units);
         // Only now, the one window in twenty or so that needs them, are
         // the SKUs below summed.
         let (now, then) = (w.promoted)()?;
