@@ -189,6 +189,18 @@ pub struct Config {
     /// may be at or below (a drop's at or above) and still leave the usual
     /// range (0.02: beyond 98% of them).
     pub usual_range_share: f64,
+    /// The peer test (a category in a store against the same category in
+    /// the other stores and the store's other categories, by a median
+    /// polish of each window's table of order lines) looks for moves of
+    /// this size, in log terms (0.2: lines about 1.22x, or 0.82x, what
+    /// the peers make expected); its trend breaks (climbs and slides)
+    /// replace the forecast trend detector's on the categories it covers
+    /// (at least three categories in at least three stores). 0 turns it
+    /// off.
+    pub peer_delta: f64,
+    /// The peer test's CUSUM threshold (log-likelihood ratio): a move is
+    /// found once the evidence for it passes this.
+    pub peer_h: f64,
 }
 
 impl Default for Config {
@@ -229,6 +241,8 @@ impl Default for Config {
             novelty_min_level: Level::Store,
             usual_range_windows: 0,
             usual_range_share: 0.02,
+            peer_delta: 0.2,
+            peer_h: 12.0,
         }
     }
 }

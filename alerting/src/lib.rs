@@ -53,6 +53,7 @@ mod config;
 mod excursion;
 pub mod nab;
 pub mod novelty;
+mod peer;
 mod promoted;
 mod root_cause;
 mod series;
@@ -129,9 +130,32 @@ struct Candidate {
     /// `usual-range-windows`): silent, and its move is accounted for
     /// all the same, so its windows and its way back raise nothing either.
     usual: bool,
+    /// Called by the peer test (see `peer`): the move's log ratio to what
+    /// the category's peers make expected.
+    peer: Option<f64>,
 }
 
 impl Candidate {
+    /// A candidate of group index `idx` with nothing special about it.
+    fn plain(idx: usize, kind: AlertKind, direction: Direction, score: f64) -> Self {
+        Candidate {
+            idx,
+            kind,
+            direction,
+            score,
+            z: 0.0,
+            silent: false,
+            echo_only: EchoOnly::No,
+            weak: false,
+            lean: false,
+            promo: false,
+            trend: None,
+            cover: Cover::None,
+            usual: false,
+            peer: None,
+        }
+    }
+
     /// It raises nothing of its own (silent, or a promotion explains it).
     fn quiet(&self) -> bool {
         self.silent || self.promo
@@ -206,6 +230,8 @@ pub struct Alerting {
     /// The SKUs' units over the last period, for their categories'
     /// comparisons with the day before around promotions.
     promoted: promoted::Promoted,
+    /// Each category in each store against its peers (see `peer`).
+    peers: peer::Peers,
     /// ln of the normal tail at `z-threshold` (the per-series false-alarm chance).
     ln_tail: f64,
 }
@@ -227,6 +253,11 @@ impl Alerting {
         if cfg.cusum_h <= 0.0 || cfg.cusum_k < 0.0 || cfg.z_threshold < 0.0 {
             return Err(Error::Config(
                 "alerting.cusum-h must be > 0, cusum-k and z-threshold >= 0".into(),
+            ));
+        }
+        if !(cfg.peer_delta >= 0.0 && cfg.peer_h > 0.0) {
+            return Err(Error::Config(
+                "alerting.peer-delta must be >= 0 and peer-h > 0".into(),
             ));
         }
         if !(0.0..1.0).contains(&cfg.usual_range_share) {
@@ -265,6 +296,7 @@ impl Alerting {
             pruned_at: i64::MIN / 2,
             scratch: Vec::new(),
             promoted: promoted::Promoted::default(),
+            peers: peer::Peers::default(),
         })
     }
 
@@ -323,6 +355,7 @@ impl Alerting {
         let stale = self.newest - span * 100;
         self.series.retain(|_, s| s.last_start >= stale);
         self.promoted.prune(stale.div_euclid(w));
+        self.peers.prune(stale);
     }
 
     /// Verdict for one forecast, updating the series' detector state for a
@@ -535,6 +568,7 @@ impl Alerting {
                     trend: None,
                     cover: Cover::None,
                     usual,
+                    peer: None,
                 }
             })
         };
@@ -752,6 +786,7 @@ impl Alerting {
                 cands.push(c);
             }
         }
+        let ended = self.peer_test(group, &mut cands);
         self.retract_revised(group, &cands, out);
         // Root cause: index candidates by their nearest ancestor that is a
         // candidate too, then walk top-down.
@@ -871,7 +906,7 @@ impl Alerting {
             // A level shift or trend break the other way that brings the
             // series back is the end of its last move, not news.
             if matches!(c.kind, AlertKind::LevelShift | AlertKind::TrendBreak) && f.revision == 0 {
-                if let Some(done) = self.end_of_shift(f, &a, c.trend) {
+                if let Some(done) = self.end_of_shift(f, &a, (c.trend, c.peer.is_some())) {
                     out.push(done);
                     continue;
                 }
@@ -893,6 +928,132 @@ impl Alerting {
                 .push(a.clone());
             out.push(a);
         }
+        for (idx, d) in ended {
+            if let Some(done) = self.peer_move_ended(group[idx], d) {
+                out.push(done);
+            }
+        }
+    }
+
+    /// The peer test over this window's categories in stores (see
+    /// `peer`): its trend breaks replace the forecast's on the series it
+    /// covers; a spike, drop or level shift its way inside one of them, or
+    /// the other way as one ends, is part of it, and so is a SKU's step or
+    /// climb its way. Returns the series whose trend break ended this
+    /// window, and its direction.
+    fn peer_test(
+        &mut self,
+        group: &[&Forecast],
+        cands: &mut Vec<Candidate>,
+    ) -> Vec<(usize, Direction)> {
+        let (delta, h) = (self.cfg.peer_delta, self.cfg.peer_h);
+        let Some(at) = group.first().map(|f| f.window_start_ms) else {
+            return Vec::new();
+        };
+        if delta <= 0.0 {
+            return Vec::new();
+        }
+        let cfg = &self.cfg;
+        let cells: Vec<peer::PeerCell> = group
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.level == Level::CategoryStore && f.revision == 0)
+            .map(|(idx, f)| peer::PeerCell {
+                idx,
+                key: &f.key,
+                lines: f.actual.lines as f64,
+                eligible: f.expected.is_some()
+                    && f.level >= cfg.min_level
+                    && f.history_windows >= cfg.min_history_windows,
+            })
+            .collect();
+        let view = self.peers.observe(&cells, at, delta, h);
+        let covered: FxHashSet<usize> = view.covered.iter().copied().collect();
+        // The climbs and slides it called, by series key, and those that
+        // ended within a few windows.
+        let climbs: FxHashMap<Arc<str>, Direction> = view
+            .moving
+            .iter()
+            .filter(|m| m.2 == Some(AlertKind::TrendBreak))
+            .map(|m| (group[m.0].key.clone(), m.1))
+            .collect();
+        let ended: FxHashMap<Arc<str>, Direction> = view
+            .ended
+            .iter()
+            .filter(|e| e.2 == AlertKind::TrendBreak)
+            .map(|e| (group[e.0].key.clone(), e.1))
+            .collect();
+        // The test calls a covered category's trend breaks; steps stay
+        // the forecast's change detector's to call (it calls them within
+        // a window or two).
+        cands.retain(|c| !(covered.contains(&c.idx) && c.kind == AlertKind::TrendBreak));
+        // A spike, drop or step the climb's way, or the other way as it
+        // ends, is part of it; so is a step or climb of a SKU of the
+        // category.
+        for c in cands.iter_mut() {
+            let f = group[c.idx];
+            let key = match (f.level, c.kind) {
+                (
+                    Level::CategoryStore,
+                    AlertKind::Spike | AlertKind::Drop | AlertKind::LevelShift,
+                ) => Some(&f.key),
+                (Level::SkuStore, AlertKind::LevelShift | AlertKind::TrendBreak) => {
+                    f.parent.as_ref()
+                }
+                _ => None,
+            };
+            let Some(key) = key else {
+                continue;
+            };
+            if climbs.get(key) == Some(&c.direction)
+                || ended.get(key) == Some(&c.direction.opposite())
+            {
+                c.silent = true;
+            }
+        }
+        for &(idx, kind, direction, moved) in &view.calls {
+            if kind != AlertKind::TrendBreak {
+                continue;
+            }
+            let f = group[idx];
+            let cover = self
+                .series
+                .get(&(f.level, f.key.clone()))
+                .and_then(|st| st.excursion)
+                .map_or(Cover::None, |x| x.cover);
+            let call = Candidate {
+                cover,
+                peer: Some(moved),
+                ..Candidate::plain(idx, kind, direction, moved.abs())
+            };
+            // (An outage stays one: a drop to zero is no climb.)
+            match cands.iter_mut().find(|c| c.idx == idx) {
+                Some(c) if c.kind == AlertKind::DropToZero => {}
+                Some(c) => *c = call,
+                None => cands.push(call),
+            }
+        }
+        // Root-cause grouping reads candidates in the group's order.
+        cands.sort_by_key(|c| c.idx);
+        view.ended
+            .iter()
+            .filter(|e| e.2 == AlertKind::TrendBreak && e.3 == 0)
+            .map(|e| (e.0, e.1))
+            .collect()
+    }
+
+    /// The trend break the peer test called on `f`'s series, `resolved`,
+    /// when its move `d` ended (and it is still the series' last move).
+    fn peer_move_ended(&mut self, f: &Forecast, d: Direction) -> Option<Alert> {
+        let memory = self.shift_memory_ms(f);
+        let st = self.series.get_mut(&(f.level, f.key.clone()))?;
+        let last = st.shifted.as_ref()?;
+        if last.alert.direction != d || f.window_start_ms - last.alert.window_start_ms > memory {
+            return None;
+        }
+        let done = *st.shifted.take()?.alert;
+        let units = f.actual.units as f64;
+        Some(resolved(done, f, units, e_p50(f)))
     }
 
     /// The series below `f` (with a trend state) whose window moved `f`'s
@@ -1085,12 +1246,13 @@ impl Alerting {
     /// A level shift or trend break just called on `f`'s series: the end
     /// of the series' last move if it undoes it (that level shift or trend
     /// break, `resolved`), else None (and it becomes the move remembered,
-    /// `trend` its move when it was called against the day before).
+    /// `trend` its move when it was called against the day before; `peer`:
+    /// the peer test called it, a new move).
     fn end_of_shift(
         &mut self,
         f: &Forecast,
         a: &Alert,
-        trend: Option<(f64, u32)>,
+        (trend, peer): (Option<(f64, u32)>, bool),
     ) -> Option<Alert> {
         // At most a period: by then the forecast has a season of the new
         // level, the day before holds it (a series is away after its move
@@ -1107,7 +1269,9 @@ impl Alerting {
         let ratio = st.trend.as_deref().and_then(|t| Some((t, t.last_r?)));
         let usual = |base: f64| ratio.is_some_and(|(_, r)| (r - base).abs() <= usual_again);
         let home = ratio.map(|(t, _)| t.home());
-        let undoes = st.shifted.as_ref().is_some_and(|last| {
+        // The peer test ends its own moves (see `peer_move_ended`): a call
+        // of its is a new move.
+        let undoes = !peer && st.shifted.as_ref().is_some_and(|last| {
             let (prev, first, called_base) = (&last.alert, last.moved, last.called_base);
             // Any move ends back at the usual ratio from before it (home).
             // A trend break went on after it was called: it also ends back
@@ -1151,24 +1315,8 @@ impl Alerting {
             });
             return None;
         }
-        let mut done = *st.shifted.take()?.alert;
-        done.status = Status::Resolved;
-        done.observed = a.observed;
-        done.explanation = format!(
-            "resolved: {} {} units {} in {}, expected {}: the {} {} of {} UTC ended",
-            f.level,
-            f.key,
-            a.observed,
-            fmt_utc(f.window_start_ms),
-            a.expected.round(),
-            match done.kind {
-                AlertKind::TrendBreak => "trend break",
-                _ => "level shift",
-            },
-            done.direction.as_str(),
-            fmt_utc(done.window_start_ms)
-        );
-        Some(done)
+        let done = *st.shifted.take()?.alert;
+        Some(resolved(done, f, a.observed, a.expected))
     }
 
     /// Record that a series' current excursion in `direction` is part of
@@ -1274,6 +1422,16 @@ impl Alerting {
                 i64::from(n) * (f.window_end_ms - f.window_start_ms) / 60_000
             )
         });
+        // A move measured against the category's peers.
+        let day_before = day_before.or_else(|| {
+            c.peer.map(|moved| {
+                format!(
+                    ": {}% {} than the category in the other stores and the store's other categories make usual",
+                    ((moved.exp() - 1.0) * 100.0).abs().round(),
+                    if moved >= 0.0 { "higher" } else { "lower" },
+                )
+            })
+        });
         if c.kind == AlertKind::LevelShift {
             explanation.push_str("; level shifted ");
             explanation.push_str(c.direction.as_str());
@@ -1340,6 +1498,28 @@ impl Alerting {
             explanation,
         }
     }
+}
+
+/// Alert `done` (a level shift or trend break), resolved by `f`'s window,
+/// which sold `observed` against `expected`.
+fn resolved(mut done: Alert, f: &Forecast, observed: f64, expected: f64) -> Alert {
+    done.status = Status::Resolved;
+    done.observed = observed;
+    done.explanation = format!(
+        "resolved: {} {} units {} in {}, expected {}: the {} {} of {} UTC ended",
+        f.level,
+        f.key,
+        observed,
+        fmt_utc(f.window_start_ms),
+        expected.round(),
+        match done.kind {
+            AlertKind::TrendBreak => "trend break",
+            _ => "level shift",
+        },
+        done.direction.as_str(),
+        fmt_utc(done.window_start_ms)
+    );
+    done
 }
 
 /// Whether a move `back` (log ratio) undoes a move `moved` the other way:

@@ -660,21 +660,7 @@ fn a_climb_every_week_at_the_same_time_is_called_once() {
 
 /// A candidate of series 0 of its window, nothing special about it.
 fn cand(kind: AlertKind, direction: Direction) -> Candidate {
-    Candidate {
-        idx: 0,
-        kind,
-        direction,
-        score: 1.0,
-        z: 0.0,
-        silent: false,
-        echo_only: EchoOnly::No,
-        weak: false,
-        lean: false,
-        promo: false,
-        trend: None,
-        cover: Cover::None,
-        usual: false,
-    }
+    Candidate::plain(0, kind, direction, 1.0)
 }
 
 /// `f` as the category toys|web's.
@@ -717,7 +703,7 @@ fn end_with(
         ..SeriesState::default()
     };
     a.series.insert((f.level, f.key.clone()), st);
-    a.end_of_shift(f, now, None)
+    a.end_of_shift(f, now, (None, false))
 }
 
 #[test]
@@ -838,7 +824,9 @@ fn a_climb_called_as_a_settled_slides_end_resolves_it() {
             ..SeriesState::default()
         },
     );
-    assert!(a.end_of_shift(&down, &slide, Some((-0.3, 12))).is_none());
+    assert!(a
+        .end_of_shift(&down, &slide, (Some((-0.3, 12)), false))
+        .is_none());
     let up = category(fc(900 * 60_000, 197, 78.0, 88.0, 102.0));
     let climb = a.alert(&up, &cand(AlertKind::TrendBreak, Direction::Up), vec![]);
     let st = a.series.get_mut(&(up.level, up.key.clone())).unwrap();
@@ -850,7 +838,7 @@ fn a_climb_called_as_a_settled_slides_end_resolves_it() {
         ..TrendState::default()
     }));
     assert_resolves(
-        &a.end_of_shift(&up, &climb, Some((1.2, 12)))
+        &a.end_of_shift(&up, &climb, (Some((1.2, 12)), false))
             .expect("the slide ended"),
         &slide,
         "the trend break down of",
@@ -2548,7 +2536,7 @@ fn a_level_shift_called_against_the_day_before_ends_by_a_move_back_as_far() {
     };
     a.series.insert((up.level, up.key.clone()), st);
     assert!(a
-        .end_of_shift(&up, &shift, Some((1.8f64.ln(), 6)))
+        .end_of_shift(&up, &shift, (Some((1.8f64.ln(), 6)), false))
         .is_none());
     let moved = a.series[&(up.level, up.key.clone())]
         .shifted
@@ -2563,7 +2551,8 @@ fn a_level_shift_called_against_the_day_before_ends_by_a_move_back_as_far() {
         .unwrap()
         .mean_y = 54.0;
     assert_resolves(
-        &a.end_of_shift(&down, &back, None).expect("the step ended"),
+        &a.end_of_shift(&down, &back, (None, false))
+            .expect("the step ended"),
         &shift,
         "the level shift up of",
     );

@@ -1,0 +1,604 @@
+//! Peer comparison: each category in a store against the same category in
+//! the other stores and the other categories in the same store.
+//!
+//! Every closed window, the order lines of the category x store table go
+//! through a median polish of their logs (Tukey's: row and column medians
+//! taken out in turn), which splits each cell into a category effect (the
+//! time of day, the day of the week, a promotion of one of its SKUs: all
+//! that moves the category in every store), a store effect (its traffic,
+//! a store-wide spike or outage: all that moves the store's every
+//! category), and what is the cell's own. Medians, so one cell's move
+//! barely shifts either effect: it stays the cell's.
+//!
+//! A cell's expected lines are then `exp(category + store + theta)`, with
+//! `theta` its usual own part, learned slowly while nothing is going on.
+//! Lines (buyers), not units, because buyers arrive independently and a
+//! line's units do not: the lines are close to Poisson around that
+//! expectation, so each window adds its Poisson log-likelihood ratio for
+//! the cell's lines being `exp(peer-delta)` times (up) or `exp(-peer-delta)`
+//! times (down) their expectation to a one-sided CUSUM per direction; one
+//! past `peer-h` is a move. Nothing here depends on a forecast: the
+//! reference is what the category and the store did in the same window.
+//!
+//! A move is a step (a level shift) when a step fits the cell's last
+//! windows better than a straight climb or slide from some window on (a
+//! trend break), by [`STEP_MARGIN`] in log-likelihood; a climb when the
+//! ramp fits better by [`RAMP_MARGIN`]; undecided, the call waits for more
+//! windows, at most [`DECIDE_WINDOWS`]. A move ends when a CUSUM for the
+//! cell being back at its expectation, rather than where the move stood,
+//! passes `peer-h`; one that lasts [`SETTLE_WINDOWS`] is the cell's new
+//! normal.
+//!
+//! The alerting stage raises the climbs and slides it calls as trend
+//! breaks, in place of the forecast's trend detector on the categories it
+//! covers: a climb is a few percent a window, inside a forecast band for
+//! many windows, while against its peers the category's every window
+//! counts. Steps stay the forecast's change detector's to call (a step
+//! stands out of the band at once).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::{AlertKind, Direction};
+
+/// Windows of the cell's history the step-or-ramp fit looks at (a trend
+/// break's climb is called about ten windows in).
+const FIT_WINDOWS: usize = 40;
+/// How much better (log-likelihood) a step must fit than a ramp for a
+/// level shift to be called at once.
+const STEP_MARGIN: f64 = 5.0;
+/// How much better a ramp must fit than a step for a trend break.
+const RAMP_MARGIN: f64 = 1.0;
+/// Windows an undecided move waits before it is called by whichever fits
+/// better.
+const DECIDE_WINDOWS: i64 = 16;
+/// Windows after which a move that has not ended is the cell's new
+/// normal (a day of 5-minute windows).
+const SETTLE_WINDOWS: i64 = 288;
+/// Windows over which the cell's own part (`theta`) is averaged.
+const THETA_WINDOWS: f64 = 288.0;
+/// Windows a cell learns its own part before it is tested.
+const LEARN_WINDOWS: u32 = 12;
+/// Expected lines below which a cell is not tested (too few to tell).
+const MIN_EXPECTED: f64 = 3.0;
+/// CUSUM values below this count as nothing going on (theta learns).
+const QUIET_CUSUM: f64 = 2.0;
+/// Windows after a move's end during which a step back is its end.
+pub(crate) const END_GRACE: i64 = 3;
+/// Sweeps of the median polish.
+const POLISH_SWEEPS: usize = 4;
+
+/// One cell of a window's table: a category in a store.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerCell<'a> {
+    /// Index of its forecast in the window's group.
+    pub idx: usize,
+    /// `<category>|<store>`.
+    pub key: &'a Arc<str>,
+    /// Order lines in the window (SKUs alerted on their own counted at
+    /// their expectation).
+    pub lines: f64,
+    /// Whether it may raise a call (history, level).
+    pub eligible: bool,
+}
+
+/// What the peer test says of a window.
+#[derive(Debug, Default)]
+pub(crate) struct PeerView {
+    /// Moves called this window: (group index, kind, direction, score).
+    pub calls: Vec<(usize, AlertKind, Direction, f64)>,
+    /// Cells the test covers this window (their forecast level shifts and
+    /// trend breaks defer to it).
+    pub covered: Vec<usize>,
+    /// Cells in a move, its direction, and its kind once decided.
+    pub moving: Vec<(usize, Direction, Option<AlertKind>)>,
+    /// Cells whose decided move ended within the last [`END_GRACE`]
+    /// windows: its direction and kind, and windows since (0: this one).
+    pub ended: Vec<(usize, Direction, AlertKind, i64)>,
+}
+
+#[derive(Debug, Clone)]
+struct Move {
+    direction: Direction,
+    /// Windows since it was found.
+    age: i64,
+    /// Its kind, once decided (a level shift or trend break).
+    kind: Option<AlertKind>,
+    /// CUSUM for being back at the expectation rather than where the
+    /// move stood.
+    back: f64,
+    /// Where it stood over its last windows (log ratio to the
+    /// expectation), at least `delta` its way.
+    level: f64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Cell {
+    up: f64,
+    down: f64,
+    /// Decayed sums for theta: residual x expected lines, expected lines.
+    num: f64,
+    den: f64,
+    /// Decayed sum of quiet windows' squared Pearson residuals, and their
+    /// weight: the lines' dispersion over Poisson.
+    pearson: f64,
+    weight: f64,
+    learned: u32,
+    /// (lines, expected lines) of the last windows.
+    hist: VecDeque<(f64, f64)>,
+    moving: Option<Move>,
+    /// The last decided move's direction and kind, and windows since it
+    /// ended.
+    ended: Option<(Direction, AlertKind, i64)>,
+    last_ms: i64,
+}
+
+impl Cell {
+    /// The lines' variance over their mean (at least 1, Poisson's): a
+    /// category whose lines come in clumps scores each window's evidence
+    /// down by it.
+    fn dispersion(&self) -> f64 {
+        if self.weight >= 1.0 {
+            (self.pearson / self.weight).max(1.0)
+        } else {
+            1.0
+        }
+    }
+
+    fn theta(&self) -> f64 {
+        if self.den > 0.0 {
+            self.num / self.den
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The peer test's state: one cell per category and store.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    cells: FxHashMap<Arc<str>, Cell>,
+}
+
+/// Poisson log-likelihood ratio of `x` at `e * exp(delta)` against `e`.
+fn llr(x: f64, e: f64, delta: f64) -> f64 {
+    x * delta - e * delta.exp_m1()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Median polish of a rows x cols table (row-major): row and column
+/// effects whose sums leave each cell's residual.
+pub(crate) fn polish(table: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut r = table.to_vec();
+    let (mut a, mut b) = (vec![0.0; rows], vec![0.0; cols]);
+    let mut buf = Vec::with_capacity(rows.max(cols));
+    for _ in 0..POLISH_SWEEPS {
+        for (i, ai) in a.iter_mut().enumerate() {
+            buf.clear();
+            buf.extend_from_slice(&r[i * cols..(i + 1) * cols]);
+            let m = median(&mut buf);
+            *ai += m;
+            r[i * cols..(i + 1) * cols].iter_mut().for_each(|v| *v -= m);
+        }
+        for (j, bj) in b.iter_mut().enumerate() {
+            buf.clear();
+            buf.extend((0..rows).map(|i| r[i * cols + j]));
+            let m = median(&mut buf);
+            *bj += m;
+            (0..rows).for_each(|i| r[i * cols + j] -= m);
+        }
+    }
+    (a, b)
+}
+
+/// Log-likelihood of `hist` with expectations scaled by `m(i)`.
+fn loglik(hist: &[(f64, f64)], m: impl Fn(usize) -> f64) -> f64 {
+    hist.iter()
+        .enumerate()
+        .map(|(i, &(x, e))| {
+            let mu = (e * m(i)).max(1e-9);
+            x * mu.ln() - mu
+        })
+        .sum()
+}
+
+/// How much better a step than a ramp fits the cell's last windows
+/// (log-likelihood, each with its best start; positive: a step).
+pub(crate) fn step_margin(hist: &[(f64, f64)]) -> f64 {
+    let n = hist.len();
+    let (mut step, mut ramp) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for c in 0..n {
+        let (sx, se) = hist[c..]
+            .iter()
+            .fold((0.0, 0.0), |s, &(x, e)| (s.0 + x, s.1 + e));
+        let level = sx / se.max(1e-9);
+        step = step.max(loglik(hist, |i| if i < c { 1.0 } else { level }));
+        for k in (-40..=40).filter(|k| *k != 0) {
+            let slope = 0.005 * k as f64;
+            let m = |i: usize| {
+                if i < c {
+                    1.0
+                } else {
+                    (1.0 + slope * (i - c + 1) as f64).max(0.02)
+                }
+            };
+            ramp = ramp.max(loglik(hist, m));
+        }
+    }
+    step - ramp
+}
+
+impl Peers {
+    /// Test one window's cells (all of one window start), with the
+    /// CUSUM's shift `delta` (log) and threshold `h`.
+    pub(crate) fn observe(
+        &mut self,
+        cells: &[PeerCell<'_>],
+        at_ms: i64,
+        delta: f64,
+        h: f64,
+    ) -> PeerView {
+        let mut view = PeerView::default();
+        // The table: categories by stores; a cell with no forecast this
+        // window sold nothing.
+        let split = |k: &str| k.split_once('|').map(|(c, s)| (c.to_owned(), s.to_owned()));
+        let mut cats: Vec<String> = Vec::new();
+        let mut stores: Vec<String> = Vec::new();
+        let mut at = Vec::with_capacity(cells.len());
+        for c in cells {
+            let Some((cat, store)) = split(c.key) else {
+                at.push(None);
+                continue;
+            };
+            let ci = cats.iter().position(|x| *x == cat).unwrap_or_else(|| {
+                cats.push(cat);
+                cats.len() - 1
+            });
+            let si = stores.iter().position(|x| *x == store).unwrap_or_else(|| {
+                stores.push(store);
+                stores.len() - 1
+            });
+            at.push(Some((ci, si)));
+        }
+        let (rows, cols) = (cats.len(), stores.len());
+        if rows < 3 || cols < 3 {
+            return view;
+        }
+        let mut table = vec![0.5f64.ln(); rows * cols];
+        for (c, pos) in cells.iter().zip(&at) {
+            if let Some((i, j)) = pos {
+                table[i * cols + j] = (c.lines.max(0.0) + 0.5).ln();
+            }
+        }
+        let (a, b) = polish(&table, rows, cols);
+        for (c, pos) in cells.iter().zip(&at) {
+            let Some((i, j)) = *pos else { continue };
+            let cell = self.cells.entry(c.key.clone()).or_default();
+            if cell.last_ms >= at_ms && cell.learned > 0 {
+                continue; // a revision: the state moved on already
+            }
+            cell.last_ms = at_ms;
+            if let Some((d, kind, age)) = cell.ended.as_mut() {
+                *age += 1;
+                if *age <= END_GRACE {
+                    view.ended.push((c.idx, *d, *kind, *age));
+                } else {
+                    cell.ended = None;
+                }
+            }
+            let base = a[i] + b[j];
+            let e = (base + cell.theta()).exp();
+            if e < MIN_EXPECTED {
+                continue;
+            }
+            let x = c.lines.max(0.0);
+            let phi = cell.dispersion();
+            view.covered.push(c.idx);
+            cell.hist.push_back((x, e));
+            if cell.hist.len() > FIT_WINDOWS {
+                cell.hist.pop_front();
+            }
+            if cell.learned < LEARN_WINDOWS {
+                learn(cell, table[i * cols + j] - base, (x, e));
+                continue;
+            }
+            if let Some(m) = cell.moving.as_mut() {
+                m.age += 1;
+                // Evidence for being back at the expectation rather than
+                // where the move stood.
+                m.back = (m.back - llr(x, e, m.level) / phi).max(0.0);
+                let d = m.direction;
+                if m.kind.is_none() {
+                    if let Some(kind) = decide(cell, c.eligible) {
+                        view.calls.push((c.idx, kind, d, cell_score(cell)));
+                        if let Some(m) = cell.moving.as_mut() {
+                            m.kind = Some(kind);
+                        }
+                    }
+                }
+                let Some(m) = cell.moving.as_ref() else {
+                    continue;
+                };
+                if m.back > h {
+                    if let Some(kind) = m.kind {
+                        view.ended.push((c.idx, d, kind, 0));
+                        cell.ended = Some((d, kind, 0));
+                    }
+                    cell.moving = None;
+                } else if m.age >= SETTLE_WINDOWS {
+                    // The new normal: its own part is where it now stands.
+                    let (sx, se) = cell
+                        .hist
+                        .iter()
+                        .fold((0.0, 0.0), |s, p| (s.0 + p.0, s.1 + p.1));
+                    let shift = ((sx + 0.5) / (se + 0.5)).ln();
+                    let th = cell.theta() + shift;
+                    cell.num = th * cell.den.max(1.0);
+                    cell.den = cell.den.max(1.0);
+                    cell.moving = None;
+                } else {
+                    view.moving.push((c.idx, d, m.kind));
+                    // (Not while it may be ending: its last windows are
+                    // then no measure of where it stood.)
+                    let level = d.sign() * cell_score(cell).abs().max(delta);
+                    if let Some(m) = cell.moving.as_mut().filter(|m| m.back <= 0.0) {
+                        m.level = level;
+                    }
+                }
+                continue;
+            }
+            cell.up = (cell.up + llr(x, e, delta) / phi).max(0.0);
+            cell.down = (cell.down + llr(x, e, -delta) / phi).max(0.0);
+            let found = if cell.up > h {
+                Some(Direction::Up)
+            } else if cell.down > h {
+                Some(Direction::Down)
+            } else {
+                None
+            };
+            if let Some(direction) = found {
+                cell.up = 0.0;
+                cell.down = 0.0;
+                // A step told at once is left to the forecast's change
+                // detector to call (it does within a window or two); one
+                // told only later is called here.
+                let step = step_margin(cell.hist.make_contiguous()) >= STEP_MARGIN;
+                let kind = step.then_some(AlertKind::LevelShift);
+                cell.moving = Some(Move {
+                    direction,
+                    age: 0,
+                    kind,
+                    back: 0.0,
+                    level: direction.sign() * cell_score(cell).abs().max(delta),
+                });
+                view.moving.push((c.idx, direction, kind));
+            } else if cell.up < QUIET_CUSUM && cell.down < QUIET_CUSUM {
+                learn(cell, table[i * cols + j] - base, (x, e));
+            }
+        }
+        view
+    }
+
+    /// Forget cells not seen since `before_ms`.
+    pub(crate) fn prune(&mut self, before_ms: i64) {
+        self.cells.retain(|_, c| c.last_ms >= before_ms);
+    }
+}
+
+/// Learn a quiet window's own part of the cell, and its dispersion from
+/// its lines `x` against their expectation `e`.
+fn learn(cell: &mut Cell, resid: f64, (x, e): (f64, f64)) {
+    let keep = 1.0 - 1.0 / THETA_WINDOWS;
+    cell.num = cell.num * keep + resid * e;
+    cell.den = cell.den * keep + e;
+    cell.pearson = cell.pearson * keep + (x - e).powi(2) / e.max(1.0);
+    cell.weight = cell.weight * keep + 1.0;
+    cell.learned = cell.learned.saturating_add(1);
+}
+
+/// The kind of an undecided move, once the fit tells (or it has waited
+/// long enough); None: wait.
+fn decide(cell: &mut Cell, eligible: bool) -> Option<AlertKind> {
+    let age = cell.moving.as_ref()?.age;
+    let margin = step_margin(cell.hist.make_contiguous());
+    let kind = if margin >= STEP_MARGIN {
+        AlertKind::LevelShift
+    } else if margin <= -RAMP_MARGIN {
+        AlertKind::TrendBreak
+    } else if age >= DECIDE_WINDOWS {
+        if margin >= 0.0 {
+            AlertKind::LevelShift
+        } else {
+            AlertKind::TrendBreak
+        }
+    } else {
+        return None;
+    };
+    eligible.then_some(kind)
+}
+
+/// A call's move: the log ratio of the cell's lines to their expectation
+/// over its last few windows.
+fn cell_score(cell: &Cell) -> f64 {
+    let n = cell.hist.len().min(6);
+    let (sx, se) = cell
+        .hist
+        .iter()
+        .rev()
+        .take(n)
+        .fold((0.0, 0.0), |s, p| (s.0 + p.0, s.1 + p.1));
+    ((sx + 0.5) / (se + 0.5)).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Six categories in five stores: each cell's lines are its category's
+    /// weight times its store's times `scale`, with `shape(cat, store, w)`
+    /// multiplying cell by cell.
+    fn run(windows: i64, shape: impl Fn(usize, usize, i64) -> f64) -> Vec<(i64, PeerView)> {
+        let keys: Vec<Vec<Arc<str>>> = (0..6)
+            .map(|c| {
+                (0..5)
+                    .map(|s| Arc::from(format!("cat-{c}|store-{s}")))
+                    .collect()
+            })
+            .collect();
+        let mut peers = Peers::default();
+        (0..windows)
+            .map(|w| {
+                // A day's shape all stores share.
+                let scale = 1.0 + 0.5 * (w as f64 / 40.0).sin();
+                let cells: Vec<PeerCell> = (0..6)
+                    .flat_map(|c| (0..5).map(move |s| (c, s)))
+                    .enumerate()
+                    .map(|(idx, (c, s))| PeerCell {
+                        idx,
+                        key: &keys[c][s],
+                        lines: (40.0 * (1.0 + c as f64) / (1.0 + s as f64)
+                            * scale
+                            * shape(c, s, w))
+                        .round(),
+                        eligible: true,
+                    })
+                    .collect();
+                (w, peers.observe(&cells, w * 300_000, 0.2, 12.0))
+            })
+            .collect()
+    }
+
+    /// Index of cell (category, store) in `run`'s windows.
+    fn at(c: usize, s: usize) -> usize {
+        c * 5 + s
+    }
+
+    fn calls(views: &[(i64, PeerView)]) -> Vec<(i64, usize, AlertKind, Direction)> {
+        views
+            .iter()
+            .flat_map(|(w, v)| v.calls.iter().map(move |c| (*w, c.0, c.1, c.2)))
+            .collect()
+    }
+
+    #[test]
+    fn the_polish_leaves_one_cells_move_to_that_cell() {
+        // Rows times columns in logs, one cell four times its share.
+        let (rows, cols) = (5, 4);
+        let mut t: Vec<f64> = (0..rows * cols)
+            .map(|k| (k / cols) as f64 * 0.3 + (k % cols) as f64 * -0.2)
+            .collect();
+        t[2 * cols + 1] += 4f64.ln();
+        let (a, b) = polish(&t, rows, cols);
+        for k in 0..rows * cols {
+            let resid = t[k] - a[k / cols] - b[k % cols];
+            let want = if k == 2 * cols + 1 { 4f64.ln() } else { 0.0 };
+            assert!((resid - want).abs() < 1e-9, "cell {k}: {resid}");
+        }
+    }
+
+    #[test]
+    fn a_step_fits_as_a_step_and_a_climb_as_a_climb() {
+        let step: Vec<(f64, f64)> = (0..30)
+            .map(|i| (if i < 20 { 100.0 } else { 180.0 }, 100.0))
+            .collect();
+        assert!(step_margin(&step) >= STEP_MARGIN, "{}", step_margin(&step));
+        let climb: Vec<(f64, f64)> = (0..30)
+            .map(|i| (100.0 * (1.0 + 0.03 * (i as f64 - 17.0).max(0.0)), 100.0))
+            .collect();
+        assert!(
+            step_margin(&climb) <= -RAMP_MARGIN,
+            "{}",
+            step_margin(&climb)
+        );
+    }
+
+    #[test]
+    fn a_quiet_table_raises_nothing() {
+        let views = run(300, |_, _, _| 1.0);
+        assert!(calls(&views).is_empty());
+        assert!(views.iter().all(|(_, v)| v.moving.is_empty()));
+    }
+
+    #[test]
+    fn a_climb_of_one_category_in_one_store_is_one_trend_break() {
+        // cat-2 in store-1 climbs 3% of its level a window from window 100.
+        let views = run(200, |c, s, w| {
+            if (c, s) == (2, 1) && w >= 100 {
+                1.0 + 0.03 * (w - 99) as f64
+            } else {
+                1.0
+            }
+        });
+        let got = calls(&views);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let (w, idx, kind, d) = got[0];
+        assert_eq!(
+            (idx, kind, d),
+            (at(2, 1), AlertKind::TrendBreak, Direction::Up)
+        );
+        assert!((100..125).contains(&w), "called at {w}");
+    }
+
+    #[test]
+    fn a_step_of_one_cell_is_told_a_level_shift_at_once_and_its_end_ends_it() {
+        let views = run(260, |c, s, w| {
+            if (c, s) == (4, 3) && (100..200).contains(&w) {
+                0.5
+            } else {
+                1.0
+            }
+        });
+        // Told a step as soon as found (no call of its own: the
+        // forecast's change detector calls steps), or a window or two
+        // later (then called here).
+        let got = calls(&views);
+        assert!(got.len() <= 1, "{got:?}");
+        assert!(
+            got.iter().all(|c| (c.1, c.2, c.3)
+                == (at(4, 3), AlertKind::LevelShift, Direction::Down)
+                && (100..106).contains(&c.0)),
+            "{got:?}"
+        );
+        let found: Vec<(i64, Direction, Option<AlertKind>)> = views
+            .iter()
+            .flat_map(|(w, v)| {
+                v.moving
+                    .iter()
+                    .filter(|m| m.0 == at(4, 3))
+                    .map(move |m| (*w, m.1, m.2))
+            })
+            .collect();
+        assert!((100..106).contains(&found[0].0), "found at {}", found[0].0);
+        assert!(found.iter().all(|m| m.1 == Direction::Down));
+        assert_eq!(found.last().map(|m| m.2), Some(Some(AlertKind::LevelShift)));
+        let ended: Vec<i64> = views
+            .iter()
+            .filter(|(_, v)| v.ended.iter().any(|e| e.0 == at(4, 3) && e.3 == 0))
+            .map(|(w, _)| *w)
+            .collect();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert!((200..203).contains(&ended[0]), "ended at {}", ended[0]);
+    }
+
+    #[test]
+    fn a_store_or_a_category_moving_as_a_whole_is_no_cells_move() {
+        // store-2 doubles from window 100, cat-5 halves everywhere from 150.
+        let views = run(260, |c, s, w| {
+            let store = if s == 2 && w >= 100 { 2.0 } else { 1.0 };
+            let cat = if c == 5 && w >= 150 { 0.5 } else { 1.0 };
+            store * cat
+        });
+        assert!(calls(&views).is_empty(), "{:?}", calls(&views));
+    }
+}
