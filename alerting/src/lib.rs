@@ -968,7 +968,7 @@ impl Alerting {
             })
             .collect();
         let view = self.peers.observe(&cells, at, delta, h);
-        let covered: FxHashSet<usize> = view.covered.iter().copied().collect();
+        let covered: FxHashMap<usize, Option<Direction>> = view.covered.iter().copied().collect();
         // The climbs and slides it called, by series key, and those that
         // ended within a few windows.
         let climbs: FxHashMap<Arc<str>, Direction> = view
@@ -986,7 +986,16 @@ impl Alerting {
         // The test calls a covered category's trend breaks; steps stay
         // the forecast's change detector's to call (it calls them within
         // a window or two).
-        cands.retain(|c| !(covered.contains(&c.idx) && c.kind == AlertKind::TrendBreak));
+        // A level shift against the day before stands there only where
+        // the peers lean its way too (the day before held its own news).
+        cands.retain(|c| match covered.get(&c.idx) {
+            None => true,
+            Some(lean) => match c.kind {
+                AlertKind::TrendBreak => false,
+                AlertKind::LevelShift if c.trend.is_some() => *lean == Some(c.direction),
+                _ => true,
+            },
+        });
         // A spike, drop or step the climb's way, or the other way as it
         // ends, is part of it; so is a step or climb of a SKU of the
         // category.

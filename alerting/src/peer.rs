@@ -65,6 +65,8 @@ const LEARN_WINDOWS: u32 = 12;
 const MIN_EXPECTED: f64 = 3.0;
 /// CUSUM values below this count as nothing going on (theta learns).
 const QUIET_CUSUM: f64 = 2.0;
+/// Share of `h` a CUSUM must hold for the cell's evidence to lean its way.
+pub(crate) const LEANS: f64 = 0.25;
 /// Windows after a move's end during which a step back is its end.
 pub(crate) const END_GRACE: i64 = 3;
 /// Sweeps of the median polish.
@@ -89,9 +91,10 @@ pub(crate) struct PeerCell<'a> {
 pub(crate) struct PeerView {
     /// Moves called this window: (group index, kind, direction, score).
     pub calls: Vec<(usize, AlertKind, Direction, f64)>,
-    /// Cells the test covers this window (their forecast level shifts and
-    /// trend breaks defer to it).
-    pub covered: Vec<usize>,
+    /// Cells the test covers this window (their forecast trend breaks
+    /// defer to it), and the direction its evidence leans, if it holds
+    /// at least [`LEANS`] of `h` that way or a move goes on that way.
+    pub covered: Vec<(usize, Option<Direction>)>,
     /// Cells in a move, its direction, and its kind once decided.
     pub moving: Vec<(usize, Direction, Option<AlertKind>)>,
     /// Cells whose decided move ended within the last [`END_GRACE`]
@@ -304,7 +307,8 @@ impl Peers {
             }
             let x = c.lines.max(0.0);
             let phi = cell.dispersion();
-            view.covered.push(c.idx);
+            let covered = view.covered.len();
+            view.covered.push((c.idx, None));
             cell.hist.push_back((x, e));
             if cell.hist.len() > FIT_WINDOWS {
                 cell.hist.pop_front();
@@ -314,6 +318,7 @@ impl Peers {
                 continue;
             }
             if let Some(m) = cell.moving.as_mut() {
+                view.covered[covered].1 = Some(m.direction);
                 m.age += 1;
                 // Evidence for being back at the expectation rather than
                 // where the move stood.
@@ -360,6 +365,13 @@ impl Peers {
             }
             cell.up = (cell.up + llr(x, e, delta) / phi).max(0.0);
             cell.down = (cell.down + llr(x, e, -delta) / phi).max(0.0);
+            view.covered[covered].1 = if cell.up >= LEANS * h && cell.up >= cell.down {
+                Some(Direction::Up)
+            } else if cell.down >= LEANS * h {
+                Some(Direction::Down)
+            } else {
+                None
+            };
             let found = if cell.up > h {
                 Some(Direction::Up)
             } else if cell.down > h {
