@@ -1020,10 +1020,7 @@ impl Alerting {
                 c.silent = true;
             }
         }
-        for &(idx, kind, direction, moved) in &view.calls {
-            if kind != AlertKind::TrendBreak {
-                continue;
-            }
+        for &(idx, direction, moved) in &view.calls {
             let f = group[idx];
             let cover = self
                 .series
@@ -1033,7 +1030,7 @@ impl Alerting {
             let call = Candidate {
                 cover,
                 peer: Some(moved),
-                ..Candidate::plain(idx, kind, direction, moved.abs())
+                ..Candidate::plain(idx, AlertKind::TrendBreak, direction, moved.abs())
             };
             // (An outage stays one: a drop to zero is no climb.)
             match cands.iter_mut().find(|c| c.idx == idx) {
@@ -1431,8 +1428,8 @@ impl Alerting {
                 i64::from(n) * (f.window_end_ms - f.window_start_ms) / 60_000
             )
         });
-        // A move measured against the category's peers.
-        let day_before = day_before.or_else(|| {
+        // ...or against the category's peers.
+        let measured = day_before.or_else(|| {
             c.peer.map(|moved| {
                 format!(
                     ": {}% {} than the category in the other stores and the store's other categories make usual",
@@ -1444,7 +1441,7 @@ impl Alerting {
         if c.kind == AlertKind::LevelShift {
             explanation.push_str("; level shifted ");
             explanation.push_str(c.direction.as_str());
-            explanation.push_str(day_before.as_deref().unwrap_or(""));
+            explanation.push_str(measured.as_deref().unwrap_or(""));
         }
         if c.kind == AlertKind::PatternChange {
             explanation.push_str(&format!(
@@ -1454,7 +1451,7 @@ impl Alerting {
                 if c.direction == Direction::Up { "higher" } else { "lower" }
             ));
         }
-        if let (AlertKind::TrendBreak, Some(text)) = (c.kind, &day_before) {
+        if let (AlertKind::TrendBreak, Some(text)) = (c.kind, &measured) {
             explanation.push_str("; trending ");
             explanation.push_str(c.direction.as_str());
             explanation.push_str(text);

@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::series::median;
 use crate::{AlertKind, Direction};
 
 /// Windows of the cell's history the step-or-ramp fit looks at (a trend
@@ -79,8 +80,7 @@ pub(crate) struct PeerCell<'a> {
     pub idx: usize,
     /// `<category>|<store>`.
     pub key: &'a Arc<str>,
-    /// Order lines in the window (SKUs alerted on their own counted at
-    /// their expectation).
+    /// Order lines in the window.
     pub lines: f64,
     /// Whether it may raise a call (history, level).
     pub eligible: bool,
@@ -89,8 +89,9 @@ pub(crate) struct PeerCell<'a> {
 /// What the peer test says of a window.
 #[derive(Debug, Default)]
 pub(crate) struct PeerView {
-    /// Moves called this window: (group index, kind, direction, score).
-    pub calls: Vec<(usize, AlertKind, Direction, f64)>,
+    /// Climbs and slides called this window: (group index, direction,
+    /// the move's log ratio, see [`moved`]).
+    pub calls: Vec<(usize, Direction, f64)>,
     /// Cells the test covers this window (their forecast trend breaks
     /// defer to it), and the direction its evidence leans, if it holds
     /// at least [`LEANS`] of `h` that way or a move goes on that way.
@@ -170,16 +171,6 @@ fn llr(x: f64, e: f64, delta: f64) -> f64 {
     x * delta - e * delta.exp_m1()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Median polish of a rows x cols table (row-major): row and column
 /// effects whose sums leave each cell's residual.
 pub(crate) fn polish(table: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) {
@@ -243,8 +234,9 @@ pub(crate) fn step_margin(hist: &[(f64, f64)]) -> f64 {
 }
 
 impl Peers {
-    /// Test one window's cells (all of one window start), with the
-    /// CUSUM's shift `delta` (log) and threshold `h`.
+    /// Test one window's cells (all of one window start, first emissions
+    /// only: a revision would count twice), with the CUSUM's shift
+    /// `delta` (log) and threshold `h`.
     pub(crate) fn observe(
         &mut self,
         cells: &[PeerCell<'_>],
@@ -255,12 +247,11 @@ impl Peers {
         let mut view = PeerView::default();
         // The table: categories by stores; a cell with no forecast this
         // window sold nothing.
-        let split = |k: &str| k.split_once('|').map(|(c, s)| (c.to_owned(), s.to_owned()));
-        let mut cats: Vec<String> = Vec::new();
-        let mut stores: Vec<String> = Vec::new();
+        let mut cats: Vec<&str> = Vec::new();
+        let mut stores: Vec<&str> = Vec::new();
         let mut at = Vec::with_capacity(cells.len());
         for c in cells {
-            let Some((cat, store)) = split(c.key) else {
+            let Some((cat, store)) = c.key.split_once('|') else {
                 at.push(None);
                 continue;
             };
@@ -288,9 +279,6 @@ impl Peers {
         for (c, pos) in cells.iter().zip(&at) {
             let Some((i, j)) = *pos else { continue };
             let cell = self.cells.entry(c.key.clone()).or_default();
-            if cell.last_ms >= at_ms && cell.learned > 0 {
-                continue; // a revision: the state moved on already
-            }
             cell.last_ms = at_ms;
             if let Some((d, kind, age)) = cell.ended.as_mut() {
                 *age += 1;
@@ -326,7 +314,9 @@ impl Peers {
                 let d = m.direction;
                 if m.kind.is_none() {
                     if let Some(kind) = decide(cell, c.eligible) {
-                        view.calls.push((c.idx, kind, d, cell_score(cell)));
+                        if kind == AlertKind::TrendBreak {
+                            view.calls.push((c.idx, d, moved(&cell.hist, 6)));
+                        }
                         if let Some(m) = cell.moving.as_mut() {
                             m.kind = Some(kind);
                         }
@@ -343,12 +333,7 @@ impl Peers {
                     cell.moving = None;
                 } else if m.age >= SETTLE_WINDOWS {
                     // The new normal: its own part is where it now stands.
-                    let (sx, se) = cell
-                        .hist
-                        .iter()
-                        .fold((0.0, 0.0), |s, p| (s.0 + p.0, s.1 + p.1));
-                    let shift = ((sx + 0.5) / (se + 0.5)).ln();
-                    let th = cell.theta() + shift;
+                    let th = cell.theta() + moved(&cell.hist, FIT_WINDOWS);
                     cell.num = th * cell.den.max(1.0);
                     cell.den = cell.den.max(1.0);
                     cell.moving = None;
@@ -356,7 +341,7 @@ impl Peers {
                     view.moving.push((c.idx, d, m.kind));
                     // (Not while it may be ending: its last windows are
                     // then no measure of where it stood.)
-                    let level = d.sign() * cell_score(cell).abs().max(delta);
+                    let level = stood(cell, d, delta);
                     if let Some(m) = cell.moving.as_mut().filter(|m| m.back <= 0.0) {
                         m.level = level;
                     }
@@ -382,9 +367,9 @@ impl Peers {
             if let Some(direction) = found {
                 cell.up = 0.0;
                 cell.down = 0.0;
-                // A step told at once is left to the forecast's change
-                // detector to call (it does within a window or two); one
-                // told only later is called here.
+                // Steps are the forecast's change detector's to call (it
+                // does within a window or two); only climbs and slides are
+                // called here.
                 let step = step_margin(cell.hist.make_contiguous()) >= STEP_MARGIN;
                 let kind = step.then_some(AlertKind::LevelShift);
                 cell.moving = Some(Move {
@@ -392,7 +377,7 @@ impl Peers {
                     age: 0,
                     kind,
                     back: 0.0,
-                    level: direction.sign() * cell_score(cell).abs().max(delta),
+                    level: stood(cell, direction, delta),
                 });
                 view.moving.push((c.idx, direction, kind));
             } else if cell.up < QUIET_CUSUM && cell.down < QUIET_CUSUM {
@@ -440,17 +425,21 @@ fn decide(cell: &mut Cell, eligible: bool) -> Option<AlertKind> {
     eligible.then_some(kind)
 }
 
-/// A call's move: the log ratio of the cell's lines to their expectation
-/// over its last few windows.
-fn cell_score(cell: &Cell) -> f64 {
-    let n = cell.hist.len().min(6);
-    let (sx, se) = cell
-        .hist
+/// A move: the log ratio of a cell's lines to their expectation over its
+/// last `n` windows of `hist`.
+fn moved(hist: &VecDeque<(f64, f64)>, n: usize) -> f64 {
+    let (sx, se) = hist
         .iter()
         .rev()
         .take(n)
         .fold((0.0, 0.0), |s, p| (s.0 + p.0, s.1 + p.1));
     ((sx + 0.5) / (se + 0.5)).ln()
+}
+
+/// Where a move `d` stands: its last few windows' log ratio, at least
+/// `delta` its way.
+fn stood(cell: &Cell, d: Direction, delta: f64) -> f64 {
+    d.sign() * moved(&cell.hist, 6).abs().max(delta)
 }
 
 #[cfg(test)]
@@ -499,7 +488,11 @@ mod tests {
     fn calls(views: &[(i64, PeerView)]) -> Vec<(i64, usize, AlertKind, Direction)> {
         views
             .iter()
-            .flat_map(|(w, v)| v.calls.iter().map(move |c| (*w, c.0, c.1, c.2)))
+            .flat_map(|(w, v)| {
+                v.calls
+                    .iter()
+                    .map(move |c| (*w, c.0, AlertKind::TrendBreak, c.1))
+            })
             .collect()
     }
 

@@ -251,14 +251,14 @@ pub(crate) fn root_causes(
         // against the same category elsewhere and its store's other
         // categories, see `peer`): a burst of one SKU is over in a few
         // windows, and the SKUs that climb with it are its share.
-        let peers_own = |_: usize| cands[ci].peer.is_some();
+        let peers_own = cands[ci].peer.is_some();
         if let Some(k) = best.filter(|&k| {
             deviation(k) >= share * deviation(ci)
                 && !rest_moved(k)
                 && !mute(k)
                 && !promoted(k)
                 && !within_own(k)
-                && !peers_own(k)
+                && !peers_own
         }) {
             deferred[ci] = true;
             let mut chain = explains.remove(&ci).unwrap_or_default();
