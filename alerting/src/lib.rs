@@ -232,6 +232,9 @@ pub struct Alerting {
     promoted: promoted::Promoted,
     /// Each category in each store against its peers (see `peer`).
     peers: peer::Peers,
+    /// Each SKU in each store against the same SKU in the other stores,
+    /// through the store effects of the category table.
+    sku_peers: peer::Peers,
     /// ln of the normal tail at `z-threshold` (the per-series false-alarm chance).
     ln_tail: f64,
 }
@@ -297,6 +300,7 @@ impl Alerting {
             scratch: Vec::new(),
             promoted: promoted::Promoted::default(),
             peers: peer::Peers::default(),
+            sku_peers: peer::Peers::default(),
         })
     }
 
@@ -356,6 +360,7 @@ impl Alerting {
         self.series.retain(|_, s| s.last_start >= stale);
         self.promoted.prune(stale.div_euclid(w));
         self.peers.prune(stale);
+        self.sku_peers.prune(stale);
     }
 
     /// Verdict for one forecast, updating the series' detector state for a
@@ -954,21 +959,28 @@ impl Alerting {
             return Vec::new();
         }
         let cfg = &self.cfg;
-        let cells: Vec<peer::PeerCell> = group
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.level == Level::CategoryStore && f.revision == 0)
-            .map(|(idx, f)| peer::PeerCell {
-                idx,
-                key: &f.key,
-                lines: f.actual.lines as f64,
-                eligible: f.expected.is_some()
-                    && f.level >= cfg.min_level
-                    && f.history_windows >= cfg.min_history_windows,
-            })
-            .collect();
+        let cells_of = |level: Level| -> Vec<peer::PeerCell> {
+            group
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.level == level && f.revision == 0)
+                .map(|(idx, f)| peer::PeerCell {
+                    idx,
+                    key: &f.key,
+                    lines: f.actual.lines as f64,
+                    eligible: f.expected.is_some()
+                        && f.level >= cfg.min_level
+                        && f.history_windows >= cfg.min_history_windows,
+                })
+                .collect()
+        };
+        let cells = cells_of(Level::CategoryStore);
         let view = self.peers.observe(&cells, at, delta, h);
-        let covered: FxHashMap<usize, Option<Direction>> = view.covered.iter().copied().collect();
+        let skus =
+            self.sku_peers
+                .observe_within(&cells_of(Level::SkuStore), &view.stores, at, (delta, h));
+        let covered: FxHashMap<usize, Option<Direction>> =
+            view.covered.iter().chain(&skus.covered).copied().collect();
         // The climbs and slides it called, by series key, and those that
         // ended within a few windows.
         let climbs: FxHashMap<Arc<str>, Direction> = view
@@ -986,13 +998,15 @@ impl Alerting {
         // The test calls a covered category's trend breaks; steps stay
         // the forecast's change detector's to call (it calls them within
         // a window or two).
-        // A level shift against the day before stands there only where
-        // the peers lean its way too (the day before held its own news).
+        // A level shift (of a category, or of a SKU) stands there only
+        // where the peers lean its way too: a move the same category or
+        // SKU made in every store is its promotion or its time of day,
+        // and the day before may have held its own news.
         cands.retain(|c| match covered.get(&c.idx) {
             None => true,
             Some(lean) => match c.kind {
-                AlertKind::TrendBreak => false,
-                AlertKind::LevelShift if c.trend.is_some() => *lean == Some(c.direction),
+                AlertKind::TrendBreak => group[c.idx].level != Level::CategoryStore,
+                AlertKind::LevelShift => *lean == Some(c.direction),
                 _ => true,
             },
         });

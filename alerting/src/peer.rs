@@ -34,7 +34,13 @@
 //! covers: a climb is a few percent a window, inside a forecast band for
 //! many windows, while against its peers the category's every window
 //! counts. Steps stay the forecast's change detector's to call (a step
-//! stands out of the band at once).
+//! stands out of the band at once), but a category's level shift stands
+//! only where this test leans its way.
+//!
+//! SKUs in stores go through the same test against the same SKU in the
+//! other stores ([`Peers::observe_within`]), with the store effects of
+//! the category table: a SKU moving in every store is its promotion, not
+//! its step, and a SKU's level shift too stands only where that leans.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -101,6 +107,8 @@ pub(crate) struct PeerView {
     /// Cells whose decided move ended within the last [`END_GRACE`]
     /// windows: its direction and kind, and windows since (0: this one).
     pub ended: Vec<(usize, Direction, AlertKind, i64)>,
+    /// The store effects of the window's table (log), by store.
+    pub stores: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -276,115 +284,180 @@ impl Peers {
             }
         }
         let (a, b) = polish(&table, rows, cols);
+        view.stores = stores
+            .iter()
+            .map(|s| s.to_string())
+            .zip(b.iter().copied())
+            .collect();
         for (c, pos) in cells.iter().zip(&at) {
             let Some((i, j)) = *pos else { continue };
-            let cell = self.cells.entry(c.key.clone()).or_default();
-            cell.last_ms = at_ms;
-            if let Some((d, kind, age)) = cell.ended.as_mut() {
-                *age += 1;
-                if *age <= END_GRACE {
-                    view.ended.push((c.idx, *d, *kind, *age));
-                } else {
-                    cell.ended = None;
-                }
-            }
-            let base = a[i] + b[j];
-            let e = (base + cell.theta()).exp();
-            if e < MIN_EXPECTED {
-                continue;
-            }
-            let x = c.lines.max(0.0);
-            let phi = cell.dispersion();
-            let covered = view.covered.len();
-            view.covered.push((c.idx, None));
-            cell.hist.push_back((x, e));
-            if cell.hist.len() > FIT_WINDOWS {
-                cell.hist.pop_front();
-            }
-            if cell.learned < LEARN_WINDOWS {
-                learn(cell, table[i * cols + j] - base, (x, e));
-                continue;
-            }
-            if let Some(m) = cell.moving.as_mut() {
-                view.covered[covered].1 = Some(m.direction);
-                m.age += 1;
-                // Evidence for being back at the expectation rather than
-                // where the move stood.
-                m.back = (m.back - llr(x, e, m.level) / phi).max(0.0);
-                let d = m.direction;
-                if m.kind.is_none() {
-                    if let Some(kind) = decide(cell, c.eligible) {
-                        if kind == AlertKind::TrendBreak {
-                            view.calls.push((c.idx, d, moved(&cell.hist, 6)));
-                        }
-                        if let Some(m) = cell.moving.as_mut() {
-                            m.kind = Some(kind);
-                        }
-                    }
-                }
-                let Some(m) = cell.moving.as_ref() else {
-                    continue;
-                };
-                if m.back > h {
-                    if let Some(kind) = m.kind {
-                        view.ended.push((c.idx, d, kind, 0));
-                        cell.ended = Some((d, kind, 0));
-                    }
-                    cell.moving = None;
-                } else if m.age >= SETTLE_WINDOWS {
-                    // The new normal: its own part is where it now stands.
-                    let th = cell.theta() + moved(&cell.hist, FIT_WINDOWS);
-                    cell.num = th * cell.den.max(1.0);
-                    cell.den = cell.den.max(1.0);
-                    cell.moving = None;
-                } else {
-                    view.moving.push((c.idx, d, m.kind));
-                    // (Not while it may be ending: its last windows are
-                    // then no measure of where it stood.)
-                    let level = stood(cell, d, delta);
-                    if let Some(m) = cell.moving.as_mut().filter(|m| m.back <= 0.0) {
-                        m.level = level;
-                    }
-                }
-                continue;
-            }
-            cell.up = (cell.up + llr(x, e, delta) / phi).max(0.0);
-            cell.down = (cell.down + llr(x, e, -delta) / phi).max(0.0);
-            view.covered[covered].1 = if cell.up >= LEANS * h && cell.up >= cell.down {
-                Some(Direction::Up)
-            } else if cell.down >= LEANS * h {
-                Some(Direction::Down)
-            } else {
-                None
-            };
-            let found = if cell.up > h {
-                Some(Direction::Up)
-            } else if cell.down > h {
-                Some(Direction::Down)
-            } else {
-                None
-            };
-            if let Some(direction) = found {
-                cell.up = 0.0;
-                cell.down = 0.0;
-                // Steps are the forecast's change detector's to call (it
-                // does within a window or two); only climbs and slides are
-                // called here.
-                let step = step_margin(cell.hist.make_contiguous()) >= STEP_MARGIN;
-                let kind = step.then_some(AlertKind::LevelShift);
-                cell.moving = Some(Move {
-                    direction,
-                    age: 0,
-                    kind,
-                    back: 0.0,
-                    level: stood(cell, direction, delta),
-                });
-                view.moving.push((c.idx, direction, kind));
-            } else if cell.up < QUIET_CUSUM && cell.down < QUIET_CUSUM {
-                learn(cell, table[i * cols + j] - base, (x, e));
-            }
+            let own = table[i * cols + j] - a[i] - b[j];
+            self.test(&mut view, c, (a[i] + b[j], own), at_ms, (delta, h), true);
         }
         view
+    }
+
+    /// Test one window's cells of a finer table (SKUs by stores, keys
+    /// `<sku>|<store>`) against the store effects `stores` of the same
+    /// window's category table: each row's effect is the median over its
+    /// stores of its log lines less the store's effect. Lean only: its
+    /// moves are not told steps from climbs, and it calls nothing.
+    pub(crate) fn observe_within(
+        &mut self,
+        cells: &[PeerCell<'_>],
+        stores: &[(String, f64)],
+        at_ms: i64,
+        (delta, h): (f64, f64),
+    ) -> PeerView {
+        let mut view = PeerView::default();
+        // Each cell's log lines less its store's effect, by row.
+        let mut rows: FxHashMap<&str, Vec<(usize, f64)>> = FxHashMap::default();
+        for (n, c) in cells.iter().enumerate() {
+            let Some((row, store)) = c.key.split_once('|') else {
+                continue;
+            };
+            let Some(&(_, b)) = stores.iter().find(|(s, _)| s == store) else {
+                continue;
+            };
+            rows.entry(row)
+                .or_default()
+                .push((n, (c.lines.max(0.0) + 0.5).ln() - b));
+        }
+        let mut buf = Vec::new();
+        let mut tested: Vec<(usize, f64, f64)> = Vec::new();
+        for row in rows.values().filter(|r| r.len() >= 3) {
+            buf.clear();
+            buf.extend(row.iter().map(|r| r.1));
+            let a = median(&mut buf);
+            tested.extend(row.iter().map(|&(n, v)| (n, a, v - a)));
+        }
+        // (In the cells' order, so the view is too.)
+        tested.sort_by_key(|t| t.0);
+        for (n, a, own) in tested {
+            let c = &cells[n];
+            let (_, store) = c.key.split_once('|').unwrap_or_default();
+            let b = stores.iter().find(|(s, _)| s == store).map_or(0.0, |s| s.1);
+            self.test(&mut view, c, (a + b, own), at_ms, (delta, h), false);
+        }
+        view
+    }
+
+    /// One cell's window: `base` its peers' effects (log), `own` what is
+    /// its own this window; `classify`: tell a move's steps from climbs.
+    fn test(
+        &mut self,
+        view: &mut PeerView,
+        c: &PeerCell<'_>,
+        (base, own): (f64, f64),
+        at_ms: i64,
+        (delta, h): (f64, f64),
+        classify: bool,
+    ) {
+        let cell = self.cells.entry(c.key.clone()).or_default();
+        cell.last_ms = at_ms;
+        if let Some((d, kind, age)) = cell.ended.as_mut() {
+            *age += 1;
+            if *age <= END_GRACE {
+                view.ended.push((c.idx, *d, *kind, *age));
+            } else {
+                cell.ended = None;
+            }
+        }
+        let e = (base + cell.theta()).exp();
+        if e < MIN_EXPECTED {
+            return;
+        }
+        let x = c.lines.max(0.0);
+        let phi = cell.dispersion();
+        let covered = view.covered.len();
+        view.covered.push((c.idx, None));
+        cell.hist.push_back((x, e));
+        if cell.hist.len() > FIT_WINDOWS {
+            cell.hist.pop_front();
+        }
+        if cell.learned < LEARN_WINDOWS {
+            learn(cell, own, (x, e));
+            return;
+        }
+        if let Some(m) = cell.moving.as_mut() {
+            view.covered[covered].1 = Some(m.direction);
+            m.age += 1;
+            // Evidence for being back at the expectation rather than
+            // where the move stood.
+            m.back = (m.back - llr(x, e, m.level) / phi).max(0.0);
+            let d = m.direction;
+            if m.kind.is_none() {
+                if let Some(kind) = decide(cell, c.eligible) {
+                    if kind == AlertKind::TrendBreak {
+                        view.calls.push((c.idx, d, moved(&cell.hist, 6)));
+                    }
+                    if let Some(m) = cell.moving.as_mut() {
+                        m.kind = Some(kind);
+                    }
+                }
+            }
+            let Some(m) = cell.moving.as_ref() else {
+                return;
+            };
+            if m.back > h {
+                if let Some(kind) = m.kind {
+                    view.ended.push((c.idx, d, kind, 0));
+                    cell.ended = Some((d, kind, 0));
+                }
+                cell.moving = None;
+            } else if m.age >= SETTLE_WINDOWS {
+                // The new normal: its own part is where it now stands.
+                let th = cell.theta() + moved(&cell.hist, FIT_WINDOWS);
+                cell.num = th * cell.den.max(1.0);
+                cell.den = cell.den.max(1.0);
+                cell.moving = None;
+            } else {
+                view.moving.push((c.idx, d, m.kind));
+                // (Not while it may be ending: its last windows are
+                // then no measure of where it stood.)
+                let level = stood(cell, d, delta);
+                if let Some(m) = cell.moving.as_mut().filter(|m| m.back <= 0.0) {
+                    m.level = level;
+                }
+            }
+            return;
+        }
+        cell.up = (cell.up + llr(x, e, delta) / phi).max(0.0);
+        cell.down = (cell.down + llr(x, e, -delta) / phi).max(0.0);
+        view.covered[covered].1 = if cell.up >= LEANS * h && cell.up >= cell.down {
+            Some(Direction::Up)
+        } else if cell.down >= LEANS * h {
+            Some(Direction::Down)
+        } else {
+            None
+        };
+        let found = if cell.up > h {
+            Some(Direction::Up)
+        } else if cell.down > h {
+            Some(Direction::Down)
+        } else {
+            None
+        };
+        if let Some(direction) = found {
+            cell.up = 0.0;
+            cell.down = 0.0;
+            // Steps are the forecast's change detector's to call (it
+            // does within a window or two); only climbs and slides are
+            // called here.
+            // (Unclassified, any move stands as a step.)
+            let step = !classify || step_margin(cell.hist.make_contiguous()) >= STEP_MARGIN;
+            let kind = step.then_some(AlertKind::LevelShift);
+            cell.moving = Some(Move {
+                direction,
+                age: 0,
+                kind,
+                back: 0.0,
+                level: stood(cell, direction, delta),
+            });
+            view.moving.push((c.idx, direction, kind));
+        } else if cell.up < QUIET_CUSUM && cell.down < QUIET_CUSUM {
+            learn(cell, own, (x, e));
+        }
     }
 
     /// Forget cells not seen since `before_ms`.
@@ -605,5 +678,55 @@ mod tests {
             store * cat
         });
         assert!(calls(&views).is_empty(), "{:?}", calls(&views));
+    }
+
+    #[test]
+    fn a_sku_leans_on_its_own_move_not_on_its_move_in_every_store() {
+        // Four SKUs in five stores whose traffic differs: sku-0 doubles in
+        // every store from window 100 (a promotion), sku-2 in store-3
+        // only from window 150.
+        let stores: Vec<(String, f64)> = (0..5)
+            .map(|s| (format!("store-{s}"), -(s as f64) * 0.2))
+            .collect();
+        let keys: Vec<Vec<Arc<str>>> = (0..4)
+            .map(|k| {
+                (0..5)
+                    .map(|s| Arc::from(format!("sku-{k}|store-{s}")))
+                    .collect()
+            })
+            .collect();
+        let mut peers = Peers::default();
+        let mut lean = Vec::new();
+        for w in 0..200 {
+            let cells: Vec<PeerCell> = (0..4)
+                .flat_map(|k| (0..5).map(move |s| (k, s)))
+                .enumerate()
+                .map(|(idx, (k, s))| {
+                    let promo = if k == 0 && w >= 100 { 2.0 } else { 1.0 };
+                    let own = if (k, s) == (2, 3) && w >= 150 {
+                        2.0
+                    } else {
+                        1.0
+                    };
+                    PeerCell {
+                        idx,
+                        key: &keys[k][s],
+                        lines: (100.0 / (1.0 + k as f64) * stores[s].1.exp() * promo * own).round(),
+                        eligible: true,
+                    }
+                })
+                .collect();
+            let v = peers.observe_within(&cells, &stores, w * 300_000, (0.2, 12.0));
+            assert!(v.calls.is_empty());
+            lean.extend(v.covered.iter().filter_map(|c| c.1.map(|d| (w, c.0, d))));
+        }
+        // Only sku-2 in store-3 leans, up, from a window or two after 150.
+        assert!(!lean.is_empty());
+        assert!(
+            lean.iter()
+                .all(|&(w, idx, d)| idx == 2 * 5 + 3 && d == Direction::Up && w >= 150),
+            "{lean:?}"
+        );
+        assert!(lean[0].0 <= 152, "{lean:?}");
     }
 }
