@@ -1053,6 +1053,8 @@ impl Alerting {
                 None => cands.push(call),
             }
         }
+        let steps = self.peer_steps(group, &view, &skus, cands);
+        cands.extend(steps);
         // Root-cause grouping reads candidates in the group's order.
         cands.sort_by_key(|c| c.idx);
         view.ended
@@ -1060,6 +1062,74 @@ impl Alerting {
             .filter(|e| e.2 == AlertKind::TrendBreak && e.3 == 0)
             .map(|e| (e.0, e.1))
             .collect()
+    }
+
+    /// Level shifts the peer test finds that nothing else called (a
+    /// category halving at night, within the forecast's wide band while
+    /// the forecast follows it): a step as far as [`peer::ALONE_MIN`]
+    /// from the peers, that the series' own forecast confirms (its units
+    /// over the windows since the step began off the forecast the same
+    /// way, by at least [`peer::FORECAST_SHARE`] of that and
+    /// `ALONE_MIN`), on a series with no level shift or trend break its
+    /// way called since, no candidate of its own, not moving with
+    /// another's alert, and no SKU of it moving its way (a SKU's spike or
+    /// outage is the SKU's).
+    fn peer_steps(
+        &self,
+        group: &[&Forecast],
+        view: &peer::PeerView,
+        skus: &peer::PeerView,
+        cands: &[Candidate],
+    ) -> Vec<Candidate> {
+        let mut steps = Vec::new();
+        for &(idx, direction, (level, since), age) in &view.steps {
+            let f = group[idx];
+            let w = f.window_end_ms - f.window_start_ms;
+            let Some(st) = self.series.get(&(f.level, f.key.clone())) else {
+                continue;
+            };
+            // (Since the windows the step was fitted on, before it was
+            // found.)
+            let called = st.shifted.as_ref().is_some_and(|s| {
+                s.alert.direction == direction
+                    && s.alert.window_start_ms
+                        >= f.window_start_ms - (age + peer::FIT_WINDOWS as i64) * w
+            });
+            let with_another = st.excursion.is_some_and(|x| x.cover != Cover::None);
+            let own_or_a_skus = skus
+                .moving
+                .iter()
+                .map(|m| (m.0, m.1))
+                .chain(cands.iter().map(|c| (c.idx, c.direction)))
+                .any(|(k, d)| {
+                    k == idx
+                        || (d == direction
+                            && group[k].level == Level::SkuStore
+                            && group[k].parent.as_ref() == Some(&f.key))
+                });
+            if called || with_another || own_or_a_skus || level.abs() < peer::ALONE_MIN {
+                continue;
+            }
+            // The forecast's view over the windows since the step began
+            // (at most the deviations the series keeps).
+            let (sy, sp) = st
+                .recent
+                .iter()
+                .rev()
+                .take(since.max(1))
+                .fold((0.0, 0.0), |a, d| {
+                    (a.0 + f64::from(d.dev + d.p50), a.1 + f64::from(d.p50))
+                });
+            let off = log_ratio(sy, sp) * direction.sign();
+            if off < (peer::FORECAST_SHARE * level.abs()).max(peer::ALONE_MIN) {
+                continue;
+            }
+            steps.push(Candidate {
+                peer: Some(level),
+                ..Candidate::plain(idx, AlertKind::LevelShift, direction, level.abs())
+            });
+        }
+        steps
     }
 
     /// The trend break the peer test called on `f`'s series, `resolved`,

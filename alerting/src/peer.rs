@@ -35,7 +35,9 @@
 //! many windows, while against its peers the category's every window
 //! counts. Steps stay the forecast's change detector's to call (a step
 //! stands out of the band at once), but a category's level shift stands
-//! only where this test leans its way.
+//! only where this test leans its way. A step found here that nothing
+//! else called, and that the series' own forecast confirms, is called
+//! by the alerting stage as a level shift (see [`ALONE_MIN`]).
 //!
 //! SKUs in stores go through the same test against the same SKU in the
 //! other stores ([`Peers::observe_within`]), with the store effects of
@@ -52,7 +54,7 @@ use crate::{AlertKind, Direction};
 
 /// Windows of the cell's history the step-or-ramp fit looks at (a trend
 /// break's climb is called about ten windows in).
-const FIT_WINDOWS: usize = 40;
+pub(crate) const FIT_WINDOWS: usize = 40;
 /// How much better (log-likelihood) a step must fit than a ramp for a
 /// level shift to be called at once.
 const STEP_MARGIN: f64 = 5.0;
@@ -72,6 +74,12 @@ const LEARN_WINDOWS: u32 = 12;
 const MIN_EXPECTED: f64 = 3.0;
 /// CUSUM values below this count as nothing going on (theta learns).
 const QUIET_CUSUM: f64 = 2.0;
+/// How far (log) a step the peer test alone calls must stand from the
+/// peers, and from the series' own forecast (about 1.35x, or 0.74x).
+pub(crate) const ALONE_MIN: f64 = 0.3;
+/// The share of the step's size from the peers that the series' own
+/// forecast must see too, for the peer test to call it alone.
+pub(crate) const FORECAST_SHARE: f64 = 0.5;
 /// Share of `h` a CUSUM must hold for the cell's evidence to lean its way.
 pub(crate) const LEANS: f64 = 0.25;
 /// Windows after a move's end during which a step back is its end.
@@ -109,6 +117,9 @@ pub(crate) struct PeerView {
     pub ended: Vec<(usize, Direction, AlertKind, i64)>,
     /// The store effects of the window's table (log), by store.
     pub stores: Vec<(String, f64)>,
+    /// Steps told this window: (group index, direction, the best step's
+    /// level (log ratio from its start), windows since it was found).
+    pub steps: Vec<(usize, Direction, (f64, usize), i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +250,23 @@ pub(crate) fn step_margin(hist: &[(f64, f64)]) -> f64 {
         }
     }
     step - ramp
+}
+
+/// The level (log ratio) after the best-fitting step's start, and the
+/// windows since that start.
+pub(crate) fn step_level(hist: &[(f64, f64)]) -> (f64, usize) {
+    let mut best = (f64::NEG_INFINITY, 0.0, 0);
+    for c in 0..hist.len() {
+        let (sx, se) = hist[c..]
+            .iter()
+            .fold((0.0, 0.0), |s, &(x, e)| (s.0 + x, s.1 + e));
+        let level = sx / se.max(1e-9);
+        let ll = loglik(hist, |i| if i < c { 1.0 } else { level });
+        if ll > best.0 {
+            best = (ll, level.max(1e-9).ln(), hist.len() - c);
+        }
+    }
+    (best.1, best.2)
 }
 
 impl Peers {
@@ -390,6 +418,10 @@ impl Peers {
                 if let Some(kind) = decide(cell, c.eligible) {
                     if kind == AlertKind::TrendBreak {
                         view.calls.push((c.idx, d, moved(&cell.hist, 6)));
+                    } else if classify {
+                        let age = cell.moving.as_ref().map_or(0, |m| m.age);
+                        view.steps
+                            .push((c.idx, d, step_level(cell.hist.make_contiguous()), age));
                     }
                     if let Some(m) = cell.moving.as_mut() {
                         m.kind = Some(kind);
@@ -447,6 +479,10 @@ impl Peers {
             // (Unclassified, any move stands as a step.)
             let step = !classify || step_margin(cell.hist.make_contiguous()) >= STEP_MARGIN;
             let kind = step.then_some(AlertKind::LevelShift);
+            if step && classify && c.eligible {
+                view.steps
+                    .push((c.idx, direction, step_level(cell.hist.make_contiguous()), 0));
+            }
             cell.moving = Some(Move {
                 direction,
                 age: 0,
@@ -660,6 +696,16 @@ mod tests {
         assert!((100..106).contains(&found[0].0), "found at {}", found[0].0);
         assert!(found.iter().all(|m| m.1 == Direction::Down));
         assert_eq!(found.last().map(|m| m.2), Some(Some(AlertKind::LevelShift)));
+        // The step is reported once, with its size and start.
+        let steps: Vec<(i64, usize, Direction, (f64, usize))> = views
+            .iter()
+            .flat_map(|(w, v)| v.steps.iter().map(move |s| (*w, s.0, s.1, s.2)))
+            .collect();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        let (w, idx, d, (level, since)) = steps[0];
+        assert_eq!((idx, d), (at(4, 3), Direction::Down));
+        assert!((level - 0.5f64.ln()).abs() < 0.1, "{level}");
+        assert_eq!(w + 1 - since as i64, 100, "{steps:?}");
         let ended: Vec<i64> = views
             .iter()
             .filter(|(_, v)| v.ended.iter().any(|e| e.0 == at(4, 3) && e.3 == 0))
