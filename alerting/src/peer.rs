@@ -24,7 +24,9 @@
 //! windows better than a straight climb or slide from some window on (a
 //! trend break), by [`STEP_MARGIN`] in log-likelihood; a climb when the
 //! ramp fits better by [`RAMP_MARGIN`]; undecided, the call waits for more
-//! windows, at most [`DECIDE_WINDOWS`]. A move ends when a CUSUM for the
+//! windows, at most [`DECIDE_WINDOWS`]; a step that a ramp fits better
+//! later, within [`RECONSIDER_WINDOWS`], is a climb after all (a climb's
+//! noisy first windows can look like a step). A move ends when a CUSUM for the
 //! cell being back at its expectation, rather than where the move stood,
 //! passes `peer-h`; one that lasts [`SETTLE_WINDOWS`] is the cell's new
 //! normal.
@@ -63,6 +65,9 @@ const RAMP_MARGIN: f64 = 1.0;
 /// Windows an undecided move waits before it is called by whichever fits
 /// better.
 const DECIDE_WINDOWS: i64 = 16;
+/// Windows a move told a step is fitted again (a climb's length): one
+/// that a ramp then fits better is a climb after all.
+const RECONSIDER_WINDOWS: i64 = 36;
 /// Windows after which a move that has not ended is the cell's new
 /// normal (a day of 5-minute windows).
 const SETTLE_WINDOWS: i64 = 288;
@@ -427,6 +432,17 @@ impl Peers {
                         m.kind = Some(kind);
                     }
                 }
+            } else if classify
+                && m.kind == Some(AlertKind::LevelShift)
+                && m.age <= RECONSIDER_WINDOWS
+                && c.eligible
+                && step_margin(cell.hist.make_contiguous()) <= -RAMP_MARGIN
+            {
+                // A step that keeps climbing is a climb.
+                view.calls.push((c.idx, d, moved(&cell.hist, 6)));
+                if let Some(m) = cell.moving.as_mut() {
+                    m.kind = Some(AlertKind::TrendBreak);
+                }
             }
             let Some(m) = cell.moving.as_ref() else {
                 return;
@@ -713,6 +729,34 @@ mod tests {
             .collect();
         assert_eq!(ended.len(), 1, "{ended:?}");
         assert!((200..203).contains(&ended[0]), "ended at {}", ended[0]);
+    }
+
+    #[test]
+    fn a_step_that_keeps_climbing_is_a_climb() {
+        // cat-1 in store-2 steps to 2x at window 100, holds there for
+        // twelve windows, then climbs 10% of its level a window.
+        let views = run(200, |c, s, w| {
+            if (c, s) == (1, 2) && w >= 100 {
+                2.0 + 0.1 * (w - 112).max(0) as f64
+            } else {
+                1.0
+            }
+        });
+        let kinds: Vec<(i64, Option<AlertKind>)> = views
+            .iter()
+            .flat_map(|(w, v)| {
+                v.moving
+                    .iter()
+                    .filter(|m| m.0 == at(1, 2))
+                    .map(move |m| (*w, m.2))
+            })
+            .collect();
+        let first = kinds.iter().find_map(|k| k.1);
+        assert_eq!(first, Some(AlertKind::LevelShift), "{kinds:?}");
+        let got = calls(&views);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].1, got[0].3), (at(1, 2), Direction::Up));
+        assert!((112..136).contains(&got[0].0), "called at {}", got[0].0);
     }
 
     #[test]
