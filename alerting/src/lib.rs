@@ -997,7 +997,8 @@ impl Alerting {
             .collect();
         // The test calls a covered category's trend breaks; steps stay
         // the forecast's change detector's to call (it calls them within
-        // a window or two).
+        // a window or two), but for those nothing else called (see
+        // `peer_steps`).
         // A level shift (of a category, or of a SKU) stands there only
         // where the peers lean its way too: a move the same category or
         // SKU made in every store is its promotion or its time of day,
@@ -1096,7 +1097,8 @@ impl Alerting {
                         >= f.window_start_ms - (age + peer::FIT_WINDOWS as i64) * w
             });
             let with_another = st.excursion.is_some_and(|x| x.cover != Cover::None);
-            let own_or_a_skus = skus
+            // Its own candidate, or a SKU of it moving its way.
+            let explained = skus
                 .moving
                 .iter()
                 .map(|m| (m.0, m.1))
@@ -1107,7 +1109,7 @@ impl Alerting {
                             && group[k].level == Level::SkuStore
                             && group[k].parent.as_ref() == Some(&f.key))
                 });
-            if called || with_another || own_or_a_skus || level.abs() < peer::ALONE_MIN {
+            if called || with_another || explained || level.abs() < peer::ALONE_MIN {
                 continue;
             }
             // The forecast's view over the windows since the step began

@@ -122,8 +122,10 @@ pub(crate) struct PeerView {
     pub ended: Vec<(usize, Direction, AlertKind, i64)>,
     /// The store effects of the window's table (log), by store.
     pub stores: Vec<(String, f64)>,
-    /// Steps told this window: (group index, direction, the best step's
-    /// level (log ratio from its start), windows since it was found).
+    /// Steps told this window (of a table whose moves are classified):
+    /// (group index, direction, (the best-fitting step's level as a log
+    /// ratio, windows since that step's start), windows since the move
+    /// was found).
     pub steps: Vec<(usize, Direction, (f64, usize), i64)>,
 }
 
@@ -343,8 +345,9 @@ impl Peers {
         (delta, h): (f64, f64),
     ) -> PeerView {
         let mut view = PeerView::default();
-        // Each cell's log lines less its store's effect, by row.
-        let mut rows: FxHashMap<&str, Vec<(usize, f64)>> = FxHashMap::default();
+        // Each cell's log lines less its store's effect, and that effect,
+        // by row.
+        let mut rows: FxHashMap<&str, Vec<(usize, f64, f64)>> = FxHashMap::default();
         for (n, c) in cells.iter().enumerate() {
             let Some((row, store)) = c.key.split_once('|') else {
                 continue;
@@ -354,7 +357,7 @@ impl Peers {
             };
             rows.entry(row)
                 .or_default()
-                .push((n, (c.lines.max(0.0) + 0.5).ln() - b));
+                .push((n, (c.lines.max(0.0) + 0.5).ln() - b, b));
         }
         let mut buf = Vec::new();
         let mut tested: Vec<(usize, f64, f64)> = Vec::new();
@@ -362,15 +365,12 @@ impl Peers {
             buf.clear();
             buf.extend(row.iter().map(|r| r.1));
             let a = median(&mut buf);
-            tested.extend(row.iter().map(|&(n, v)| (n, a, v - a)));
+            tested.extend(row.iter().map(|&(n, v, b)| (n, a + b, v - a)));
         }
         // (In the cells' order, so the view is too.)
         tested.sort_by_key(|t| t.0);
-        for (n, a, own) in tested {
-            let c = &cells[n];
-            let (_, store) = c.key.split_once('|').unwrap_or_default();
-            let b = stores.iter().find(|(s, _)| s == store).map_or(0.0, |s| s.1);
-            self.test(&mut view, c, (a + b, own), at_ms, (delta, h), false);
+        for (n, base, own) in tested {
+            self.test(&mut view, &cells[n], (base, own), at_ms, (delta, h), false);
         }
         view
     }
@@ -571,17 +571,22 @@ fn stood(cell: &Cell, d: Direction, delta: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Keys `<row>-<r>|store-<s>` of a rows x stores table.
+    fn grid(row: &str, rows: usize, stores: usize) -> Vec<Vec<Arc<str>>> {
+        (0..rows)
+            .map(|r| {
+                (0..stores)
+                    .map(|s| Arc::from(format!("{row}-{r}|store-{s}")))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Six categories in five stores: each cell's lines are its category's
     /// weight times its store's times `scale`, with `shape(cat, store, w)`
     /// multiplying cell by cell.
     fn run(windows: i64, shape: impl Fn(usize, usize, i64) -> f64) -> Vec<(i64, PeerView)> {
-        let keys: Vec<Vec<Arc<str>>> = (0..6)
-            .map(|c| {
-                (0..5)
-                    .map(|s| Arc::from(format!("cat-{c}|store-{s}")))
-                    .collect()
-            })
-            .collect();
+        let keys = grid("cat", 6, 5);
         let mut peers = Peers::default();
         (0..windows)
             .map(|w| {
@@ -778,13 +783,7 @@ mod tests {
         let stores: Vec<(String, f64)> = (0..5)
             .map(|s| (format!("store-{s}"), -(s as f64) * 0.2))
             .collect();
-        let keys: Vec<Vec<Arc<str>>> = (0..4)
-            .map(|k| {
-                (0..5)
-                    .map(|s| Arc::from(format!("sku-{k}|store-{s}")))
-                    .collect()
-            })
-            .collect();
+        let keys = grid("sku", 4, 5);
         let mut peers = Peers::default();
         let mut lean = Vec::new();
         for w in 0..200 {
