@@ -979,8 +979,6 @@ impl Alerting {
         let skus =
             self.sku_peers
                 .observe_within(&cells_of(Level::SkuStore), &view.stores, at, (delta, h));
-        let covered: FxHashMap<usize, Option<Direction>> =
-            view.covered.iter().chain(&skus.covered).copied().collect();
         // The climbs and slides it called, by series key, and those that
         // ended within a few windows.
         let climbs: FxHashMap<Arc<str>, Direction> = view
@@ -1003,11 +1001,11 @@ impl Alerting {
         // where the peers lean its way too: a move the same category or
         // SKU made in every store is its promotion or its time of day,
         // and the day before may have held its own news.
-        cands.retain(|c| match covered.get(&c.idx) {
+        cands.retain(|c| match view.lean(c.idx).or_else(|| skus.lean(c.idx)) {
             None => true,
             Some(lean) => match c.kind {
                 AlertKind::TrendBreak => group[c.idx].level != Level::CategoryStore,
-                AlertKind::LevelShift => *lean == Some(c.direction),
+                AlertKind::LevelShift => lean == Some(c.direction),
                 _ => true,
             },
         });

@@ -112,8 +112,9 @@ pub(crate) struct PeerView {
     /// the move's log ratio, see [`moved`]).
     pub calls: Vec<(usize, Direction, f64)>,
     /// Cells the test covers this window (their forecast trend breaks
-    /// defer to it), and the direction its evidence leans, if it holds
-    /// at least [`LEANS`] of `h` that way or a move goes on that way.
+    /// defer to it), in the group's order, and the direction its evidence
+    /// leans, if it holds at least [`LEANS`] of `h` that way or a move
+    /// goes on that way.
     pub covered: Vec<(usize, Option<Direction>)>,
     /// Cells in a move, its direction, and its kind once decided.
     pub moving: Vec<(usize, Direction, Option<AlertKind>)>,
@@ -163,6 +164,18 @@ struct Cell {
     /// ended.
     ended: Option<(Direction, AlertKind, i64)>,
     last_ms: i64,
+}
+
+impl PeerView {
+    /// Whether the test covers the series at group index `idx` this
+    /// window (None if not), and the way its evidence leans.
+    pub(crate) fn lean(&self, idx: usize) -> Option<Option<Direction>> {
+        // (Covered cells are in the group's order.)
+        self.covered
+            .binary_search_by_key(&idx, |c| c.0)
+            .ok()
+            .map(|k| self.covered[k].1)
+    }
 }
 
 impl Cell {
@@ -233,17 +246,40 @@ fn loglik(hist: &[(f64, f64)], m: impl Fn(usize) -> f64) -> f64 {
         .sum()
 }
 
-/// How much better a step than a ramp fits the cell's last windows
-/// (log-likelihood, each with its best start; positive: a step).
-pub(crate) fn step_margin(hist: &[(f64, f64)]) -> f64 {
-    let n = hist.len();
-    let (mut step, mut ramp) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
-    for c in 0..n {
+/// How the cell's last windows fit a step against a ramp.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fit {
+    /// How much better (log-likelihood) the best step fits than the best
+    /// ramp, each with its best start; positive: a step.
+    pub margin: f64,
+    /// The best step's level after its start (log ratio).
+    pub level: f64,
+    /// Windows since the best step's start.
+    pub since: usize,
+}
+
+/// The best step of `hist`: its log-likelihood, level (log ratio) and
+/// windows since its start.
+fn best_step(hist: &[(f64, f64)]) -> (f64, f64, usize) {
+    let mut best = (f64::NEG_INFINITY, 0.0, 0);
+    for c in 0..hist.len() {
         let (sx, se) = hist[c..]
             .iter()
             .fold((0.0, 0.0), |s, &(x, e)| (s.0 + x, s.1 + e));
         let level = sx / se.max(1e-9);
-        step = step.max(loglik(hist, |i| if i < c { 1.0 } else { level }));
+        let ll = loglik(hist, |i| if i < c { 1.0 } else { level });
+        if ll > best.0 {
+            best = (ll, level.max(1e-9).ln(), hist.len() - c);
+        }
+    }
+    best
+}
+
+/// The log-likelihood of the best ramp of `hist` (a straight climb or
+/// slide from its best start).
+fn best_ramp(hist: &[(f64, f64)]) -> f64 {
+    let mut ramp = f64::NEG_INFINITY;
+    for c in 0..hist.len() {
         for k in (-40..=40).filter(|k| *k != 0) {
             let slope = 0.005 * k as f64;
             let m = |i: usize| {
@@ -256,24 +292,17 @@ pub(crate) fn step_margin(hist: &[(f64, f64)]) -> f64 {
             ramp = ramp.max(loglik(hist, m));
         }
     }
-    step - ramp
+    ramp
 }
 
-/// The level (log ratio) after the best-fitting step's start, and the
-/// windows since that start.
-pub(crate) fn step_level(hist: &[(f64, f64)]) -> (f64, usize) {
-    let mut best = (f64::NEG_INFINITY, 0.0, 0);
-    for c in 0..hist.len() {
-        let (sx, se) = hist[c..]
-            .iter()
-            .fold((0.0, 0.0), |s, &(x, e)| (s.0 + x, s.1 + e));
-        let level = sx / se.max(1e-9);
-        let ll = loglik(hist, |i| if i < c { 1.0 } else { level });
-        if ll > best.0 {
-            best = (ll, level.max(1e-9).ln(), hist.len() - c);
-        }
+/// The step-or-ramp fit of the cell's last windows.
+pub(crate) fn fit(hist: &[(f64, f64)]) -> Fit {
+    let (step, level, since) = best_step(hist);
+    Fit {
+        margin: step - best_ramp(hist),
+        level,
+        since,
     }
-    (best.1, best.2)
 }
 
 impl Peers {
@@ -420,13 +449,12 @@ impl Peers {
             m.back = (m.back - llr(x, e, m.level) / phi).max(0.0);
             let d = m.direction;
             if m.kind.is_none() {
-                if let Some(kind) = decide(cell, c.eligible) {
+                if let Some((kind, fit)) = decide(cell, c.eligible) {
                     if kind == AlertKind::TrendBreak {
                         view.calls.push((c.idx, d, moved(&cell.hist, 6)));
                     } else if classify {
                         let age = cell.moving.as_ref().map_or(0, |m| m.age);
-                        view.steps
-                            .push((c.idx, d, step_level(cell.hist.make_contiguous()), age));
+                        view.steps.push((c.idx, d, (fit.level, fit.since), age));
                     }
                     if let Some(m) = cell.moving.as_mut() {
                         m.kind = Some(kind);
@@ -436,7 +464,7 @@ impl Peers {
                 && m.kind == Some(AlertKind::LevelShift)
                 && m.age <= RECONSIDER_WINDOWS
                 && c.eligible
-                && step_margin(cell.hist.make_contiguous()) <= -RAMP_MARGIN
+                && fit(cell.hist.make_contiguous()).margin <= -RAMP_MARGIN
             {
                 // A step that keeps climbing is a climb.
                 view.calls.push((c.idx, d, moved(&cell.hist, 6)));
@@ -493,11 +521,11 @@ impl Peers {
             // does within a window or two); only climbs and slides are
             // called here.
             // (Unclassified, any move stands as a step.)
-            let step = !classify || step_margin(cell.hist.make_contiguous()) >= STEP_MARGIN;
+            let fit = classify.then(|| fit(cell.hist.make_contiguous()));
+            let step = fit.is_none_or(|f| f.margin >= STEP_MARGIN);
             let kind = step.then_some(AlertKind::LevelShift);
-            if step && classify && c.eligible {
-                view.steps
-                    .push((c.idx, direction, step_level(cell.hist.make_contiguous()), 0));
+            if let Some(f) = fit.filter(|_| step && c.eligible) {
+                view.steps.push((c.idx, direction, (f.level, f.since), 0));
             }
             cell.moving = Some(Move {
                 direction,
@@ -530,10 +558,11 @@ fn learn(cell: &mut Cell, resid: f64, (x, e): (f64, f64)) {
 }
 
 /// The kind of an undecided move, once the fit tells (or it has waited
-/// long enough); None: wait.
-fn decide(cell: &mut Cell, eligible: bool) -> Option<AlertKind> {
+/// long enough), and the fit; None: wait.
+fn decide(cell: &mut Cell, eligible: bool) -> Option<(AlertKind, Fit)> {
     let age = cell.moving.as_ref()?.age;
-    let margin = step_margin(cell.hist.make_contiguous());
+    let fit = fit(cell.hist.make_contiguous());
+    let margin = fit.margin;
     let kind = if margin >= STEP_MARGIN {
         AlertKind::LevelShift
     } else if margin <= -RAMP_MARGIN {
@@ -547,7 +576,7 @@ fn decide(cell: &mut Cell, eligible: bool) -> Option<AlertKind> {
     } else {
         return None;
     };
-    eligible.then_some(kind)
+    eligible.then_some((kind, fit))
 }
 
 /// A move: the log ratio of a cell's lines to their expectation over its
@@ -647,15 +676,11 @@ mod tests {
         let step: Vec<(f64, f64)> = (0..30)
             .map(|i| (if i < 20 { 100.0 } else { 180.0 }, 100.0))
             .collect();
-        assert!(step_margin(&step) >= STEP_MARGIN, "{}", step_margin(&step));
+        assert!(fit(&step).margin >= STEP_MARGIN, "{:?}", fit(&step));
         let climb: Vec<(f64, f64)> = (0..30)
             .map(|i| (100.0 * (1.0 + 0.03 * (i as f64 - 17.0).max(0.0)), 100.0))
             .collect();
-        assert!(
-            step_margin(&climb) <= -RAMP_MARGIN,
-            "{}",
-            step_margin(&climb)
-        );
+        assert!(fit(&climb).margin <= -RAMP_MARGIN, "{:?}", fit(&climb));
     }
 
     #[test]

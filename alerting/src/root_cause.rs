@@ -253,12 +253,12 @@ pub(crate) fn root_causes(
         // windows, and the SKUs that climb with it are its share.
         let peers_own = cands[ci].peer.is_some();
         if let Some(k) = best.filter(|&k| {
-            deviation(k) >= share * deviation(ci)
+            !peers_own
+                && deviation(k) >= share * deviation(ci)
                 && !rest_moved(k)
                 && !mute(k)
                 && !promoted(k)
                 && !within_own(k)
-                && !peers_own
         }) {
             deferred[ci] = true;
             let mut chain = explains.remove(&ci).unwrap_or_default();
