@@ -237,6 +237,69 @@ pub struct Alerting {
     sku_peers: peer::Peers,
     /// ln of the normal tail at `z-threshold` (the per-series false-alarm chance).
     ln_tail: f64,
+    /// SKUs in stores whose outage goes on (see [`Outages`]).
+    outages: Outages,
+}
+
+/// SKUs in stores at zero in an outage that goes on: the SKU, its
+/// category in its store, when its outage began and the units it was
+/// expected to sell then. After a few windows of zeros a SKU's windows
+/// stop (`stream-core` fills zeros only for series that sold in most of
+/// their last windows), so its category is left with the missing units
+/// and no child to show where they went. An entry ends when the SKU
+/// sells again, or after `level-shift-memory-windows` (at most a period:
+/// a SKU delisted for good, its category's new level is then its own).
+#[derive(Debug, Default)]
+struct Outages(FxHashMap<Arc<str>, Out>);
+
+/// One SKU's outage that goes on (see [`Outages`]).
+#[derive(Debug)]
+struct Out {
+    /// Its category in its store.
+    category: Arc<str>,
+    /// The start of its first window at zero.
+    since_ms: i64,
+    /// The units it was expected to sell in that window.
+    expected: f64,
+}
+
+impl Outages {
+    /// Follow this window's SKUs: an outage begins or goes on with a drop
+    /// to zero candidate, and ends with units sold.
+    fn follow(&mut self, group: &[&Forecast], cands: &[Candidate], memory_ms: i64) {
+        for c in cands.iter().filter(|c| c.kind == AlertKind::DropToZero) {
+            let f = group[c.idx];
+            if let (Level::SkuStore, Some(parent), 0) = (f.level, &f.parent, f.revision) {
+                self.0.entry(f.key.clone()).or_insert_with(|| Out {
+                    category: parent.clone(),
+                    since_ms: f.window_start_ms,
+                    expected: e_p50(f),
+                });
+            }
+        }
+        if self.0.is_empty() {
+            return;
+        }
+        let Some(now) = group.first().map(|f| f.window_start_ms) else {
+            return;
+        };
+        for f in group {
+            if f.level == Level::SkuStore && f.actual.units > 0 && f.revision == 0 {
+                self.0.remove(&f.key);
+            }
+        }
+        self.0.retain(|_, o| now - o.since_ms <= memory_ms);
+    }
+
+    /// The units expected of `category`'s SKUs whose outage goes on (0
+    /// when none is out).
+    fn missing(&self, category: &str) -> f64 {
+        self.0
+            .values()
+            .filter(|o| *o.category == *category)
+            .map(|o| o.expected)
+            .sum()
+    }
 }
 
 impl Alerting {
@@ -290,6 +353,7 @@ impl Alerting {
         }
         Ok(Alerting {
             ln_tail: tails::normal_sf_ln(cfg.z_threshold),
+            outages: Outages::default(),
             cfg,
             last: FxHashMap::default(),
             incident: FxHashMap::default(),
@@ -791,6 +855,8 @@ impl Alerting {
                 cands.push(c);
             }
         }
+        let memory = group.first().map_or(0, |f| self.shift_memory_ms(f));
+        self.outages.follow(group, &cands, memory);
         let ended = self.peer_test(group, &mut cands);
         self.retract_revised(group, &cands, out);
         // Root cause: index candidates by their nearest ancestor that is a
@@ -1107,7 +1173,14 @@ impl Alerting {
                             && group[k].level == Level::SkuStore
                             && group[k].parent.as_ref() == Some(&f.key))
                 });
-            if called || with_another || explained || level.abs() < peer::ALONE_MIN {
+            // A SKU of it out of stock (its windows stopped) that accounts
+            // for at least half of the step down: the SKU's outage, which
+            // its drop to zero told.
+            let out = self.outages.missing(&f.key);
+            let outage = direction == Direction::Down
+                && out > 0.0
+                && (out / e_p50(f).max(1.0)).ln_1p() >= OUTAGE_SHARE * level.abs();
+            if called || with_another || explained || outage || level.abs() < peer::ALONE_MIN {
                 continue;
             }
             // The forecast's view over the windows since the step began
@@ -1644,6 +1717,10 @@ const TREND_BACK_MAX: f64 = 3.0;
 /// about as much, while one SKU's burst lifting its store leaves the other
 /// categories where they were.
 const MOVED_WITH_SHARE: f64 = 0.5;
+/// The share of a category's step down (log ratios) the units of its SKUs
+/// in an outage that goes on must account for to make the step theirs
+/// (see `Outages`).
+const OUTAGE_SHARE: f64 = 0.5;
 
 /// The ancestors of `f`'s series, nearest first: the parent its forecast
 /// names, then up through `parent_of` (a window's [`parents`]).

@@ -3293,3 +3293,87 @@ fn an_echo_above_hides_no_child_that_moved_twice_as_far() {
         "{cat:?} {got:#?}"
     );
 }
+
+/// Four categories in four stores selling about 60 lines a window, a
+/// best seller of `c0` selling 30 of them in every store, each series
+/// forecast by the mean of its windows three to five before (a forecast
+/// that follows a step a few windows late; the category's band wide, as
+/// at night). From window 300, `c0|s0` sells 30: `outage` is whether its
+/// best seller sold none (three zero windows, then none at all, as
+/// `stream-core` stops filling a series that stopped), or kept selling
+/// while the rest of the category halved. The alerts of `c0|s0` and of
+/// the best seller there, by kind and window.
+fn category_down_by_half(outage: bool) -> Vec<(AlertKind, &'static str, i64)> {
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut past: FxHashMap<String, std::collections::VecDeque<i64>> = FxHashMap::default();
+    let mut got = Vec::new();
+    for i in 0..420i64 {
+        let t = i * 60_000;
+        let mut fs = Vec::new();
+        for (c, s) in (0..4).flat_map(|c| (0..4).map(move |s| (c, s))) {
+            let cat = format!("c{c}|s{s}");
+            let y = 60 + wobble(i + 5 * c + 11 * s);
+            let sku_y = 30 + wobble(i + 3 * c + 7 * s) / 2;
+            let (y, sku_y) = match (&*cat, i >= 300) {
+                ("c0|s0", true) if outage => (y - sku_y, (i < 303).then_some(0)),
+                ("c0|s0", true) => (y / 2, Some(sku_y)),
+                _ => (y, Some(sku_y)),
+            };
+            let mut push = |level, key: String, parent: String, y: i64, wide: bool| {
+                let h = past.entry(key.clone()).or_insert_with(|| [y; 5].into());
+                let m = h.iter().take(3).sum::<i64>() as f64 / 3.0;
+                h.pop_front();
+                h.push_back(y);
+                let (lo, hi) = if wide { (0.4, 1.6) } else { (0.75, 1.25) };
+                let mut f = node(level, &key, Some(&parent), t, y, m);
+                f.expected = Some(HorizonPoint {
+                    start_ms: t,
+                    end_ms: t + 60_000,
+                    p10: lo * m,
+                    p50: m,
+                    p90: hi * m,
+                });
+                fs.push(f);
+            };
+            push(Level::CategoryStore, cat.clone(), format!("s{s}"), y, true);
+            if c == 0 {
+                if let Some(sku_y) = sku_y {
+                    push(Level::SkuStore, format!("k0|s{s}"), cat, sku_y, false);
+                }
+            }
+        }
+        for x in a.process(&fs) {
+            let who = match (x.level, &*x.key) {
+                (Level::CategoryStore, "c0|s0") => "category",
+                (Level::SkuStore, "k0|s0") => "sku",
+                _ => continue,
+            };
+            got.push((x.kind, who, i));
+        }
+    }
+    got
+}
+
+#[test]
+fn a_categorys_step_down_while_its_best_seller_is_out_is_the_outages() {
+    // The best seller's outage is one drop to zero, and its category's
+    // step down, still there once the SKU's windows stopped, is no level
+    // shift of its own.
+    let out = category_down_by_half(true);
+    assert!(
+        out.contains(&(AlertKind::DropToZero, "sku", 300)),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|x| x.1 == "category" && x.0 == AlertKind::LevelShift),
+        "{out:?}"
+    );
+    // The same step with the best seller selling on is the category's.
+    let own = category_down_by_half(false);
+    assert!(
+        own.iter()
+            .any(|x| x.1 == "category" && x.0 == AlertKind::LevelShift),
+        "{own:?}"
+    );
+}
