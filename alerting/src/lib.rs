@@ -429,7 +429,12 @@ impl Alerting {
 
     /// Verdict for one forecast, updating the series' detector state for a
     /// first emission (a revision is re-scored against the state as is).
-    fn candidate(&mut self, idx: usize, f: &Forecast, level_z: f64) -> Option<Candidate> {
+    fn candidate(
+        &mut self,
+        idx: usize,
+        f: &Forecast,
+        (level_z, peer_z): (f64, Option<f64>),
+    ) -> Option<Candidate> {
         let e = f.expected?;
         let y = f.actual.units as f64;
         let r = y - e.p50;
@@ -457,6 +462,11 @@ impl Alerting {
         let margin = cfg.band_margin * width;
         let eligible = f.level >= cfg.min_level && f.history_windows >= cfg.min_history_windows;
         let z_ok = |z: Option<f64>| z.is_none_or(|z| z.abs() >= cfg.z_threshold);
+        // A SKU's lines that far from what the same SKU in the other
+        // stores makes expected (see `peer::PeerView::surprise`) count as
+        // its score too: its own residuals, promotions among them, can
+        // scale a 5x burst at night down below the threshold.
+        let peer_past = |d: Direction, bar: f64| peer_z.is_some_and(|p| p * d.sign() >= bar);
         // Promotions explain a move up: most lines on promotion, or more
         // than usual and the units outside promotion lines no more than
         // usual (one promoted best seller lifting its category). Units are
@@ -533,9 +543,15 @@ impl Alerting {
             Some((AlertKind::DropToZero, Direction::Down, 0.0))
         } else if y <= 0.0 && (single_ok || run_ok) && st.zero_rate <= ZERO_RATE_MAX {
             Some((AlertKind::DropToZero, Direction::Down, e.p10 / width))
-        } else if far(Direction::Up) && y - e.p90 >= cfg.min_units_outside && z_ok(z) {
+        } else if far(Direction::Up)
+            && y - e.p90 >= cfg.min_units_outside
+            && (z_ok(z) || peer_past(Direction::Up, cfg.z_threshold))
+        {
             Some(out_verdict(Direction::Up))
-        } else if far(Direction::Down) && e.p10 - y >= cfg.min_units_outside && z_ok(z) {
+        } else if far(Direction::Down)
+            && e.p10 - y >= cfg.min_units_outside
+            && (z_ok(z) || peer_past(Direction::Down, cfg.z_threshold))
+        {
             Some(out_verdict(Direction::Down))
         } else {
             None
@@ -632,7 +648,8 @@ impl Alerting {
                     },
                     // Past the series' own threshold but not its level's.
                     weak: matches!(kind, AlertKind::Spike | AlertKind::Drop)
-                        && z.is_some_and(|z| z.abs() < level_z),
+                        && z.is_some_and(|z| z.abs() < level_z)
+                        && !peer_past(direction, level_z),
                     lean: false,
                     trend: None,
                     cover: Cover::None,
@@ -849,15 +866,19 @@ impl Alerting {
         if self.compares_promo_free() {
             self.promoted.record(group, self.cfg.recurring_period_ms);
         }
+        let views = self.observe_peers(group);
         let mut cands: Vec<Candidate> = Vec::new();
         for (i, f) in group.iter().enumerate() {
-            if let Some(c) = self.candidate(i, f, thresholds[f.level.code() as usize]) {
+            // A SKU's surprise against the same SKU in the other stores.
+            let peer_z = views.as_ref().and_then(|v| v.1.surprise(i));
+            let level_z = thresholds[f.level.code() as usize];
+            if let Some(c) = self.candidate(i, f, (level_z, peer_z)) {
                 cands.push(c);
             }
         }
         let memory = group.first().map_or(0, |f| self.shift_memory_ms(f));
         self.outages.follow(group, &cands, memory);
-        let ended = self.peer_test(group, &mut cands);
+        let ended = self.peer_test(group, &mut cands, views);
         self.retract_revised(group, &cands, out);
         // Root cause: index candidates by their nearest ancestor that is a
         // candidate too, then walk top-down.
@@ -1006,26 +1027,17 @@ impl Alerting {
         }
     }
 
-    /// The peer test over this window's categories in stores (see
-    /// `peer`): its trend breaks replace the forecast's on the series it
-    /// covers; a spike, drop or level shift its way inside one of them, or
-    /// the other way as one ends, is part of it, and so is a SKU's step or
-    /// climb its way. Returns the series whose trend break ended this
-    /// window, and its direction.
-    fn peer_test(
-        &mut self,
-        group: &[&Forecast],
-        cands: &mut Vec<Candidate>,
-    ) -> Vec<(usize, Direction)> {
+    /// The peer test's views of this window (see `peer`): the categories
+    /// in stores against each other, and the SKUs in stores against the
+    /// same SKU in the other stores. None with the test off.
+    fn observe_peers(&mut self, group: &[&Forecast]) -> Option<(peer::PeerView, peer::PeerView)> {
         let (delta, h) = (self.cfg.peer_delta, self.cfg.peer_h);
-        let Some(at) = group.first().map(|f| f.window_start_ms) else {
-            return Vec::new();
-        };
+        let at = group.first().map(|f| f.window_start_ms)?;
         if delta <= 0.0 {
-            return Vec::new();
+            return None;
         }
         let cfg = &self.cfg;
-        let cells_of = |level: Level| -> Vec<peer::PeerCell> {
+        let cells_of = |level: Level, parent: &dyn Fn(&Forecast) -> Option<(f64, f64)>| {
             group
                 .iter()
                 .enumerate()
@@ -1037,14 +1049,44 @@ impl Alerting {
                     eligible: f.expected.is_some()
                         && f.level >= cfg.min_level
                         && f.history_windows >= cfg.min_history_windows,
+                    parent: parent(f),
                 })
-                .collect()
+                .collect::<Vec<_>>()
         };
-        let cells = cells_of(Level::CategoryStore);
+        let cells = cells_of(Level::CategoryStore, &|_| None);
         let view = self.peers.observe(&cells, at, delta, h);
-        let skus =
-            self.sku_peers
-                .observe_within(&cells_of(Level::SkuStore), &view.stores, at, (delta, h));
+        // Each category's lines and expected lines, for its SKUs.
+        let lines: FxHashMap<&str, (f64, f64)> = view
+            .lines
+            .iter()
+            .map(|&(idx, x, e)| (&*group[idx].key, (x, e)))
+            .collect();
+        let parent = |f: &Forecast| f.parent.as_deref().and_then(|p| lines.get(p).copied());
+        let skus = self.sku_peers.observe_within(
+            &cells_of(Level::SkuStore, &parent),
+            &view.stores,
+            at,
+            (delta, h),
+        );
+        Some((view, skus))
+    }
+
+    /// The peer test over this window's categories in stores (see
+    /// `peer`): its trend breaks replace the forecast's on the series it
+    /// covers; a spike, drop or level shift its way inside one of them, or
+    /// the other way as one ends, is part of it, and so is a SKU's step or
+    /// climb its way. `views`: the window's, from `observe_peers`.
+    /// Returns the series whose trend break ended this window, and its
+    /// direction.
+    fn peer_test(
+        &mut self,
+        group: &[&Forecast],
+        cands: &mut Vec<Candidate>,
+        views: Option<(peer::PeerView, peer::PeerView)>,
+    ) -> Vec<(usize, Direction)> {
+        let Some((view, skus)) = views else {
+            return Vec::new();
+        };
         // The climbs and slides it called, by series key, and those that
         // ended within a few windows.
         let climbs: FxHashMap<Arc<str>, Direction> = view

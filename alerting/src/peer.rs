@@ -52,6 +52,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::series::median;
+use crate::tails::count_z;
 use crate::{AlertKind, Direction};
 
 /// Windows of the cell's history the step-or-ramp fit looks at (a trend
@@ -91,6 +92,13 @@ pub(crate) const LEANS: f64 = 0.25;
 pub(crate) const END_GRACE: i64 = 3;
 /// Sweeps of the median polish.
 const POLISH_SWEEPS: usize = 4;
+/// The least surprise (standard deviations off the peers' expectation in
+/// one window) [`PeerView::surprise`] reports: the stage asks far more.
+const SURPRISE_MIN: f64 = 3.0;
+/// The share of [`SURPRISE_MIN`] the normal approximation must reach for
+/// the count's own tail to be worked out (a count's tails are not the
+/// normal's: heavier above at a few lines, lighter below).
+const PREFILTER_SHARE: f64 = 0.5;
 
 /// One cell of a window's table: a category in a store.
 #[derive(Debug, Clone)]
@@ -103,6 +111,11 @@ pub(crate) struct PeerCell<'a> {
     pub lines: f64,
     /// Whether it may raise a call (history, level).
     pub eligible: bool,
+    /// The lines of the series above it this window and what its peers
+    /// made expected (see [`PeerView::lines`]; none for a category): a SKU
+    /// in a store is surprising (see [`PeerView::surprise`]) only beyond
+    /// the move of the rest of its category there.
+    pub parent: Option<(f64, f64)>,
 }
 
 /// What the peer test says of a window.
@@ -128,6 +141,16 @@ pub(crate) struct PeerView {
     /// ratio, windows since that step's start), windows since the move
     /// was found).
     pub steps: Vec<(usize, Direction, (f64, usize), i64)>,
+    /// Cells whose lines stray from what their peers make expected by at
+    /// least [`SURPRISE_MIN`] standard deviations this window (Poisson's,
+    /// times the cell's dispersion), in the group's order: (group index,
+    /// that many standard deviations, signed). Only cells in no move and
+    /// past learning.
+    pub surprise: Vec<(usize, f64)>,
+    /// Each covered cell's lines this window and what its peers made
+    /// expected, in the group's order (of a table whose moves are
+    /// classified: the categories').
+    pub lines: Vec<(usize, f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +198,16 @@ impl PeerView {
             .binary_search_by_key(&idx, |c| c.0)
             .ok()
             .map(|k| self.covered[k].1)
+    }
+
+    /// How far the series at group index `idx` strays from its peers this
+    /// window, in standard deviations, if at least [`SURPRISE_MIN`] (see
+    /// [`PeerView::surprise`]).
+    pub(crate) fn surprise(&self, idx: usize) -> Option<f64> {
+        self.surprise
+            .binary_search_by_key(&idx, |c| c.0)
+            .ok()
+            .map(|k| self.surprise[k].1)
     }
 }
 
@@ -433,6 +466,9 @@ impl Peers {
         let phi = cell.dispersion();
         let covered = view.covered.len();
         view.covered.push((c.idx, None));
+        if classify {
+            view.lines.push((c.idx, x, e));
+        }
         cell.hist.push_back((x, e));
         if cell.hist.len() > FIT_WINDOWS {
             cell.hist.pop_front();
@@ -497,6 +533,22 @@ impl Peers {
                 }
             }
             return;
+        }
+        // (The normal approximation first, to spare the tail's cost on
+        // the many cells near their expectation.)
+        // The rest of the series above it moving as far its way makes the
+        // move no surprise (a category stepping up in its best seller
+        // too). Only its way: the rest's own noise is no evidence.
+        let rest = match c.parent {
+            Some((px, pe)) if pe - e >= MIN_EXPECTED => ((px - x).max(0.0) + 0.5) / (pe - e),
+            _ => 1.0,
+        };
+        let es = e * if x > e { rest.max(1.0) } else { rest.min(1.0) };
+        if (x - es).abs() >= PREFILTER_SHARE * SURPRISE_MIN * (phi * es).sqrt() {
+            let z = count_z(x, es, phi);
+            if z.abs() >= SURPRISE_MIN {
+                view.surprise.push((c.idx, z));
+            }
         }
         cell.up = (cell.up + llr(x, e, delta) / phi).max(0.0);
         cell.down = (cell.down + llr(x, e, -delta) / phi).max(0.0);
@@ -632,6 +684,7 @@ mod tests {
                             * shape(c, s, w))
                         .round(),
                         eligible: true,
+                        parent: None,
                     })
                     .collect();
                 (w, peers.observe(&cells, w * 300_000, 0.2, 12.0))
@@ -827,6 +880,7 @@ mod tests {
                         key: &keys[k][s],
                         lines: (100.0 / (1.0 + k as f64) * stores[s].1.exp() * promo * own).round(),
                         eligible: true,
+                        parent: None,
                     }
                 })
                 .collect();
@@ -842,5 +896,51 @@ mod tests {
             "{lean:?}"
         );
         assert!(lean[0].0 <= 152, "{lean:?}");
+    }
+
+    /// The surprise of sku-0 in store-0 (see [`PeerView::surprise`]) in
+    /// the window where it sells five times its lines, its category there
+    /// selling `rest` times its other lines with it.
+    fn burst_against(rest: f64) -> Option<f64> {
+        let stores: Vec<(String, f64)> = (0..4).map(|s| (format!("store-{s}"), 0.0)).collect();
+        let keys = grid("sku", 3, 4);
+        let mut peers = Peers::default();
+        let mut at = None;
+        for w in 0..101 {
+            let burst = w == 100;
+            let cells: Vec<PeerCell> = (0..3)
+                .flat_map(|k| (0..4).map(move |s| (k, s)))
+                .enumerate()
+                .map(|(idx, (k, s))| {
+                    // Each SKU sells a quarter of its category's 120.
+                    let mine = (k, s) == (0, 0) && burst;
+                    let lines = 30.0 + ((w * 7 + idx * 3) % 5) as f64 - 2.0;
+                    let rest = if s == 0 && burst { 90.0 * rest } else { 90.0 };
+                    PeerCell {
+                        idx,
+                        key: &keys[k][s],
+                        lines: if mine { 5.0 * lines } else { lines },
+                        eligible: true,
+                        parent: Some((rest + if mine { 5.0 * lines } else { lines }, 120.0)),
+                    }
+                })
+                .collect();
+            let v = peers.observe_within(&cells, &stores, w as i64 * 300_000, (0.2, 12.0));
+            at = v.surprise(0);
+            assert!(burst || v.surprise.is_empty(), "{w}: {:?}", v.surprise);
+        }
+        at
+    }
+
+    #[test]
+    fn a_skus_burst_surprises_beyond_the_rest_of_its_category_only() {
+        // Alone in its category it is far out; with the rest of the
+        // category five times as busy too, it is the category's move.
+        assert!(
+            burst_against(1.0).is_some_and(|z| z > 10.0),
+            "{:?}",
+            burst_against(1.0)
+        );
+        assert_eq!(burst_against(5.0), None);
     }
 }

@@ -2679,12 +2679,14 @@ fn a_line_straggling_in_during_an_outage_is_the_same_outage() {
     let got = banded(&mut a, 0..103, units, (9_000.0, 10_000.0, 11_000.0));
     assert_eq!(kinds_by_minute(&got), vec![(AlertKind::DropToZero, 100)]);
     let trickle = fc(103 * 60_000, 2, 4_858.0, 10_621.0, 16_323.0);
-    let c = a.candidate(0, &trickle, 6.0).expect("the outage goes on");
+    let c = a
+        .candidate(0, &trickle, (6.0, None))
+        .expect("the outage goes on");
     assert_eq!((c.kind, c.silent), (AlertKind::DropToZero, true));
     // Selling a few percent of the usual is no longer the outage.
     let back = fc(104 * 60_000, 500, 4_858.0, 10_621.0, 16_323.0);
     assert!(a
-        .candidate(0, &back, 6.0)
+        .candidate(0, &back, (6.0, None))
         .is_none_or(|c| c.kind != AlertKind::DropToZero));
 }
 
@@ -3376,4 +3378,60 @@ fn a_categorys_step_down_while_its_best_seller_is_out_is_the_outages() {
             .any(|x| x.1 == "category" && x.0 == AlertKind::LevelShift),
         "{own:?}"
     );
+}
+
+/// Four categories in four stores selling about 60 lines a window, and a
+/// SKU `k0` of `c0` in each of `stores` of them selling about 20 lines a
+/// window, one, two or three units a line (its units' residuals heavy
+/// against a forecast of 40, 15-65). In window 300 it sells five times
+/// its lines in store `s0`. The kinds of `k0|s0`'s alerts.
+fn a_skus_burst(stores: i64) -> Vec<AlertKind> {
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut got = Vec::new();
+    for i in 0..320i64 {
+        let t = i * 60_000;
+        let mut fs = Vec::new();
+        for (c, s) in (0..4).flat_map(|c| (0..4).map(move |s| (c, s))) {
+            let cat = format!("c{c}|s{s}");
+            let y = 60 + wobble(i + 5 * c + 11 * s);
+            fs.push(node(
+                Level::CategoryStore,
+                &cat,
+                Some(&format!("s{s}")),
+                t,
+                y,
+                60.0,
+            ));
+            if c == 0 && s < stores {
+                let lines = (20 + wobble(i + 7 * s) / 2) * if (i, s) == (300, 0) { 5 } else { 1 };
+                let mut f = node(Level::SkuStore, &format!("k0|s{s}"), Some(&cat), t, 0, 40.0);
+                f.actual.lines = lines;
+                f.actual.units = lines * (1 + (i * 13 + s) % 3);
+                f.expected = Some(HorizonPoint {
+                    start_ms: t,
+                    end_ms: t + 60_000,
+                    p10: 15.0,
+                    p50: 40.0,
+                    p90: 65.0,
+                });
+                fs.push(f);
+            }
+        }
+        got.extend(
+            a.process(&fs)
+                .into_iter()
+                .filter(|x| &*x.key == "k0|s0")
+                .map(|x| x.kind),
+        );
+    }
+    got
+}
+
+#[test]
+fn a_skus_burst_its_own_residuals_play_down_is_a_spike_against_its_peers() {
+    // Alone, its burst (five times its lines, 300 units against 40)
+    // scores under the threshold by its own heavy residuals.
+    assert_eq!(a_skus_burst(1), vec![]);
+    // Against the same SKU in three other stores it is far out.
+    assert_eq!(a_skus_burst(4), vec![AlertKind::Spike]);
 }
