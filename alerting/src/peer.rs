@@ -534,8 +534,6 @@ impl Peers {
             }
             return;
         }
-        // (The normal approximation first, to spare the tail's cost on
-        // the many cells near their expectation.)
         // The rest of the series above it moving as far its way makes the
         // move no surprise (a category stepping up in its best seller
         // too). Only its way: the rest's own noise is no evidence.
@@ -544,6 +542,8 @@ impl Peers {
             _ => 1.0,
         };
         let es = e * if x > e { rest.max(1.0) } else { rest.min(1.0) };
+        // (The normal approximation first, to spare the tail's cost on
+        // the many cells near their expectation.)
         if (x - es).abs() >= PREFILTER_SHARE * SURPRISE_MIN * (phi * es).sqrt() {
             let z = count_z(x, es, phi);
             if z.abs() >= SURPRISE_MIN {
