@@ -265,11 +265,14 @@ struct Out {
 
 impl Outages {
     /// Follow this window's SKUs: an outage begins or goes on with a drop
-    /// to zero candidate, and ends with units sold.
+    /// to zero candidate (a straggling line or two included), and ends
+    /// with units sold and none.
     fn follow(&mut self, group: &[&Forecast], cands: &[Candidate], memory_ms: i64) {
+        let mut out = Vec::new();
         for c in cands.iter().filter(|c| c.kind == AlertKind::DropToZero) {
             let f = group[c.idx];
             if let (Level::SkuStore, Some(parent), 0) = (f.level, &f.parent, f.revision) {
+                out.push(c.idx);
                 self.0.entry(f.key.clone()).or_insert_with(|| Out {
                     category: parent.clone(),
                     since_ms: f.window_start_ms,
@@ -283,8 +286,9 @@ impl Outages {
         let Some(now) = group.first().map(|f| f.window_start_ms) else {
             return;
         };
-        for f in group {
-            if f.level == Level::SkuStore && f.actual.units > 0 && f.revision == 0 {
+        for (idx, f) in group.iter().enumerate() {
+            let sold = f.level == Level::SkuStore && f.actual.units > 0 && f.revision == 0;
+            if sold && !out.contains(&idx) {
                 self.0.remove(&f.key);
             }
         }

@@ -3296,6 +3296,15 @@ fn an_echo_above_hides_no_child_that_moved_twice_as_far() {
     );
 }
 
+/// The four categories in four stores of [`category_down_by_half`] and
+/// [`a_skus_burst`] in window `i`: (category, store, key, lines), about
+/// 60 lines each.
+fn four_by_four(i: i64) -> impl Iterator<Item = (i64, i64, String, i64)> {
+    (0..4)
+        .flat_map(|c| (0..4).map(move |s| (c, s)))
+        .map(move |(c, s)| (c, s, format!("c{c}|s{s}"), 60 + wobble(i + 5 * c + 11 * s)))
+}
+
 /// Four categories in four stores selling about 60 lines a window, a
 /// best seller of `c0` selling 30 of them in every store, each series
 /// forecast by the mean of its windows three to five before (a forecast
@@ -3312,9 +3321,7 @@ fn category_down_by_half(outage: bool) -> Vec<(AlertKind, &'static str, i64)> {
     for i in 0..420i64 {
         let t = i * 60_000;
         let mut fs = Vec::new();
-        for (c, s) in (0..4).flat_map(|c| (0..4).map(move |s| (c, s))) {
-            let cat = format!("c{c}|s{s}");
-            let y = 60 + wobble(i + 5 * c + 11 * s);
+        for (c, s, cat, y) in four_by_four(i) {
             let sku_y = 30 + wobble(i + 3 * c + 7 * s) / 2;
             let (y, sku_y) = match (&*cat, i >= 300) {
                 ("c0|s0", true) if outage => (y - sku_y, (i < 303).then_some(0)),
@@ -3391,9 +3398,7 @@ fn a_skus_burst(stores: i64) -> Vec<AlertKind> {
     for i in 0..320i64 {
         let t = i * 60_000;
         let mut fs = Vec::new();
-        for (c, s) in (0..4).flat_map(|c| (0..4).map(move |s| (c, s))) {
-            let cat = format!("c{c}|s{s}");
-            let y = 60 + wobble(i + 5 * c + 11 * s);
+        for (c, s, cat, y) in four_by_four(i) {
             fs.push(node(
                 Level::CategoryStore,
                 &cat,
