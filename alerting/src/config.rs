@@ -195,9 +195,11 @@ pub struct Config {
     /// this size, in log terms (0.2: lines about 1.22x, or 0.82x, what
     /// the peers make expected); its trend breaks (climbs and slides)
     /// replace the forecast trend detector's on the categories it covers
-    /// (at least three categories in at least three stores), and a level
+    /// (at least three categories in at least three stores), a level
     /// shift of a category, or of a SKU against the same SKU in the other
-    /// stores, stands only where the test leans its way. 0 turns it off.
+    /// stores, stands only where the test leans its way, and a SKU's lines
+    /// against the same SKU in the other stores score its spikes and drops
+    /// too. 0 turns it off.
     pub peer_delta: f64,
     /// The peer test's CUSUM threshold (log-likelihood ratio): a move is
     /// found once the evidence for it passes this.

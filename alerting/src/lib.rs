@@ -264,15 +264,20 @@ struct Out {
 }
 
 impl Outages {
-    /// Follow this window's SKUs: an outage begins or goes on with a drop
-    /// to zero candidate (a straggling line or two included), and ends
-    /// with units sold and none.
-    fn follow(&mut self, group: &[&Forecast], cands: &[Candidate], memory_ms: i64) {
-        let mut out = Vec::new();
+    /// Follow this window's SKUs: an outage begins with a drop-to-zero
+    /// candidate, and ends when its series' own detector state says its
+    /// run of nothing sold is over (see `SeriesState::zero_run`: a
+    /// straggling line or two goes on with it) or after `memory_ms`.
+    fn follow(
+        &mut self,
+        group: &[&Forecast],
+        cands: &[Candidate],
+        series: &FxHashMap<SeriesKey, SeriesState>,
+        memory_ms: i64,
+    ) {
         for c in cands.iter().filter(|c| c.kind == AlertKind::DropToZero) {
             let f = group[c.idx];
             if let (Level::SkuStore, Some(parent), 0) = (f.level, &f.parent, f.revision) {
-                out.push(c.idx);
                 self.0.entry(f.key.clone()).or_insert_with(|| Out {
                     category: parent.clone(),
                     since_ms: f.window_start_ms,
@@ -280,19 +285,15 @@ impl Outages {
                 });
             }
         }
-        if self.0.is_empty() {
-            return;
-        }
         let Some(now) = group.first().map(|f| f.window_start_ms) else {
             return;
         };
-        for (idx, f) in group.iter().enumerate() {
-            let sold = f.level == Level::SkuStore && f.actual.units > 0 && f.revision == 0;
-            if sold && !out.contains(&idx) {
-                self.0.remove(&f.key);
-            }
-        }
-        self.0.retain(|_, o| now - o.since_ms <= memory_ms);
+        self.0.retain(|sku, o| {
+            now - o.since_ms <= memory_ms
+                && series
+                    .get(&(Level::SkuStore, sku.clone()))
+                    .is_some_and(|st| st.zero_run.2)
+        });
     }
 
     /// The units expected of `category`'s SKUs whose outage goes on (0
@@ -881,7 +882,7 @@ impl Alerting {
             }
         }
         let memory = group.first().map_or(0, |f| self.shift_memory_ms(f));
-        self.outages.follow(group, &cands, memory);
+        self.outages.follow(group, &cands, &self.series, memory);
         let ended = self.peer_test(group, &mut cands, views);
         self.retract_revised(group, &cands, out);
         // Root cause: index candidates by their nearest ancestor that is a

@@ -145,7 +145,8 @@ pub(crate) struct PeerView {
     /// least [`SURPRISE_MIN`] standard deviations this window (Poisson's,
     /// times the cell's dispersion), in the group's order: (group index,
     /// that many standard deviations, signed). Only cells in no move and
-    /// past learning.
+    /// past learning, of a table whose moves are not classified (the
+    /// SKUs': the stage reads no other).
     pub surprise: Vec<(usize, f64)>,
     /// Each covered cell's lines this window and what its peers made
     /// expected, in the group's order (of a table whose moves are
@@ -534,19 +535,8 @@ impl Peers {
             }
             return;
         }
-        // The rest of the series above it moving as far its way makes the
-        // move no surprise (a category stepping up in its best seller
-        // too). Only its way: the rest's own noise is no evidence.
-        let rest = match c.parent {
-            Some((px, pe)) if pe - e >= MIN_EXPECTED => ((px - x).max(0.0) + 0.5) / (pe - e),
-            _ => 1.0,
-        };
-        let es = e * if x > e { rest.max(1.0) } else { rest.min(1.0) };
-        // (The normal approximation first, to spare the tail's cost on
-        // the many cells near their expectation.)
-        if (x - es).abs() >= PREFILTER_SHARE * SURPRISE_MIN * (phi * es).sqrt() {
-            let z = count_z(x, es, phi);
-            if z.abs() >= SURPRISE_MIN {
+        if !classify {
+            if let Some(z) = surprise(c, (x, e), phi) {
                 view.surprise.push((c.idx, z));
             }
         }
@@ -607,6 +597,26 @@ fn learn(cell: &mut Cell, resid: f64, (x, e): (f64, f64)) {
     cell.pearson = cell.pearson * keep + (x - e).powi(2) / e.max(1.0);
     cell.weight = cell.weight * keep + 1.0;
     cell.learned = cell.learned.saturating_add(1);
+}
+
+/// How far (standard deviations, signed) a cell's lines `x` stray from
+/// their expectation `e` in one window, as a count with dispersion `phi`,
+/// if at least [`SURPRISE_MIN`]. The rest of the series above it moving
+/// as far its way makes the move no surprise (a category stepping up in
+/// its best seller too); only its way: the rest's own noise is no
+/// evidence.
+fn surprise(c: &PeerCell<'_>, (x, e): (f64, f64), phi: f64) -> Option<f64> {
+    let rest = match c.parent {
+        Some((px, pe)) if pe - e >= MIN_EXPECTED => ((px - x).max(0.0) + 0.5) / (pe - e),
+        _ => 1.0,
+    };
+    let es = e * if x > e { rest.max(1.0) } else { rest.min(1.0) };
+    // (The normal approximation first, to spare the tail's cost on the
+    // many cells near their expectation.)
+    if (x - es).abs() < PREFILTER_SHARE * SURPRISE_MIN * (phi * es).sqrt() {
+        return None;
+    }
+    Some(count_z(x, es, phi)).filter(|z| z.abs() >= SURPRISE_MIN)
 }
 
 /// The kind of an undecided move, once the fit tells (or it has waited
