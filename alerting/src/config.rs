@@ -202,7 +202,8 @@ pub struct Config {
     /// too. 0 turns it off.
     pub peer_delta: f64,
     /// The peer test's CUSUM threshold (log-likelihood ratio): a move is
-    /// found once the evidence for it passes this.
+    /// found once the evidence for it passes this, and a second step its
+    /// way while it goes on (on top of a step, or at a climb's top).
     pub peer_h: f64,
 }
 

@@ -1165,8 +1165,14 @@ impl Alerting {
                 None => cands.push(call),
             }
         }
-        let steps = self.peer_steps(group, &view, &skus, cands);
-        cands.extend(steps);
+        // (A further step takes the place of its series' silent
+        // candidate, see `peer_steps`.)
+        for step in self.peer_steps(group, &view, &skus, cands) {
+            match cands.iter_mut().find(|c| c.idx == step.idx) {
+                Some(c) => *c = step,
+                None => cands.push(step),
+            }
+        }
         // Root-cause grouping reads candidates in the group's order.
         cands.sort_by_key(|c| c.idx);
         view.ended
@@ -1185,7 +1191,13 @@ impl Alerting {
     /// `ALONE_MIN`), on a series with no level shift or trend break its
     /// way called since, no candidate of its own, not moving with
     /// another's alert, and no SKU of it moving its way (a SKU's spike or
-    /// outage is the SKU's).
+    /// outage is the SKU's). A further step (a second step on top of the
+    /// move the test follows, see [`peer::Step::further`]: the forecast's
+    /// band is wide after the first, and its change detector's residual
+    /// scale too) is judged by the windows since it began: its own
+    /// alert's move is no reason against it, nor its SKUs stepping with
+    /// it, and it takes the place of a candidate of its own held silent
+    /// as part of that move.
     fn peer_steps(
         &self,
         group: &[&Forecast],
@@ -1194,32 +1206,59 @@ impl Alerting {
         cands: &[Candidate],
     ) -> Vec<Candidate> {
         let mut steps = Vec::new();
-        for &(idx, direction, (level, since), age) in &view.steps {
+        for step in &view.steps {
+            let (idx, direction, level, since) = (step.idx, step.direction, step.level, step.since);
             let f = group[idx];
             let w = f.window_end_ms - f.window_start_ms;
             let Some(st) = self.series.get(&(f.level, f.key.clone())) else {
                 continue;
             };
             // (Since the windows the step was fitted on, before it was
-            // found.)
+            // found; a further step's, since it began: the step before
+            // it was called before.)
+            let fitted = if step.further {
+                since as i64 + FURTHER_GRACE
+            } else {
+                step.age + peer::FIT_WINDOWS as i64
+            };
             let called = st.shifted.as_ref().is_some_and(|s| {
                 s.alert.direction == direction
-                    && s.alert.window_start_ms
-                        >= f.window_start_ms - (age + peer::FIT_WINDOWS as i64) * w
+                    && s.alert.window_start_ms >= f.window_start_ms - fitted * w
             });
-            let with_another = st.excursion.is_some_and(|x| x.cover != Cover::None);
-            // Its own candidate, or a SKU of it moving its way.
-            let explained = skus
-                .moving
-                .iter()
-                .map(|m| (m.0, m.1))
-                .chain(cands.iter().map(|c| (c.idx, c.direction)))
-                .any(|(k, d)| {
-                    k == idx
-                        || (d == direction
-                            && group[k].level == Level::SkuStore
-                            && group[k].parent.as_ref() == Some(&f.key))
-                });
+            // (Or with its own alert: a further step goes beyond that.)
+            let with_another = st
+                .excursion
+                .is_some_and(|x| x.cover.by_another() || (x.cover == Cover::Own && !step.further));
+            // A SKU of it moving its way.
+            let of_it = |k: usize, d: Direction| {
+                d == direction
+                    && group[k].level == Level::SkuStore
+                    && group[k].parent.as_ref() == Some(&f.key)
+            };
+            let explained = if step.further {
+                // A further step: by a candidate of its own unless held
+                // silent as part of the move it steps beyond, or by its
+                // SKUs' candidates its way unless the rest of it stepped
+                // too (half as far). (Not by the SKU table's moves: its
+                // SKUs step further with it, its step seen in each.)
+                let own = cands.iter().any(|c| c.idx == idx && !c.silent);
+                let (ku, ke) = cands
+                    .iter()
+                    .filter(|c| of_it(c.idx, c.direction))
+                    .map(|c| group[c.idx])
+                    .fold((0.0, 0.0), |a, g| {
+                        (a.0 + g.actual.units as f64, a.1 + e_p50(g))
+                    });
+                let rest = log_ratio(f.actual.units as f64 - ku, e_p50(f) - ke);
+                own || (ke > 0.0 && rest * direction.sign() < FURTHER_REST_SHARE * level.abs())
+            } else {
+                // Its own candidate, or a SKU of it moving its way.
+                skus.moving
+                    .iter()
+                    .map(|m| (m.0, m.1))
+                    .chain(cands.iter().map(|c| (c.idx, c.direction)))
+                    .any(|(k, d)| k == idx || of_it(k, d))
+            };
             // A SKU of it out of stock (its windows stopped) that accounts
             // for at least half of the step down: the SKU's outage, which
             // its drop to zero told.
@@ -1764,6 +1803,15 @@ const TREND_BACK_MAX: f64 = 3.0;
 /// about as much, while one SKU's burst lifting its store leaves the other
 /// categories where they were.
 const MOVED_WITH_SHARE: f64 = 0.5;
+/// Windows before a further step's start (see `peer::Step`) within which
+/// a level shift its way called is that step.
+const FURTHER_GRACE: i64 = 2;
+
+/// The share of a further step (log ratio) the rest of a category, its
+/// SKUs with candidates its way left out, must step too for the step to
+/// be the category's.
+const FURTHER_REST_SHARE: f64 = 0.5;
+
 /// The share of a category's step down (log ratios) the units of its SKUs
 /// in an outage that goes on must account for to make the step theirs
 /// (see `Outages`).

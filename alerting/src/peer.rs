@@ -29,7 +29,12 @@
 //! noisy first windows can look like a step). A move ends when a CUSUM for the
 //! cell being back at its expectation, rather than where the move stood,
 //! passes `peer-h`; one that lasts [`SETTLE_WINDOWS`] is the cell's new
-//! normal.
+//! normal. A decided move may step further: a CUSUM for the cell being
+//! `exp(peer-delta)` times further its way than where it stood that
+//! passes `peer-h` (a second step on top of a first, or at the top of a
+//! climb) is told a step of its own ([`Step::further`]) once a step
+//! beyond where the move stood fits the windows since better than a
+//! ramp, as a move is (a climb going on is not).
 //!
 //! The alerting stage raises the climbs and slides it calls as trend
 //! breaks, in place of the forecast's trend detector on the categories it
@@ -90,6 +95,13 @@ pub(crate) const FORECAST_SHARE: f64 = 0.5;
 pub(crate) const LEANS: f64 = 0.25;
 /// Windows after a move's end during which a step back is its end.
 pub(crate) const END_GRACE: i64 = 3;
+/// Windows a decided move, or its last further step, goes on (where it
+/// stands measured anew) before evidence for a further step its way
+/// counts.
+const FURTHER_AFTER: i64 = 6;
+/// Windows a further step's fit must keep before its start, at where the
+/// move stood.
+const FURTHER_BEFORE: usize = 3;
 /// Sweeps of the median polish.
 const POLISH_SWEEPS: usize = 4;
 /// The least surprise (standard deviations off the peers' expectation in
@@ -136,11 +148,8 @@ pub(crate) struct PeerView {
     pub ended: Vec<(usize, Direction, AlertKind, i64)>,
     /// The store effects of the window's table (log), by store.
     pub stores: Vec<(String, f64)>,
-    /// Steps told this window (of a table whose moves are classified):
-    /// (group index, direction, (the best-fitting step's level as a log
-    /// ratio, windows since that step's start), windows since the move
-    /// was found).
-    pub steps: Vec<(usize, Direction, (f64, usize), i64)>,
+    /// Steps told this window (of a table whose moves are classified).
+    pub steps: Vec<Step>,
     /// Cells whose lines stray from what their peers make expected by at
     /// least [`SURPRISE_MIN`] standard deviations this window (Poisson's,
     /// times the cell's dispersion), in the group's order: (group index,
@@ -152,6 +161,25 @@ pub(crate) struct PeerView {
     /// expected, in the group's order (of a table whose moves are
     /// classified: the categories').
     pub lines: Vec<(usize, f64, f64)>,
+}
+
+/// A step the test told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    /// Group index.
+    pub idx: usize,
+    /// Its way.
+    pub direction: Direction,
+    /// The best-fitting step's level, as a log ratio (a further step's:
+    /// to where the move stood before it).
+    pub level: f64,
+    /// Windows since that step's start.
+    pub since: usize,
+    /// Windows since the move was found (a further step: since it was).
+    pub age: i64,
+    /// A further step of a move going on, its way (a second step on top
+    /// of a first while the first stands, or at the top of a climb).
+    pub further: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +195,27 @@ struct Move {
     /// Where it stood over its last windows (log ratio to the
     /// expectation), at least `delta` its way.
     level: f64,
+    /// CUSUM for a further step its way, beyond where it stood (a
+    /// decided move only), windows since it was last 0, and where the
+    /// move stood then.
+    further: (f64, usize, f64),
+    /// Windows since it was found or last told a further step.
+    fresh: i64,
+    /// A further step found, not yet told a step or not.
+    pending: Option<Pending>,
+}
+
+/// A further step found (see [`Move::further`]), not yet told a step or
+/// not.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The windows it is fitted on: since its evidence began, and
+    /// [`FURTHER_AFTER`] before.
+    windows: usize,
+    /// Where the move stood before it (log ratio).
+    was: f64,
+    /// Windows since it was found.
+    waited: i64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -481,17 +530,40 @@ impl Peers {
         if let Some(m) = cell.moving.as_mut() {
             view.covered[covered].1 = Some(m.direction);
             m.age += 1;
+            m.fresh += 1;
             // Evidence for being back at the expectation rather than
             // where the move stood.
             m.back = (m.back - llr(x, e, m.level) / phi).max(0.0);
             let d = m.direction;
+            // And for a further step its way (of a decided move, in a
+            // table whose moves are classified), once where it stands
+            // has been measured on windows of its own, one step at a time.
+            if classify && m.kind.is_some() && m.pending.is_none() && m.fresh > FURTHER_AFTER {
+                if m.further.0 <= 0.0 {
+                    m.further.2 = m.level;
+                }
+                let further = llr(x, e * m.level.exp(), d.sign() * delta) / phi;
+                m.further.0 = (m.further.0 + further).max(0.0);
+                m.further.1 = if m.further.0 > 0.0 {
+                    m.further.1 + 1
+                } else {
+                    0
+                };
+            }
             if m.kind.is_none() {
                 if let Some((kind, fit)) = decide(cell, c.eligible) {
                     if kind == AlertKind::TrendBreak {
                         view.calls.push((c.idx, d, moved(&cell.hist, 6)));
                     } else if classify {
                         let age = cell.moving.as_ref().map_or(0, |m| m.age);
-                        view.steps.push((c.idx, d, (fit.level, fit.since), age));
+                        view.steps.push(Step {
+                            idx: c.idx,
+                            direction: d,
+                            level: fit.level,
+                            since: fit.since,
+                            age,
+                            further: false,
+                        });
                     }
                     if let Some(m) = cell.moving.as_mut() {
                         m.kind = Some(kind);
@@ -509,9 +581,43 @@ impl Peers {
                     m.kind = Some(AlertKind::TrendBreak);
                 }
             }
-            let Some(m) = cell.moving.as_ref() else {
+            let Some(m) = cell.moving.as_mut() else {
                 return;
             };
+            // A further step its way is told a step once a step beyond
+            // where the move stood fits the windows since better than a
+            // ramp, as a move is (see `decide`); one a ramp fits better
+            // (a climb going on) is not.
+            if m.further.0 > h && m.back <= 0.0 {
+                m.pending = Some(Pending {
+                    windows: m.further.1 + FURTHER_AFTER as usize,
+                    was: m.further.2,
+                    waited: 0,
+                });
+                m.further = (0.0, 0, 0.0);
+            }
+            if let Some(mut p) = m.pending {
+                let f = fit_from(&cell.hist, p.windows, p.was);
+                let its_way = f.level * d.sign() >= delta && f.since + FURTHER_BEFORE <= p.windows;
+                m.pending = None;
+                if its_way && f.margin >= STEP_MARGIN {
+                    m.fresh = 0;
+                    if c.eligible {
+                        view.steps.push(Step {
+                            idx: c.idx,
+                            direction: d,
+                            level: f.level,
+                            since: f.since,
+                            age: p.waited,
+                            further: true,
+                        });
+                    }
+                } else if f.margin > -RAMP_MARGIN && p.waited < DECIDE_WINDOWS {
+                    p.windows = (p.windows + 1).min(FIT_WINDOWS);
+                    p.waited += 1;
+                    m.pending = Some(p);
+                }
+            }
             if m.back > h {
                 if let Some(kind) = m.kind {
                     view.ended.push((c.idx, d, kind, 0));
@@ -567,7 +673,14 @@ impl Peers {
             let step = fit.is_none_or(|f| f.margin >= STEP_MARGIN);
             let kind = step.then_some(AlertKind::LevelShift);
             if let Some(f) = fit.filter(|_| step && c.eligible) {
-                view.steps.push((c.idx, direction, (f.level, f.since), 0));
+                view.steps.push(Step {
+                    idx: c.idx,
+                    direction,
+                    level: f.level,
+                    since: f.since,
+                    age: 0,
+                    further: false,
+                });
             }
             cell.moving = Some(Move {
                 direction,
@@ -575,6 +688,9 @@ impl Peers {
                 kind,
                 back: 0.0,
                 level: stood(cell, direction, delta),
+                further: (0.0, 0, 0.0),
+                fresh: 0,
+                pending: None,
             });
             view.moving.push((c.idx, direction, kind));
         } else if cell.up < QUIET_CUSUM && cell.down < QUIET_CUSUM {
@@ -617,6 +733,17 @@ fn surprise(c: &PeerCell<'_>, (x, e): (f64, f64), phi: f64) -> Option<f64> {
         return None;
     }
     Some(count_z(x, es, phi)).filter(|z| z.abs() >= SURPRISE_MIN)
+}
+
+/// The step-or-ramp fit of the last `n` windows of `hist`, their
+/// expectations times `exp(was)`: beyond where a move stood.
+fn fit_from(hist: &VecDeque<(f64, f64)>, n: usize, was: f64) -> Fit {
+    let scaled: Vec<(f64, f64)> = hist
+        .iter()
+        .skip(hist.len().saturating_sub(n))
+        .map(|&(x, e)| (x, e * was.exp()))
+        .collect();
+    fit(&scaled)
 }
 
 /// The kind of an undecided move, once the fit tells (or it has waited
@@ -808,7 +935,11 @@ mod tests {
         // The step is reported once, with its size and start.
         let steps: Vec<(i64, usize, Direction, (f64, usize))> = views
             .iter()
-            .flat_map(|(w, v)| v.steps.iter().map(move |s| (*w, s.0, s.1, s.2)))
+            .flat_map(|(w, v)| {
+                v.steps
+                    .iter()
+                    .map(move |s| (*w, s.idx, s.direction, (s.level, s.since)))
+            })
             .collect();
         assert_eq!(steps.len(), 1, "{steps:?}");
         let (w, idx, d, (level, since)) = steps[0];
@@ -850,6 +981,65 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!((got[0].1, got[0].3), (at(1, 2), Direction::Up));
         assert!((112..136).contains(&got[0].0), "called at {}", got[0].0);
+        // (Its climb beyond where the step stood is no further step.)
+        assert!(further(&views).is_empty(), "{:?}", further(&views));
+    }
+
+    /// The further steps told: (window, group index, level, windows since
+    /// its start).
+    fn further(views: &[(i64, PeerView)]) -> Vec<(i64, usize, f64, usize)> {
+        views
+            .iter()
+            .flat_map(|(w, v)| {
+                v.steps
+                    .iter()
+                    .filter(|s| s.further)
+                    .map(move |s| (*w, s.idx, s.level, s.since))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_on_a_step_or_at_the_top_of_a_climb_is_a_further_step() {
+        // cat-4 in store-3 steps to 2x at window 100 and on to 3.6x at
+        // 160; cat-2 in store-1 climbs to 2x over 36 windows from window
+        // 100 and steps on to 3.6x at 136; cat-1 in store-0 climbs to 2x
+        // and stays.
+        let views = run(220, |c, s, w| match (c, s) {
+            (4, 3) if w >= 160 => 3.6,
+            (4, 3) if w >= 100 => 2.0,
+            (2, 1) | (1, 0) if (100..136).contains(&w) => 1.0 + (w - 99) as f64 / 36.0,
+            (2, 1) if w >= 136 => 3.6,
+            (2, 1) | (1, 0) if w >= 136 => 2.0,
+            _ => 1.0,
+        });
+        let got = further(&views);
+        assert_eq!(got.len(), 2, "{got:?}");
+        for (&(w, idx, level, since), (cell, start)) in
+            got.iter().zip([(at(2, 1), 136), (at(4, 3), 160)])
+        {
+            assert_eq!(idx, cell, "{got:?}");
+            assert!((start..start + 4).contains(&w), "{got:?}");
+            assert_eq!(w + 1 - since as i64, start, "{got:?}");
+            assert!((level - 1.8f64.ln()).abs() < 0.15, "{got:?}");
+        }
+        // The first step is told as before, once.
+        let first: Vec<(i64, bool)> = views
+            .iter()
+            .flat_map(|(w, v)| {
+                v.steps
+                    .iter()
+                    .filter(|s| s.idx == at(4, 3))
+                    .map(move |s| (*w, s.further))
+            })
+            .collect();
+        assert!(
+            first.len() == 2 && !first[0].1 && (100..103).contains(&first[0].0),
+            "{first:?}"
+        );
+        // The climbs are called as before, once each.
+        let climbs: Vec<usize> = calls(&views).iter().map(|c| c.1).collect();
+        assert_eq!(climbs, [at(1, 0), at(2, 1)], "{climbs:?}");
     }
 
     #[test]
