@@ -3305,6 +3305,34 @@ fn four_by_four(i: i64) -> impl Iterator<Item = (i64, i64, String, i64)> {
         .map(move |(c, s)| (c, s, format!("c{c}|s{s}"), 60 + wobble(i + 5 * c + 11 * s)))
 }
 
+/// 420 windows of the four-by-four table with a best seller `k0` of
+/// `c0` in every store (about 30 lines), each series forecast by
+/// [`Lagging`]: `series(i, category key, its lines, its best seller's)`
+/// gives a category's lines in window `i`, its best seller's (none: no
+/// window) and the category's band (the SKU's is 0.75-1.25 times its
+/// forecast). The alerts raised, with their window.
+fn four_by_four_run(
+    series: impl Fn(i64, &str, i64, i64) -> (i64, Option<i64>, (f64, f64)),
+) -> Vec<(Alert, i64)> {
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut lagging = Lagging::default();
+    let mut got = Vec::new();
+    for i in 0..420i64 {
+        let t = i * 60_000;
+        let mut fs = Vec::new();
+        for (c, s, cat, y) in four_by_four(i) {
+            let (y, sku_y, band) = series(i, &cat, y, 30 + wobble(i + 3 * c + 7 * s) / 2);
+            let sku = (Level::SkuStore, format!("k0|s{s}"), cat.clone());
+            fs.push(lagging.forecast((Level::CategoryStore, cat, format!("s{s}")), (t, y), band));
+            if let Some(sku_y) = sku_y.filter(|_| c == 0) {
+                fs.push(lagging.forecast(sku, (t, sku_y), (0.75, 1.25)));
+            }
+        }
+        got.extend(a.process(&fs).into_iter().map(|x| (x, i)));
+    }
+    got
+}
+
 /// Forecasts each series by the mean of its windows three to five before
 /// (a forecast that follows a step a few windows late).
 #[derive(Default)]
@@ -3345,40 +3373,24 @@ impl Lagging {
 /// while the rest of the category halved. The alerts of `c0|s0` and of
 /// the best seller there, by kind and window.
 fn category_down_by_half(outage: bool) -> Vec<(AlertKind, &'static str, i64)> {
-    let mut a = Alerting::new(Config::default()).unwrap();
-    let mut lagging = Lagging::default();
-    let mut got = Vec::new();
-    for i in 0..420i64 {
-        let t = i * 60_000;
-        let mut fs = Vec::new();
-        for (c, s, cat, y) in four_by_four(i) {
-            let sku_y = 30 + wobble(i + 3 * c + 7 * s) / 2;
-            let (y, sku_y) = match (&*cat, i >= 300) {
-                ("c0|s0", true) if outage => (y - sku_y, (i < 303).then_some(0)),
-                ("c0|s0", true) => (y / 2, Some(sku_y)),
-                _ => (y, Some(sku_y)),
-            };
-            let mut push = |level, key: String, parent: String, y: i64, wide: bool| {
-                let band = if wide { (0.4, 1.6) } else { (0.75, 1.25) };
-                fs.push(lagging.forecast((level, key, parent), (t, y), band));
-            };
-            push(Level::CategoryStore, cat.clone(), format!("s{s}"), y, true);
-            if c == 0 {
-                if let Some(sku_y) = sku_y {
-                    push(Level::SkuStore, format!("k0|s{s}"), cat, sku_y, false);
-                }
-            }
-        }
-        for x in a.process(&fs) {
+    let got = four_by_four_run(|i, cat, y, sku_y| {
+        let (y, sku_y) = match (cat, i >= 300) {
+            ("c0|s0", true) if outage => (y - sku_y, (i < 303).then_some(0)),
+            ("c0|s0", true) => (y / 2, Some(sku_y)),
+            _ => (y, Some(sku_y)),
+        };
+        (y, sku_y, (0.4, 1.6))
+    });
+    got.into_iter()
+        .filter_map(|(x, i)| {
             let who = match (x.level, &*x.key) {
                 (Level::CategoryStore, "c0|s0") => "category",
                 (Level::SkuStore, "k0|s0") => "sku",
-                _ => continue,
+                _ => return None,
             };
-            got.push((x.kind, who, i));
-        }
-    }
-    got
+            Some((x.kind, who, i))
+        })
+        .collect()
 }
 
 #[test]
@@ -3464,35 +3476,19 @@ fn a_skus_burst_its_own_residuals_play_down_is_a_spike_against_its_peers() {
 /// `i`, its band `shape(i).1` times the forecast (which follows a step a
 /// few windows late): its alerts, by kind and window.
 fn category_shaped(shape: impl Fn(i64) -> (f64, (f64, f64))) -> Vec<(AlertKind, i64)> {
-    let mut a = Alerting::new(Config::default()).unwrap();
-    let mut lagging = Lagging::default();
-    let mut got = Vec::new();
-    for i in 0..420i64 {
-        let t = i * 60_000;
-        let mut fs = Vec::new();
-        for (c, s, cat, y) in four_by_four(i) {
-            let sku_y = 30 + wobble(i + 3 * c + 7 * s) / 2;
-            let (x, band) = if (c, s) == (0, 0) {
-                shape(i)
-            } else {
-                (1.0, (0.4, 1.6))
-            };
-            let scaled = |y: i64| (y as f64 * x).round() as i64;
-            let sku = (Level::SkuStore, format!("k0|s{s}"), cat.clone());
-            let series = (Level::CategoryStore, cat, format!("s{s}"));
-            fs.push(lagging.forecast(series, (t, scaled(y)), band));
-            if c == 0 {
-                fs.push(lagging.forecast(sku, (t, scaled(sku_y)), (0.75, 1.25)));
-            }
-        }
-        got.extend(
-            a.process(&fs)
-                .into_iter()
-                .filter(|x| &*x.key == "c0|s0")
-                .map(|x| (x.kind, i)),
-        );
-    }
-    got
+    let got = four_by_four_run(|i, cat, y, sku_y| {
+        let (x, band) = if cat == "c0|s0" {
+            shape(i)
+        } else {
+            (1.0, (0.4, 1.6))
+        };
+        let scaled = |y: i64| (y as f64 * x).round() as i64;
+        (scaled(y), Some(scaled(sku_y)), band)
+    });
+    got.into_iter()
+        .filter(|(x, _)| &*x.key == "c0|s0")
+        .map(|(x, i)| (x.kind, i))
+        .collect()
 }
 
 #[test]
