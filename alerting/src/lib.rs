@@ -1189,15 +1189,19 @@ impl Alerting {
     /// over the windows since the step began off the forecast the same
     /// way, by at least [`peer::FORECAST_SHARE`] of that and
     /// `ALONE_MIN`), on a series with no level shift or trend break its
-    /// way called since, no candidate of its own, not moving with
-    /// another's alert, and no SKU of it moving its way (a SKU's spike or
-    /// outage is the SKU's). A further step (a second step on top of the
-    /// move the test follows, see [`peer::Step::further`]: the forecast's
-    /// band is wide after the first, and its change detector's residual
-    /// scale too) is judged by the windows since it began: its own
-    /// alert's move is no reason against it, nor its SKUs stepping with
-    /// it, and it takes the place of a candidate of its own held silent
-    /// as part of that move.
+    /// way called since or still open (within `level-shift-memory-windows`,
+    /// at most a period: it is known to stand there), no candidate of its
+    /// own, not moving with
+    /// another's alert, and no SKU of it moving its way unless the rest of
+    /// it moved too, by at least [`REST_SHARE`] of the step (a SKU's spike
+    /// or outage is the SKU's; a category's step shows in its best
+    /// sellers as well). A further step (a second step on top of the move
+    /// the test follows, see [`peer::Step::further`]: the forecast's band
+    /// is wide after the first, and its change detector's residual scale
+    /// too) is judged by the windows since it began: its own alert's move
+    /// is no reason against it, nor its SKUs stepping further with it,
+    /// and it takes the place of a candidate of its own held silent as
+    /// part of that move.
     fn peer_steps(
         &self,
         group: &[&Forecast],
@@ -1214,51 +1218,63 @@ impl Alerting {
                 continue;
             };
             // (Since the windows the step was fitted on, before it was
-            // found; a further step's, since it began: the step before
-            // it was called before.)
+            // found, or a move its way still open: the series is known to
+            // stand there; a further step's, since it began: the step
+            // before it was called before.)
             let fitted = if step.further {
                 since as i64 + FURTHER_GRACE
             } else {
                 step.age + peer::FIT_WINDOWS as i64
             };
+            let memory = self.shift_memory_ms(f);
             let called = st.shifted.as_ref().is_some_and(|s| {
+                let since_ms = f.window_start_ms - s.alert.window_start_ms;
                 s.alert.direction == direction
-                    && s.alert.window_start_ms >= f.window_start_ms - fitted * w
+                    && (since_ms <= fitted * w || (!step.further && since_ms <= memory))
             });
             // (Or with its own alert: a further step goes beyond that.)
             let with_another = st
                 .excursion
                 .is_some_and(|x| x.cover.by_another() || (x.cover == Cover::Own && !step.further));
-            // A SKU of it moving its way.
-            let of_it = |k: usize, d: Direction| {
-                d == direction
-                    && group[k].level == Level::SkuStore
-                    && group[k].parent.as_ref() == Some(&f.key)
-            };
-            let explained = if step.further {
-                // A further step: by a candidate of its own unless held
-                // silent as part of the move it steps beyond, or by its
-                // SKUs' candidates its way unless the rest of it stepped
-                // too (half as far). (Not by the SKU table's moves: its
-                // SKUs step further with it, its step seen in each.)
-                let own = cands.iter().any(|c| c.idx == idx && !c.silent);
-                let (ku, ke) = cands
-                    .iter()
-                    .filter(|c| of_it(c.idx, c.direction))
-                    .map(|c| group[c.idx])
-                    .fold((0.0, 0.0), |a, g| {
-                        (a.0 + g.actual.units as f64, a.1 + e_p50(g))
-                    });
-                let rest = log_ratio(f.actual.units as f64 - ku, e_p50(f) - ke);
-                own || (ke > 0.0 && rest * direction.sign() < FURTHER_REST_SHARE * level.abs())
-            } else {
-                // Its own candidate, or a SKU of it moving its way.
-                skus.moving
-                    .iter()
-                    .map(|m| (m.0, m.1))
-                    .chain(cands.iter().map(|c| (c.idx, c.direction)))
-                    .any(|(k, d)| k == idx || of_it(k, d))
-            };
+            // Its own candidate explains it (a further step's, unless held
+            // silent as part of the move it steps beyond: that gives way
+            // to the step), and so do SKUs of it moving its way (in the
+            // SKU table, but for a further step: they step further with
+            // it; or their candidates) unless the rest of it moved too, at
+            // least half as far: a category's step shows in its best
+            // sellers as well.
+            let own = cands.iter().any(|c| {
+                c.idx == idx && !(step.further && c.silent && c.kind != AlertKind::DropToZero)
+            });
+            let mut kids: Vec<usize> = skus
+                .moving
+                .iter()
+                .filter(|_| !step.further)
+                .map(|m| (m.0, m.1))
+                .chain(cands.iter().map(|c| (c.idx, c.direction)))
+                .filter(|&(k, d)| {
+                    d == direction
+                        && group[k].level == Level::SkuStore
+                        && group[k].parent.as_ref() == Some(&f.key)
+                })
+                .map(|(k, _)| k)
+                .collect();
+            kids.sort_unstable();
+            kids.dedup();
+            // (Lines against what the peers made expected, as the step
+            // was found: a forecast follows a step within a few windows.)
+            let (kx, ke) = kids
+                .iter()
+                .filter_map(|&k| skus.lines_of(k))
+                .fold((0.0, 0.0), |a, l| (a.0 + l.0, a.1 + l.1));
+            let rest = view.lines_of(idx).map_or(0.0, |(x, e)| {
+                if e - ke >= REST_MIN_LINES {
+                    (((x - kx).max(0.0) + 0.5) / (e - ke)).ln() * direction.sign()
+                } else {
+                    0.0
+                }
+            });
+            let explained = own || (!kids.is_empty() && rest < REST_SHARE * level.abs());
             // A SKU of it out of stock (its windows stopped) that accounts
             // for at least half of the step down: the SKU's outage, which
             // its drop to zero told.
@@ -1807,10 +1823,13 @@ const MOVED_WITH_SHARE: f64 = 0.5;
 /// a level shift its way called is that step.
 const FURTHER_GRACE: i64 = 2;
 
-/// The share of a further step (log ratio) the rest of a category, its
-/// SKUs with candidates its way left out, must step too for the step to
-/// be the category's.
-const FURTHER_REST_SHARE: f64 = 0.5;
+/// The share of a step the peer test told (log ratio) the rest of a
+/// category, its SKUs moving its way left out, must move too for the step
+/// to be the category's own (see `Alerting::peer_steps`).
+const REST_SHARE: f64 = 0.5;
+/// Lines the rest of a category must be expected to sell for its move to
+/// be told (fewer: its SKUs moving explain its step).
+const REST_MIN_LINES: f64 = 3.0;
 
 /// The share of a category's step down (log ratios) the units of its SKUs
 /// in an outage that goes on must account for to make the step theirs

@@ -158,8 +158,7 @@ pub(crate) struct PeerView {
     /// SKUs': the stage reads no other).
     pub surprise: Vec<(usize, f64)>,
     /// Each covered cell's lines this window and what its peers made
-    /// expected, in the group's order (of a table whose moves are
-    /// classified: the categories').
+    /// expected, in the group's order.
     pub lines: Vec<(usize, f64, f64)>,
 }
 
@@ -248,6 +247,15 @@ impl PeerView {
             .binary_search_by_key(&idx, |c| c.0)
             .ok()
             .map(|k| self.covered[k].1)
+    }
+
+    /// The lines of the series at group index `idx` this window and what
+    /// its peers made expected, if the test covers it.
+    pub(crate) fn lines_of(&self, idx: usize) -> Option<(f64, f64)> {
+        self.lines
+            .binary_search_by_key(&idx, |l| l.0)
+            .ok()
+            .map(|k| (self.lines[k].1, self.lines[k].2))
     }
 
     /// How far the series at group index `idx` strays from its peers this
@@ -516,9 +524,7 @@ impl Peers {
         let phi = cell.dispersion();
         let covered = view.covered.len();
         view.covered.push((c.idx, None));
-        if classify {
-            view.lines.push((c.idx, x, e));
-        }
+        view.lines.push((c.idx, x, e));
         cell.hist.push_back((x, e));
         if cell.hist.len() > FIT_WINDOWS {
             cell.hist.pop_front();

@@ -3533,3 +3533,18 @@ fn a_categorys_step_at_the_top_of_its_own_climb_is_a_level_shift() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_categorys_step_down_with_its_best_seller_is_the_categorys() {
+    // Half its lines from window 300, its best seller halving with it
+    // (the SKU's move seen against the same SKU in the other stores), the
+    // category inside its wide band: the category's level shift, called
+    // by the peer test once its evidence is in (about 30 lines a window
+    // against 60).
+    let got = category_shaped(|i| (if i >= 300 { 0.5 } else { 1.0 }, (0.4, 1.6)));
+    assert!(
+        got.iter()
+            .any(|&(k, i)| k == AlertKind::LevelShift && (300..306).contains(&i)),
+        "{got:?}"
+    );
+}
