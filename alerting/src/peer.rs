@@ -95,9 +95,9 @@ pub(crate) const FORECAST_SHARE: f64 = 0.5;
 pub(crate) const LEANS: f64 = 0.25;
 /// Windows after a move's end during which a step back is its end.
 pub(crate) const END_GRACE: i64 = 3;
-/// Windows a decided move, or its last further step, goes on (where it
-/// stands measured anew) before evidence for a further step its way
-/// counts.
+/// Windows since a move was found, or since its last further step was
+/// told, before evidence for a further step its way counts (the move
+/// decided by then; where it stands is measured over its last six).
 const FURTHER_AFTER: i64 = 6;
 /// Windows a further step's fit must keep before its start, at where the
 /// move stood.
