@@ -1300,7 +1300,9 @@ impl Alerting {
                 continue;
             }
             steps.push(Candidate {
-                peer: Some(level),
+                // (Told against the usual: a further step's level is from
+                // where its move stood.)
+                peer: Some(step.from + level),
                 ..Candidate::plain(idx, AlertKind::LevelShift, direction, level.abs())
             });
         }

@@ -172,6 +172,9 @@ pub(crate) struct Step {
     /// The best-fitting step's level, as a log ratio (a further step's:
     /// to where the move stood before it).
     pub level: f64,
+    /// Where the move stood before it, as a log ratio (a first step: 0):
+    /// `from + level` is where the cell stands against its usual.
+    pub from: f64,
     /// Windows since that step's start.
     pub since: usize,
     /// Windows since the move was found (a further step: since it was).
@@ -566,6 +569,7 @@ impl Peers {
                             idx: c.idx,
                             direction: d,
                             level: fit.level,
+                            from: 0.0,
                             since: fit.since,
                             age,
                             further: false,
@@ -613,6 +617,7 @@ impl Peers {
                             idx: c.idx,
                             direction: d,
                             level: f.level,
+                            from: p.was,
                             since: f.since,
                             age: p.waited,
                             further: true,
@@ -683,6 +688,7 @@ impl Peers {
                     idx: c.idx,
                     direction,
                     level: f.level,
+                    from: 0.0,
                     since: f.since,
                     age: 0,
                     further: false,
