@@ -1212,6 +1212,7 @@ impl Alerting {
         let mut steps = Vec::new();
         for step in &view.steps {
             let (idx, direction, level, since) = (step.idx, step.direction, step.level, step.since);
+            let further = step.further.is_some();
             let f = group[idx];
             let w = f.window_end_ms - f.window_start_ms;
             let Some(st) = self.series.get(&(f.level, f.key.clone())) else {
@@ -1221,7 +1222,7 @@ impl Alerting {
             // found, or a move its way still open: the series is known to
             // stand there; a further step's, since it began: the step
             // before it was called before.)
-            let fitted = if step.further {
+            let fitted = if further {
                 since as i64 + FURTHER_GRACE
             } else {
                 step.age + peer::FIT_WINDOWS as i64
@@ -1230,12 +1231,12 @@ impl Alerting {
             let called = st.shifted.as_ref().is_some_and(|s| {
                 let since_ms = f.window_start_ms - s.alert.window_start_ms;
                 s.alert.direction == direction
-                    && (since_ms <= fitted * w || (!step.further && since_ms <= memory))
+                    && (since_ms <= fitted * w || (!further && since_ms <= memory))
             });
             // (Or with its own alert: a further step goes beyond that.)
             let with_another = st
                 .excursion
-                .is_some_and(|x| x.cover.by_another() || (x.cover == Cover::Own && !step.further));
+                .is_some_and(|x| x.cover.by_another() || (x.cover == Cover::Own && !further));
             // Its own candidate explains it (a further step's, unless held
             // silent as part of the move it steps beyond: that gives way
             // to the step), and so do SKUs of it moving its way (in the
@@ -1243,13 +1244,13 @@ impl Alerting {
             // it; or their candidates) unless the rest of it moved too, at
             // least half as far: a category's step shows in its best
             // sellers as well.
-            let own = cands.iter().any(|c| {
-                c.idx == idx && !(step.further && c.silent && c.kind != AlertKind::DropToZero)
-            });
+            let own = cands
+                .iter()
+                .any(|c| c.idx == idx && !(further && c.silent && c.kind != AlertKind::DropToZero));
             let mut kids: Vec<usize> = skus
                 .moving
                 .iter()
-                .filter(|_| !step.further)
+                .filter(|_| !further)
                 .map(|m| (m.0, m.1))
                 .chain(cands.iter().map(|c| (c.idx, c.direction)))
                 .filter(|&(k, d)| {
@@ -1267,13 +1268,10 @@ impl Alerting {
                 .iter()
                 .filter_map(|&k| skus.lines_of(k))
                 .fold((0.0, 0.0), |a, l| (a.0 + l.0, a.1 + l.1));
-            let rest = view.lines_of(idx).map_or(0.0, |(x, e)| {
-                if e - ke >= REST_MIN_LINES {
-                    (((x - kx).max(0.0) + 0.5) / (e - ke)).ln() * direction.sign()
-                } else {
-                    0.0
-                }
-            });
+            let rest = view
+                .lines_of(idx)
+                .and_then(|l| peer::rest_ratio(l, (kx, ke)))
+                .map_or(0.0, |r| r.ln() * direction.sign());
             let explained = own || (!kids.is_empty() && rest < REST_SHARE * level.abs());
             // A SKU of it out of stock (its windows stopped) that accounts
             // for at least half of the step down: the SKU's outage, which
@@ -1302,7 +1300,7 @@ impl Alerting {
             steps.push(Candidate {
                 // (Told against the usual: a further step's level is from
                 // where its move stood.)
-                peer: Some(step.from + level),
+                peer: Some(step.further.unwrap_or(0.0) + level),
                 ..Candidate::plain(idx, AlertKind::LevelShift, direction, level.abs())
             });
         }
@@ -1829,9 +1827,6 @@ const FURTHER_GRACE: i64 = 2;
 /// category, its SKUs moving its way left out, must move too for the step
 /// to be the category's own (see `Alerting::peer_steps`).
 const REST_SHARE: f64 = 0.5;
-/// Lines the rest of a category must be expected to sell for its move to
-/// be told (fewer: its SKUs moving explain its step).
-const REST_MIN_LINES: f64 = 3.0;
 
 /// The share of a category's step down (log ratios) the units of its SKUs
 /// in an outage that goes on must account for to make the step theirs

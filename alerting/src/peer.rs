@@ -172,16 +172,15 @@ pub(crate) struct Step {
     /// The best-fitting step's level, as a log ratio (a further step's:
     /// to where the move stood before it).
     pub level: f64,
-    /// Where the move stood before it, as a log ratio (a first step: 0):
-    /// `from + level` is where the cell stands against its usual.
-    pub from: f64,
     /// Windows since that step's start.
     pub since: usize,
     /// Windows since the move was found (a further step: since it was).
     pub age: i64,
     /// A further step of a move going on, its way (a second step on top
-    /// of a first while the first stands, or at the top of a climb).
-    pub further: bool,
+    /// of a first while the first stands, or at the top of a climb): where
+    /// the move stood before it, as a log ratio (`from + level` is where
+    /// the cell stands against its usual). None: a first step.
+    pub further: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -569,10 +568,9 @@ impl Peers {
                             idx: c.idx,
                             direction: d,
                             level: fit.level,
-                            from: 0.0,
                             since: fit.since,
                             age,
-                            further: false,
+                            further: None,
                         });
                     }
                     if let Some(m) = cell.moving.as_mut() {
@@ -617,10 +615,9 @@ impl Peers {
                             idx: c.idx,
                             direction: d,
                             level: f.level,
-                            from: p.was,
                             since: f.since,
                             age: p.waited,
-                            further: true,
+                            further: Some(p.was),
                         });
                     }
                 } else if f.margin > -RAMP_MARGIN && p.waited < DECIDE_WINDOWS {
@@ -688,10 +685,9 @@ impl Peers {
                     idx: c.idx,
                     direction,
                     level: f.level,
-                    from: 0.0,
                     since: f.since,
                     age: 0,
-                    further: false,
+                    further: None,
                 });
             }
             cell.moving = Some(Move {
@@ -734,10 +730,7 @@ fn learn(cell: &mut Cell, resid: f64, (x, e): (f64, f64)) {
 /// its best seller too); only its way: the rest's own noise is no
 /// evidence.
 fn surprise(c: &PeerCell<'_>, (x, e): (f64, f64), phi: f64) -> Option<f64> {
-    let rest = match c.parent {
-        Some((px, pe)) if pe - e >= MIN_EXPECTED => ((px - x).max(0.0) + 0.5) / (pe - e),
-        _ => 1.0,
-    };
+    let rest = c.parent.and_then(|p| rest_ratio(p, (x, e))).unwrap_or(1.0);
     let es = e * if x > e { rest.max(1.0) } else { rest.min(1.0) };
     // (The normal approximation first, to spare the tail's cost on the
     // many cells near their expectation.)
@@ -745,6 +738,13 @@ fn surprise(c: &PeerCell<'_>, (x, e): (f64, f64), phi: f64) -> Option<f64> {
         return None;
     }
     Some(count_z(x, es, phi)).filter(|z| z.abs() >= SURPRISE_MIN)
+}
+
+/// The rest of a series' lines, `part`'s left out, against what the peers
+/// made expected of that rest, both `(lines, expected lines)`; None when
+/// too few lines are expected of the rest to tell ([`MIN_EXPECTED`]).
+pub(crate) fn rest_ratio((x, e): (f64, f64), (part_x, part_e): (f64, f64)) -> Option<f64> {
+    (e - part_e >= MIN_EXPECTED).then(|| ((x - part_x).max(0.0) + 0.5) / (e - part_e))
 }
 
 /// The step-or-ramp fit of the last `n` windows of `hist`, their
@@ -1005,7 +1005,7 @@ mod tests {
             .flat_map(|(w, v)| {
                 v.steps
                     .iter()
-                    .filter(|s| s.further)
+                    .filter(|s| s.further.is_some())
                     .map(move |s| (*w, s.idx, s.level, s.since))
             })
             .collect()
@@ -1042,7 +1042,7 @@ mod tests {
                 v.steps
                     .iter()
                     .filter(|s| s.idx == at(4, 3))
-                    .map(move |s| (*w, s.further))
+                    .map(move |s| (*w, s.further.is_some()))
             })
             .collect();
         assert!(
