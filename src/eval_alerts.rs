@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use salescast_alerting::{Alert, AlertKind, Alerting, Direction, Status};
 use salescast_inference::Inference;
 use salescast_loadgen::{AnomalyLabel, Expect, GenConfig, Generator};
-use salescast_stream_core::{batch_from_rows, WindowEngine};
+use salescast_stream_core::{batch_from_rows, Level, WindowEngine};
 use serde::Serialize;
 
 /// Options of `salescast eval-alerts`.
@@ -117,6 +117,17 @@ pub struct KindScore {
     pub cut_short: usize,
     /// Of those, caught by an alert of this kind.
     pub cut_short_caught: usize,
+    /// The median delay of an oracle's test, one told where each labeled
+    /// category move starts, its factor and shape, and the series' rate,
+    /// at a false alarm in a hundred moves: how soon the stream itself
+    /// could tell such a move at best. Only for level shifts and trend
+    /// breaks; `None` when the oracle's median label is not told within
+    /// its span.
+    pub oracle_median_delay_windows: Option<f64>,
+    /// The same oracle asking the evidence the peer test asks of a move
+    /// (`alerting.peer-h`, in nats): what knowing where a move starts and
+    /// how it goes is worth at the false-alarm rate the detector runs at.
+    pub oracle_median_delay_at_peer_h_windows: Option<f64>,
 }
 
 fn level_name(a: &Alert) -> &'static str {
@@ -175,6 +186,73 @@ struct SeedRun {
     alerts: Vec<Alert>,
     labels: Vec<AnomalyLabel>,
     scored_from: i64,
+    /// Each category in a store's order lines by window start (for the
+    /// oracle's bound).
+    lines: Lines,
+}
+
+/// Order lines of each series by window start.
+type Lines = std::collections::HashMap<std::sync::Arc<str>, BTreeMap<i64, i64>>;
+
+/// False alarms the oracle's test allows per labeled move (see
+/// [`oracle_delay`]).
+const ORACLE_FALSE_ALARMS: f64 = 0.01;
+
+/// Windows before a labeled move whose lines give its series' rate.
+const ORACLE_RATE_WINDOWS: i64 = 12;
+
+/// The factor a labeled move puts on its series' rate in window `i` from
+/// its start, as the generator injects it: a step at once, a trend break
+/// climbing (or sliding) over `TREND_RAMP_WINDOWS` windows.
+fn label_multiplier(l: &AnomalyLabel, i: i64) -> f64 {
+    if l.kind == "trend_break" {
+        let p = ((i as f64 + 0.5) / salescast_loadgen::TREND_RAMP_WINDOWS as f64).min(1.0);
+        1.0 + (l.factor - 1.0) * p
+    } else {
+        l.factor
+    }
+}
+
+/// Windows from a labeled move's start to the first window by whose end
+/// an oracle could tell it: a one-sided likelihood-ratio test of the move
+/// against none that is *told* where the move starts, its factor and shape
+/// ([`label_multiplier`]), and the series' rate (the lines of the
+/// `ORACLE_RATE_WINDOWS` windows before it, carried along the generator's
+/// daily and weekly shape), so it is tested once per label instead of at
+/// every window of every series. It tells the move once the expected log
+/// likelihood ratio of the Poisson counts,
+/// `sum lambda_i (m_i ln m_i - m_i + 1)`, reaches `needed` nats (Wald's
+/// approximation of the test's typical delay; `ln(1 / ORACLE_FALSE_ALARMS)` for a false alarm in a
+/// hundred moves). No detector that must find the start itself, at a
+/// false-alarm rate an operator accepts, can be quicker in the typical
+/// case. `None`: no rate (fewer than half the windows before the move), or
+/// not told within its span.
+fn oracle_delay(l: &AnomalyLabel, lines: &BTreeMap<i64, i64>, w: i64, needed: f64) -> Option<f64> {
+    let mid = |t: i64| salescast_loadgen::demand_shape(t + w / 2);
+    let before: Vec<(i64, i64)> = lines
+        .range(l.start_ms - ORACLE_RATE_WINDOWS * w..l.start_ms)
+        .map(|(&t, &n)| (t, n))
+        .collect();
+    if (before.len() as i64) * 2 < ORACLE_RATE_WINDOWS {
+        return None;
+    }
+    // Lines per unit of the demand shape.
+    let rate = before.iter().map(|&(_, n)| n as f64).sum::<f64>()
+        / before.iter().map(|&(t, _)| mid(t)).sum::<f64>();
+    if rate <= 0.0 {
+        return None;
+    }
+    let mut llr = 0.0;
+    for i in 0..(l.end_ms - l.start_ms) / w {
+        let lambda = rate * mid(l.start_ms + i * w);
+        let m = label_multiplier(l, i);
+        let per_unit = if m > 0.0 { m * m.ln() - m + 1.0 } else { 1.0 };
+        llr += lambda * per_unit;
+        if llr >= needed {
+            return Some(i as f64);
+        }
+    }
+    None
 }
 
 /// Where a seed's replay ends (ms).
@@ -383,7 +461,14 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
     // SALESCAST_EVAL_TRACE=<key> prints that series' windows and forecasts
     // (from the cache too).
     let trace = std::env::var("SALESCAST_EVAL_TRACE").ok();
+    let mut lines = Lines::new();
     let mut detect = |step: &[salescast_inference::Forecast]| {
+        for x in step.iter().filter(|x| x.level == Level::CategoryStore) {
+            lines
+                .entry(x.key.clone())
+                .or_default()
+                .insert(x.window_start_ms, x.actual.lines);
+        }
         if let Some(k) = trace.as_deref() {
             for x in step.iter().filter(|x| &*x.key == k) {
                 let e = x.expected.map_or([f64::NAN; 3], |e| [e.p10, e.p50, e.p90]);
@@ -425,6 +510,7 @@ fn run_seed(cfg: &crate::Config, args: &EvalAlertsArgs, seed: u64) -> anyhow::Re
         alerts,
         labels,
         scored_from: START_MS + args.warmup_days * 86_400_000,
+        lines,
     })
 }
 
@@ -452,7 +538,12 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
     let w = args.window_ms;
     // Where every seed's replay ends (a label past it is cut short).
     let ends_at = replay_end(args);
-    let mut per_kind: BTreeMap<&'static str, (KindScore, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    // Per kind: scores, delays, delays of any kind, the oracle's delays
+    // at a false alarm in a hundred moves and at the peer test's evidence.
+    type Tally = (KindScore, Vec<f64>, Vec<f64>, Vec<(f64, f64)>);
+    let mut per_kind: BTreeMap<&'static str, Tally> = BTreeMap::new();
+    let one_in_a_hundred = (1.0 / ORACLE_FALSE_ALARMS).ln();
+    let peer_h = cfg.alerting.peer_h;
     let mut incident_alerts: Vec<usize> = Vec::new();
     let mut total_alerts = 0;
     let mut unmatched = 0;
@@ -591,8 +682,17 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     })
                     .take(6)
                     .collect();
+                let oracle = match (kind_of(&l.kind), run.lines.get(l.key.as_str())) {
+                    (Some(AlertKind::LevelShift | AlertKind::TrendBreak), Some(lines)) => {
+                        let d = |needed| {
+                            oracle_delay(l, lines, w, needed).map_or("-".into(), |d| d.to_string())
+                        };
+                        format!(" (oracle {} / {})", d(one_in_a_hundred), d(peer_h))
+                    }
+                    _ => String::new(),
+                };
                 eprintln!(
-                    "seed {seed} {} x{} {} {} {}{} -> {:?}",
+                    "seed {seed} {} x{} {} {} {}{}{oracle} -> {:?}",
                     l.kind,
                     l.factor,
                     l.level,
@@ -633,10 +733,20 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 // Alerts raised for a hierarchy-wide incident during its span.
                 incident_alerts.push(during);
             }
+            if matches!(k, AlertKind::LevelShift | AlertKind::TrendBreak) {
+                // Not told within its span: after every delay told.
+                let d = |needed| {
+                    run.lines
+                        .get(l.key.as_str())
+                        .and_then(|lines| oracle_delay(l, lines, w, needed))
+                        .unwrap_or(f64::INFINITY)
+                };
+                e.3.push((d(one_in_a_hundred), d(peer_h)));
+            }
         }
     }
     let mut kinds = BTreeMap::new();
-    for (k, (mut s, delays, any_delays)) in per_kind {
+    for (k, (mut s, delays, any_delays, oracle)) in per_kind {
         let ratio = |n: usize, d: usize| if d > 0 { n as f64 / d as f64 } else { 0.0 };
         s.precision = ratio(s.matched_alerts, s.alerts);
         s.recall = ratio(s.caught, s.labels);
@@ -652,6 +762,9 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         s.same_kind_f1 = f1(s.same_kind_precision, s.recall);
         s.median_delay_windows = median(delays);
         s.median_delay_any_kind_windows = median(any_delays);
+        let told = |v: Vec<f64>| median(v).filter(|d| d.is_finite());
+        s.oracle_median_delay_windows = told(oracle.iter().map(|o| o.0).collect());
+        s.oracle_median_delay_at_peer_h_windows = told(oracle.iter().map(|o| o.1).collect());
         kinds.insert(k, s);
     }
     let per_incident = if incident_alerts.is_empty() {
@@ -725,6 +838,25 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
         incident_alerts.len(),
         per_incident.map_or("-".into(), |x| format!("{x:.2}"))
     );
+    let oracle: Vec<String> = kinds
+        .iter()
+        .filter(|(k, _)| matches!(**k, "level_shift" | "trend_break"))
+        .map(|(k, s)| {
+            let d = |d: Option<f64>| d.map_or("-".into(), |d| format!("{d:.1}"));
+            format!(
+                "{k} {} / {}",
+                d(s.oracle_median_delay_windows),
+                d(s.oracle_median_delay_at_peer_h_windows)
+            )
+        })
+        .collect();
+    if !oracle.is_empty() {
+        println!(
+            "oracle's median delay, windows (a test told each move's start, factor and rate; at {}% false alarms per move / at peer-h {peer_h} nats): {}",
+            ORACLE_FALSE_ALARMS * 100.0,
+            oracle.join(", ")
+        );
+    }
     let cut: Vec<String> = kinds
         .iter()
         .filter(|(_, s)| s.cut_short > 0)
@@ -778,6 +910,61 @@ mod tests {
             end_ms: 36_000_000,
             factor,
         }
+    }
+
+    /// A category's lines at `per_window` a window around `start`, along
+    /// the generator's demand shape, for the windows before it.
+    fn lines_before(start: i64, per_window: f64) -> BTreeMap<i64, i64> {
+        let w = 300_000;
+        let at = |t: i64| salescast_loadgen::demand_shape(t + w / 2);
+        (1..=ORACLE_RATE_WINDOWS)
+            .map(|i| {
+                let t = start - i * w;
+                (t, (per_window * at(t) / at(start)).round() as i64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_oracle_tells_a_step_at_once_and_a_climb_only_once_it_has_climbed() {
+        let w = 300_000;
+        // Noon on the Wednesday after START_MS.
+        let start = START_MS + 2 * 86_400_000 + 12 * 3_600_000;
+        let at = |kind: &str, factor: f64| AnomalyLabel {
+            start_ms: start,
+            end_ms: start + 120 * w,
+            ..label(kind, factor)
+        };
+        let fifty = lines_before(start, 50.0);
+        let needed = (1.0 / ORACLE_FALSE_ALARMS).ln();
+        assert_eq!(
+            oracle_delay(&at("level_shift", 1.8), &fifty, w, needed),
+            Some(0.0)
+        );
+        assert_eq!(
+            oracle_delay(&at("level_shift", 0.5), &fifty, w, needed),
+            Some(0.0)
+        );
+        // A climb to twice the rate over 36 windows: about 3% a window.
+        // Its expected log likelihood ratio after k windows is about
+        // 50 k^3 / 7776, which reaches ln 100 at k = 9.
+        let climb = oracle_delay(&at("trend_break", 2.0), &fifty, w, needed).unwrap();
+        assert!((6.0..=11.0).contains(&climb), "{climb}");
+        // A slide to 0.4 moves 1.7% a window: slower still.
+        let slide = oracle_delay(&at("trend_break", 0.4), &fifty, w, needed).unwrap();
+        assert!(slide > climb, "{slide} {climb}");
+        // With a hundred times the lines it is told within two windows.
+        let many = lines_before(start, 5000.0);
+        let quick = oracle_delay(&at("trend_break", 2.0), &many, w, needed).unwrap();
+        assert!(quick <= 2.0, "{quick}");
+        // Asking more evidence (fewer false alarms) takes longer.
+        let sure = oracle_delay(&at("trend_break", 2.0), &fifty, w, 12.0).unwrap();
+        assert!(sure > climb, "{sure} {climb}");
+        // No windows before the move: no rate, no bound.
+        assert_eq!(
+            oracle_delay(&at("trend_break", 2.0), &BTreeMap::new(), w, needed),
+            None
+        );
     }
 
     #[test]

@@ -239,6 +239,22 @@ pub fn daily_factor(hour: f64) -> f64 {
 /// Weekly demand shape, Monday first.
 pub const WEEKLY: [f64; 7] = [0.9, 0.9, 0.95, 1.0, 1.1, 1.3, 1.2];
 
+/// Demand at simulated time `ms` (epoch ms, UTC) relative to a plain
+/// hour: [`daily_factor`] times the day's [`WEEKLY`] factor. Every SKU and
+/// store's rate follows it (before promotions and anomalies).
+pub fn demand_shape(ms: i64) -> f64 {
+    let (hour, dow) = hour_and_weekday(ms);
+    daily_factor(hour) * WEEKLY[dow]
+}
+
+/// The hour of the day (fractional) and the weekday (Monday 0) of `ms`.
+fn hour_and_weekday(ms: i64) -> (f64, usize) {
+    let hour = (ms.rem_euclid(86_400_000)) as f64 / 3_600_000.0;
+    // 1970-01-01 was a Thursday (index 3 with Monday = 0).
+    let dow = (ms.div_euclid(86_400_000) + 3).rem_euclid(7) as usize;
+    (hour, dow)
+}
+
 impl Generator {
     /// A generator with this configuration.
     pub fn new(mut cfg: GenConfig) -> Generator {
@@ -291,9 +307,7 @@ impl Generator {
 
     /// Expected demand rate (lines per second) at simulated time `ms`.
     pub fn rate_at(&self, ms: i64) -> f64 {
-        let hour = (ms.rem_euclid(86_400_000)) as f64 / 3_600_000.0;
-        // 1970-01-01 was a Thursday (index 3 with Monday = 0).
-        let dow = (ms.div_euclid(86_400_000) + 3).rem_euclid(7) as usize;
+        let (hour, dow) = hour_and_weekday(ms);
         self.cfg.events_per_second * daily_factor(hour) * WEEKLY[dow] / 0.55
     }
 
