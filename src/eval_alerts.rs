@@ -17,6 +17,8 @@
 //! by an alert of any kind, and its delay (found, if not always named
 //! right). Hierarchy-wide incidents (store-level
 //! labels) also report how many alerts they raised: one is the goal.
+//! Level shifts and trend breaks also report an oracle's median delay
+//! (`oracle_delay`): how soon the stream itself could tell them at best.
 //!
 //! `SALESCAST_EVAL_DEBUG=1` prints, per label, the alerts near it, and the
 //! labels of the warm-up. `SALESCAST_EVAL_KEY=KEY` prints every alert (any
