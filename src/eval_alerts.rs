@@ -224,10 +224,10 @@ fn label_multiplier(l: &AnomalyLabel, i: i64) -> f64 {
 /// every window of every series. It tells the move once the expected log
 /// likelihood ratio of the Poisson counts,
 /// `sum lambda_i (m_i ln m_i - m_i + 1)`, reaches `needed` nats (Wald's
-/// approximation of the test's typical delay; `ln(1 / ORACLE_FALSE_ALARMS)` for a false alarm in a
-/// hundred moves). No detector that must find the start itself, at a
-/// false-alarm rate an operator accepts, can be quicker in the typical
-/// case. `None`: no rate (fewer than half the windows before the move), or
+/// approximation of the test's typical delay; `ln(1 / ORACLE_FALSE_ALARMS)`
+/// for a false alarm in a hundred moves). No detector that must find the
+/// start itself, at a false-alarm rate an operator accepts, can be quicker
+/// in the typical case. `None`: no rate (fewer than half the windows before the move), or
 /// not told within its span.
 fn oracle_delay(l: &AnomalyLabel, lines: &BTreeMap<i64, i64>, w: i64, needed: f64) -> Option<f64> {
     let mid = |t: i64| salescast_loadgen::demand_shape(t + w / 2);
