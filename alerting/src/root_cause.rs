@@ -329,7 +329,9 @@ fn rest_over_move(
 }
 
 /// The descendants of candidate `ci` that broke the same way (and are not
-/// yet part of another's alert): its children, marked `absorbed`.
+/// yet part of another's alert): its children, marked `absorbed`. A move
+/// the peer test called is never one: it is the series' own against its
+/// peers, its store's move taken out.
 pub(crate) fn children(
     group: &[&Forecast],
     cands: &[Candidate],
@@ -375,7 +377,11 @@ pub(crate) fn children(
                     EchoOnly::Faint => true,
                     EchoOnly::News => further(),
                 };
-            if absorbed[k] || d.direction != c.direction || own || burst || news {
+            // Nor does any ancestor hide a move the peer test called: the
+            // category's move against its store's other categories, with
+            // the store's own move taken out.
+            let against_peers = d.peer.is_some() && !d.quiet();
+            if absorbed[k] || d.direction != c.direction || own || burst || news || against_peers {
                 continue;
             }
             absorbed[k] = true;

@@ -3556,3 +3556,63 @@ fn a_categorys_step_down_with_its_best_seller_is_the_categorys() {
         "{got:?}"
     );
 }
+
+/// The four-by-four table with its stores (each the sum of its
+/// categories), every series forecast by [`Lagging`]: `c0|s0` climbs to
+/// twice its lines over 36 windows from window 300, and from window
+/// `store_from` (if any) store `s0` sells 1.5 times its usual (all its
+/// categories, `c0|s0` on top of its climb). The alerts of `c0|s0`, by
+/// kind and window.
+fn category_climbing_in_a_moving_store(store_from: Option<i64>) -> Vec<(AlertKind, i64)> {
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut lagging = Lagging::default();
+    let mut got = Vec::new();
+    for i in 0..400i64 {
+        let t = i * 60_000;
+        let mut fs = Vec::new();
+        let mut stores = [0i64; 4];
+        for (_, s, cat, y) in four_by_four(i) {
+            let mut x = 1.0;
+            if s == 0 && store_from.is_some_and(|from| i >= from) {
+                x *= 1.5;
+            }
+            if cat == "c0|s0" && i >= 300 {
+                x *= 1.0 + ((i - 299) as f64 / 36.0).min(1.0);
+            }
+            let y = (y as f64 * x).round() as i64;
+            stores[s as usize] += y;
+            let cat = (Level::CategoryStore, cat, format!("s{s}"));
+            fs.push(lagging.forecast(cat, (t, y), (0.4, 1.6)));
+        }
+        for (s, &y) in stores.iter().enumerate() {
+            let store = (Level::Store, format!("s{s}"), "total".to_string());
+            fs.push(lagging.forecast(store, (t, y), (0.9, 1.1)));
+        }
+        got.extend(
+            a.process(&fs)
+                .into_iter()
+                .filter(|x| &*x.key == "c0|s0")
+                .map(|x| (x.kind, i)),
+        );
+    }
+    got
+}
+
+#[test]
+fn a_categorys_climb_against_its_peers_is_its_own_while_its_store_moves() {
+    let climbs = |got: &[(AlertKind, i64)]| {
+        got.iter()
+            .any(|&(k, i)| k == AlertKind::TrendBreak && (300..336).contains(&i))
+    };
+    // In a store selling as usual: a trend break.
+    let alone = category_climbing_in_a_moving_store(None);
+    assert!(climbs(&alone), "{alone:?}");
+    // In a store that steps up about when the climb is called (its spike,
+    // its level shift, the windows that continue it), the store's move
+    // does not account for the category's climb against the store's other
+    // categories: a trend break all the same.
+    for from in 300..=320 {
+        let with_store = category_climbing_in_a_moving_store(Some(from));
+        assert!(climbs(&with_store), "store from {from}: {with_store:?}");
+    }
+}
