@@ -203,22 +203,10 @@ const ORACLE_FALSE_ALARMS: f64 = 0.01;
 /// Windows before a labeled move whose lines give its series' rate.
 const ORACLE_RATE_WINDOWS: i64 = 12;
 
-/// The factor a labeled move puts on its series' rate in window `i` from
-/// its start, as the generator injects it: a step at once, a trend break
-/// climbing (or sliding) over `TREND_RAMP_WINDOWS` windows.
-fn label_multiplier(l: &AnomalyLabel, i: i64) -> f64 {
-    if l.kind == "trend_break" {
-        let p = ((i as f64 + 0.5) / salescast_loadgen::TREND_RAMP_WINDOWS as f64).min(1.0);
-        1.0 + (l.factor - 1.0) * p
-    } else {
-        l.factor
-    }
-}
-
 /// Windows from a labeled move's start to the first window by whose end
 /// an oracle could tell it: a one-sided likelihood-ratio test of the move
 /// against none that is *told* where the move starts, its factor and shape
-/// ([`label_multiplier`]), and the series' rate (the lines of the
+/// ([`AnomalyLabel::multiplier_at`], mid-window), and the series' rate (the lines of the
 /// `ORACLE_RATE_WINDOWS` windows before it, carried along the generator's
 /// daily and weekly shape), so it is tested once per label instead of at
 /// every window of every series. It tells the move once the expected log
@@ -246,8 +234,9 @@ fn oracle_delay(l: &AnomalyLabel, lines: &BTreeMap<i64, i64>, w: i64, needed: f6
     }
     let mut llr = 0.0;
     for i in 0..(l.end_ms - l.start_ms) / w {
-        let lambda = rate * mid(l.start_ms + i * w);
-        let m = label_multiplier(l, i);
+        let t = l.start_ms + i * w;
+        let lambda = rate * mid(t);
+        let m = l.multiplier_at(t + w / 2, w);
         let per_unit = if m > 0.0 { m * m.ln() - m + 1.0 } else { 1.0 };
         llr += lambda * per_unit;
         if llr >= needed {
@@ -577,6 +566,19 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             .labels
             .iter()
             .partition(|l| l.start_ms >= run.scored_from);
+        // Each label's oracle delays (a level shift's or trend break's
+        // whose series' lines were seen), at each evidence asked.
+        let oracles: Vec<Option<[Option<f64>; 2]>> = labels
+            .iter()
+            .map(|l| {
+                let lines = run.lines.get(l.key.as_str())?;
+                matches!(
+                    kind_of(&l.kind),
+                    Some(AlertKind::LevelShift | AlertKind::TrendBreak)
+                )
+                .then(|| [one_in_a_hundred, peer_h].map(|n| oracle_delay(l, lines, w, n)))
+            })
+            .collect();
         if let Some(k) = &debug_key {
             for a in run
                 .alerts
@@ -659,7 +661,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     salescast_alerting::fmt_utc(l.start_ms)
                 );
             }
-            for l in &labels {
+            for (l, oracle) in labels.iter().zip(&oracles) {
                 let caught = alerts.iter().any(|a| matches(a, l) && catches(a, l));
                 // The label's own series' alerts first.
                 let mut near: Vec<&Alert> = alerts
@@ -684,15 +686,10 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                     })
                     .take(6)
                     .collect();
-                let oracle = match (kind_of(&l.kind), run.lines.get(l.key.as_str())) {
-                    (Some(AlertKind::LevelShift | AlertKind::TrendBreak), Some(lines)) => {
-                        let d = |needed| {
-                            oracle_delay(l, lines, w, needed).map_or("-".into(), |d| d.to_string())
-                        };
-                        format!(" (oracle {} / {})", d(one_in_a_hundred), d(peer_h))
-                    }
-                    _ => String::new(),
-                };
+                let oracle = oracle.map_or(String::new(), |o| {
+                    let [a, b] = o.map(|d| d.map_or("-".into(), |d| d.to_string()));
+                    format!(" (oracle {a} / {b})")
+                });
                 eprintln!(
                     "seed {seed} {} x{} {} {} {}{}{oracle} -> {:?}",
                     l.kind,
@@ -705,7 +702,7 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        for l in &labels {
+        for (l, oracle) in labels.iter().zip(&oracles) {
             let Some(k) = kind_of(&l.kind) else { continue };
             let e = per_kind.entry(k.as_str()).or_default();
             e.0.labels += 1;
@@ -737,13 +734,10 @@ pub fn run(cfg: &crate::Config, args: &EvalAlertsArgs) -> anyhow::Result<()> {
             }
             if matches!(k, AlertKind::LevelShift | AlertKind::TrendBreak) {
                 // Not told within its span: after every delay told.
-                let d = |needed| {
-                    run.lines
-                        .get(l.key.as_str())
-                        .and_then(|lines| oracle_delay(l, lines, w, needed))
-                        .unwrap_or(f64::INFINITY)
-                };
-                e.3.push((d(one_in_a_hundred), d(peer_h)));
+                let [a, b] = oracle
+                    .unwrap_or_default()
+                    .map(|d| d.unwrap_or(f64::INFINITY));
+                e.3.push((a, b));
             }
         }
     }

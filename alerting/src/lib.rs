@@ -1158,20 +1158,12 @@ impl Alerting {
                 peer: Some(moved),
                 ..Candidate::plain(idx, AlertKind::TrendBreak, direction, moved.abs())
             };
-            // (An outage stays one: a drop to zero is no climb.)
-            match cands.iter_mut().find(|c| c.idx == idx) {
-                Some(c) if c.kind == AlertKind::DropToZero => {}
-                Some(c) => *c = call,
-                None => cands.push(call),
-            }
+            put_peer_call(cands, call);
         }
         // (A further step takes the place of its series' silent
         // candidate, see `peer_steps`.)
         for step in self.peer_steps(group, &view, &skus, cands) {
-            match cands.iter_mut().find(|c| c.idx == step.idx) {
-                Some(c) => *c = step,
-                None => cands.push(step),
-            }
+            put_peer_call(cands, step);
         }
         // Root-cause grouping reads candidates in the group's order.
         cands.sort_by_key(|c| c.idx);
@@ -1211,7 +1203,13 @@ impl Alerting {
     ) -> Vec<Candidate> {
         let mut steps = Vec::new();
         for step in &view.steps {
-            let (idx, direction, level, since) = (step.idx, step.direction, step.level, step.since);
+            let &peer::Step {
+                idx,
+                direction,
+                level,
+                since,
+                ..
+            } = step;
             let further = step.further.is_some();
             let f = group[idx];
             let w = f.window_end_ms - f.window_start_ms;
@@ -1819,6 +1817,16 @@ const TREND_BACK_MAX: f64 = 3.0;
 /// about as much, while one SKU's burst lifting its store leaves the other
 /// categories where they were.
 const MOVED_WITH_SHARE: f64 = 0.5;
+/// A call of the peer test takes the place of its series' own candidate,
+/// if any, but an outage's (a drop to zero is no climb, nor a step).
+fn put_peer_call(cands: &mut Vec<Candidate>, call: Candidate) {
+    match cands.iter_mut().find(|c| c.idx == call.idx) {
+        Some(c) if c.kind == AlertKind::DropToZero => {}
+        Some(c) => *c = call,
+        None => cands.push(call),
+    }
+}
+
 /// Windows before a further step's start (see `peer::Step`) within which
 /// a level shift its way called is that step.
 const FURTHER_GRACE: i64 = 2;

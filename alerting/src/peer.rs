@@ -183,6 +183,20 @@ pub(crate) struct Step {
     pub further: Option<f64>,
 }
 
+impl Step {
+    /// The step `fit` tells of the cell at group index `idx`, its way `d`.
+    fn of(idx: usize, direction: Direction, fit: &Fit, age: i64, further: Option<f64>) -> Step {
+        Step {
+            idx,
+            direction,
+            level: fit.level,
+            since: fit.since,
+            age,
+            further,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Move {
     direction: Direction,
@@ -564,14 +578,7 @@ impl Peers {
                         view.calls.push((c.idx, d, moved(&cell.hist, 6)));
                     } else if classify {
                         let age = cell.moving.as_ref().map_or(0, |m| m.age);
-                        view.steps.push(Step {
-                            idx: c.idx,
-                            direction: d,
-                            level: fit.level,
-                            since: fit.since,
-                            age,
-                            further: None,
-                        });
+                        view.steps.push(Step::of(c.idx, d, &fit, age, None));
                     }
                     if let Some(m) = cell.moving.as_mut() {
                         m.kind = Some(kind);
@@ -611,14 +618,8 @@ impl Peers {
                 if its_way && f.margin >= STEP_MARGIN {
                     m.fresh = 0;
                     if c.eligible {
-                        view.steps.push(Step {
-                            idx: c.idx,
-                            direction: d,
-                            level: f.level,
-                            since: f.since,
-                            age: p.waited,
-                            further: Some(p.was),
-                        });
+                        view.steps
+                            .push(Step::of(c.idx, d, &f, p.waited, Some(p.was)));
                     }
                 } else if f.margin > -RAMP_MARGIN && p.waited < DECIDE_WINDOWS {
                     p.windows = (p.windows + 1).min(FIT_WINDOWS);
@@ -681,14 +682,7 @@ impl Peers {
             let step = fit.is_none_or(|f| f.margin >= STEP_MARGIN);
             let kind = step.then_some(AlertKind::LevelShift);
             if let Some(f) = fit.filter(|_| step && c.eligible) {
-                view.steps.push(Step {
-                    idx: c.idx,
-                    direction,
-                    level: f.level,
-                    since: f.since,
-                    age: 0,
-                    further: None,
-                });
+                view.steps.push(Step::of(c.idx, direction, &f, 0, None));
             }
             cell.moving = Some(Move {
                 direction,

@@ -3314,11 +3314,7 @@ fn four_by_four(i: i64) -> impl Iterator<Item = (i64, i64, String, i64)> {
 fn four_by_four_run(
     series: impl Fn(i64, &str, i64, i64) -> (i64, Option<i64>, (f64, f64)),
 ) -> Vec<(Alert, i64)> {
-    let mut a = Alerting::new(Config::default()).unwrap();
-    let mut lagging = Lagging::default();
-    let mut got = Vec::new();
-    for i in 0..420i64 {
-        let t = i * 60_000;
+    lagging_run(420, |i, t, lagging| {
         let mut fs = Vec::new();
         for (c, s, cat, y) in four_by_four(i) {
             let (y, sku_y, band) = series(i, &cat, y, 30 + wobble(i + 3 * c + 7 * s) / 2);
@@ -3328,6 +3324,22 @@ fn four_by_four_run(
                 fs.push(lagging.forecast(sku, (t, sku_y), (0.75, 1.25)));
             }
         }
+        fs
+    })
+}
+
+/// `windows` one-minute windows through one stage, window `i` (starting
+/// `t`) forecast by `window(i, t, lagging)`, one [`Lagging`] for them all:
+/// the alerts raised, with their window.
+fn lagging_run(
+    windows: i64,
+    mut window: impl FnMut(i64, i64, &mut Lagging) -> Vec<Forecast>,
+) -> Vec<(Alert, i64)> {
+    let mut a = Alerting::new(Config::default()).unwrap();
+    let mut lagging = Lagging::default();
+    let mut got = Vec::new();
+    for i in 0..windows {
+        let fs = window(i, i * 60_000, &mut lagging);
         got.extend(a.process(&fs).into_iter().map(|x| (x, i)));
     }
     got
@@ -3564,11 +3576,7 @@ fn a_categorys_step_down_with_its_best_seller_is_the_categorys() {
 /// categories, `c0|s0` on top of its climb). The alerts of `c0|s0`, by
 /// kind and window.
 fn category_climbing_in_a_moving_store(store_from: Option<i64>) -> Vec<(AlertKind, i64)> {
-    let mut a = Alerting::new(Config::default()).unwrap();
-    let mut lagging = Lagging::default();
-    let mut got = Vec::new();
-    for i in 0..400i64 {
-        let t = i * 60_000;
+    let got = lagging_run(400, |i, t, lagging| {
         let mut fs = Vec::new();
         let mut stores = [0i64; 4];
         for (_, s, cat, y) in four_by_four(i) {
@@ -3588,14 +3596,12 @@ fn category_climbing_in_a_moving_store(store_from: Option<i64>) -> Vec<(AlertKin
             let store = (Level::Store, format!("s{s}"), "total".to_string());
             fs.push(lagging.forecast(store, (t, y), (0.9, 1.1)));
         }
-        got.extend(
-            a.process(&fs)
-                .into_iter()
-                .filter(|x| &*x.key == "c0|s0")
-                .map(|x| (x.kind, i)),
-        );
-    }
-    got
+        fs
+    });
+    got.into_iter()
+        .filter(|(x, _)| &*x.key == "c0|s0")
+        .map(|(x, i)| (x.kind, i))
+        .collect()
 }
 
 #[test]

@@ -165,6 +165,22 @@ pub struct AnomalyLabel {
     pub factor: f64,
 }
 
+impl AnomalyLabel {
+    /// The multiplier the anomaly puts on its series' demand at `ms` (in
+    /// its span), with windows of `window_ms`: its factor at once, but a
+    /// `trend_break` moves from 1 to it linearly over
+    /// [`TREND_RAMP_WINDOWS`] windows, then holds.
+    pub fn multiplier_at(&self, ms: i64, window_ms: i64) -> f64 {
+        if self.kind == "trend_break" {
+            let ramp_ms = TREND_RAMP_WINDOWS * window_ms;
+            let p = ((ms - self.start_ms) as f64 / ramp_ms as f64).min(1.0);
+            1.0 + (self.factor - 1.0) * p
+        } else {
+            self.factor
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Sku {
     name: String,
@@ -179,9 +195,6 @@ struct Active {
     store: Option<usize>,
     sku: Option<usize>,
     category: Option<String>,
-    /// The multiplier moves from 1 to the label's factor linearly over this
-    /// long from the start, then holds (0: a step).
-    ramp_ms: i64,
 }
 
 /// Windows over which a `trend_break` reaches its factor: sales that start
@@ -429,11 +442,6 @@ impl Generator {
             store: a_store,
             sku: a_sku,
             category: a_cat,
-            ramp_ms: if kind == "trend_break" {
-                TREND_RAMP_WINDOWS * w
-            } else {
-                0
-            },
         });
     }
 
@@ -468,12 +476,7 @@ impl Generator {
                     .as_ref()
                     .is_none_or(|c| *c == self.skus[sku].category);
             if hit {
-                m *= if a.ramp_ms > 0 {
-                    let p = ((ts - a.label.start_ms) as f64 / a.ramp_ms as f64).min(1.0);
-                    1.0 + (a.label.factor - 1.0) * p
-                } else {
-                    a.label.factor
-                };
+                m *= a.label.multiplier_at(ts, self.cfg.window_ms);
             }
         }
         m
